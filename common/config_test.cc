@@ -1,0 +1,71 @@
+#include "common/config.h"
+
+#include <gtest/gtest.h>
+
+namespace metaps {
+namespace {
+
+TEST(ConfigTest, TypedAccessNamesTheKeyOnErrors) {
+  auto c = Config::ParseString(R"(
+    [server]
+    cache_bytes = "lots"
+    port = 5000
+    [[tables]]
+    name = "user"
+    dim = 32
+  )");
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto server = c->GetTable("server");
+  ASSERT_TRUE(server.ok());
+  EXPECT_EQ(*server->GetInt("port"), 5000);
+  auto bad = server->GetInt("cache_bytes");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("server.cache_bytes"), std::string::npos) << bad.status();
+  auto missing = server->GetString("data_dir");
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("server.data_dir"), std::string::npos);
+  auto tables = c->GetTableArray("tables");
+  ASSERT_TRUE(tables.ok());
+  ASSERT_EQ(tables->size(), 1u);
+  auto dim = (*tables)[0].GetDouble("dimx");
+  EXPECT_NE(dim.status().message().find("tables[0].dimx"), std::string::npos) << dim.status();
+  EXPECT_EQ(*(*tables)[0].GetInt("dim"), 32);
+}
+
+TEST(ConfigTest, ParseErrorsGiveSourceAndLine) {
+  auto c = Config::ParseString("a = 1\nb = = 2\n", "job.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("job.toml:2"), std::string::npos) << c.status();
+}
+
+TEST(ConfigTest, OverridesCreateTablesAndParseValues) {
+  Config c;
+  ASSERT_TRUE(c.Set("data.dir=/tmp/x").ok());
+  ASSERT_TRUE(c.Set("train.rounds=12").ok());
+  ASSERT_TRUE(c.Set("train.lr=0.5").ok());
+  ASSERT_TRUE(c.Set("train.async=true").ok());
+  EXPECT_EQ(*c.GetString("data.dir"), "/tmp/x");
+  EXPECT_EQ(*c.GetInt("train.rounds"), 12);
+  EXPECT_DOUBLE_EQ(*c.GetDouble("train.lr"), 0.5);
+  EXPECT_TRUE(*c.GetBool("train.async"));
+  EXPECT_FALSE(c.Set("novalue").ok());
+}
+
+TEST(ConfigTest, UnknownKeysAreReportedByName) {
+  auto c = Config::ParseString("[server]\nport = 1\ncahce_bytes = 5\n");
+  ASSERT_TRUE(c.ok());
+  auto s = c->GetTable("server")->CheckKnownKeys({"port", "cache_bytes"});
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("server.cahce_bytes"), std::string::npos) << s;
+}
+
+TEST(ConfigTest, RangeChecksNameTheKey) {
+  auto c = Config::ParseString("workers = 0\n");
+  auto v = c->GetIntIn("workers", 1, 1, 1024);
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(v.status().message().find("workers: 0 is outside"), std::string::npos) << v.status();
+}
+
+}  // namespace
+}  // namespace metaps

@@ -1,0 +1,21 @@
+#include "launch/cli.h"
+
+#include <iostream>
+
+namespace metaps::launch {
+
+void RegisterVersionCommand(CLI::App& app, Action* action) {
+  auto* cmd = app.add_subcommand("version", "Print the metaps version");
+  cmd->callback([action] {
+    *action = [] {
+      std::cout << "metaps 0.1.0\n";
+      return 0;
+    };
+  });
+}
+
+void RegisterCommands(CLI::App& app, Action* action) {
+  RegisterVersionCommand(app, action);
+}
+
+}  // namespace metaps::launch

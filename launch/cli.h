@@ -1,0 +1,19 @@
+// The `metaps` command: each subcommand registers itself on the CLI11 app here.
+// This is the only layer that picks concrete classes (ZmqTransport, RocksDB storage, oneDNN kernels).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace metaps::launch {
+
+// A subcommand's body: runs after parsing, returns the process exit code.
+using Action = std::function<int()>;
+
+// Adds every subcommand to `app`; the one the user picked stores its body in `*action`.
+void RegisterCommands(CLI::App& app, Action* action);
+
+// Per-subcommand registration, one per file under launch/.
+void RegisterVersionCommand(CLI::App& app, Action* action);
+
+}  // namespace metaps::launch

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up (Debian packages, configure, build) and runs the whole test suite with ctest.
+# Usage: launch/test.sh [extra ctest args, e.g. -L unit]
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$here/launch/setup.sh"
+cd "$here"
+ctest --test-dir build --output-on-failure --timeout 900 -j 2 "$@"
