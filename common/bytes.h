@@ -47,10 +47,14 @@ class Bytes {
     return size_ % sizeof(T) == 0 && reinterpret_cast<uintptr_t>(data_) % alignof(T) == 0;
   }
   // REQUIRES: IsArrayOf<T>() (use Aligned<T>() first when the source may be unaligned).
+  // The span borrows this Bytes' memory, so As() is refused on a temporary (e.g. on the result of
+  // Aligned(), which may be a fresh copy): keep the Bytes in a variable first.
   template <typename T>
-  std::span<const T> As() const {
+  std::span<const T> As() const& {
     return {reinterpret_cast<const T*>(data_), size_ / sizeof(T)};
   }
+  template <typename T>
+  std::span<const T> As() const&& = delete;
   // Returns *this when suitably aligned for T, else an aligned copy.
   template <typename T>
   Bytes Aligned() const {

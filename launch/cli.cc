@@ -16,6 +16,14 @@ void RegisterVersionCommand(CLI::App& app, Action* action) {
 
 void RegisterCommands(CLI::App& app, Action* action) {
   RegisterVersionCommand(app, action);
+  RegisterMetaGradCommand(app, action);
+  RegisterServerCommand(app, action);
+  RegisterSchedulerCommand(app, action);
+  RegisterDatagenCommand(app, action);
+  auto* bench = app.add_subcommand("bench", "Benchmarks; each ends with one JSON line on stdout");
+  bench->require_subcommand(1);
+  RegisterBenchPsCommand(*bench, action);
+  RegisterBenchWorkerCommand(*bench, action);
 }
 
 }  // namespace metaps::launch

@@ -15,5 +15,12 @@ void RegisterCommands(CLI::App& app, Action* action);
 
 // Per-subcommand registration, one per file under launch/.
 void RegisterVersionCommand(CLI::App& app, Action* action);
+void RegisterMetaGradCommand(CLI::App& app, Action* action);      // cmd_meta_grad.cc
+void RegisterServerCommand(CLI::App& app, Action* action);
+void RegisterSchedulerCommand(CLI::App& app, Action* action);  // also `metaps status`
+void RegisterDatagenCommand(CLI::App& app, Action* action);
+// Benchmarks are subcommands of `metaps bench`.
+void RegisterBenchPsCommand(CLI::App& bench, Action* action);
+void RegisterBenchWorkerCommand(CLI::App& bench, Action* action);  // cmd_bench_worker.cc
 
 }  // namespace metaps::launch

@@ -1,0 +1,194 @@
+// The Storage contract, run against both implementations.
+#include "common/storage.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+
+#include "common/memory_storage.h"
+#include "common/rocksdb_storage.h"
+
+namespace metaps {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string TempPath(const std::string& name) {
+  static int n = 0;
+  fs::path p = fs::path(testing::TempDir()) /
+               ("storage_test_" + std::to_string(getpid()) + "_" + std::to_string(n++) + "_" + name);
+  fs::remove_all(p);
+  return p.string();
+}
+
+enum class Kind { kMemory, kRocksDb };
+
+class StorageTest : public testing::TestWithParam<Kind> {
+ protected:
+  void SetUp() override {
+    dir_ = TempPath("db");
+    storage_ = Open(dir_);
+    ASSERT_NE(storage_, nullptr);
+  }
+  void TearDown() override {
+    storage_.reset();
+    fs::remove_all(dir_);
+  }
+  std::unique_ptr<Storage> Open(const std::string& dir) {
+    if (GetParam() == Kind::kMemory) return std::make_unique<MemoryStorage>(std::vector<std::string>{"a", "b"});
+    RocksDbOptions o;
+    o.spaces = {"a", "b"};
+    o.log_spaces = {"b"};
+    auto s = RocksDbStorage::Open(dir, o);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? std::move(s).value() : nullptr;
+  }
+  std::map<std::string, std::string> All(Storage* s, StorageSpace space) {
+    std::map<std::string, std::string> out;
+    EXPECT_TRUE(s->Scan(space, "", "", [&](std::string_view k, std::string_view v) {
+                   out.emplace(k, v);
+                   return true;
+                 }).ok());
+    return out;
+  }
+  std::string dir_;
+  std::unique_ptr<Storage> storage_;
+};
+
+TEST_P(StorageTest, SpacesAreNamedAndSeparate) {
+  auto a = storage_->FindSpace("a");
+  auto b = storage_->FindSpace("b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(*a, *b);
+  EXPECT_EQ(storage_->FindSpace("zzz").status().code(), StatusCode::kNotFound);
+  StorageBatch batch;
+  batch.Put(*a, "k", "in a");
+  batch.Put(*b, "k", "in b");
+  ASSERT_TRUE(storage_->Write(batch, false).ok());
+  std::string v;
+  ASSERT_TRUE(storage_->Get(*a, "k", &v).ok());
+  EXPECT_EQ(v, "in a");
+  ASSERT_TRUE(storage_->Get(*b, "k", &v).ok());
+  EXPECT_EQ(v, "in b");
+  EXPECT_EQ(storage_->Get(*a, "missing", &v).code(), StatusCode::kNotFound);
+}
+
+TEST_P(StorageTest, BatchesApplyInOrderWithDeletesAndRanges) {
+  StorageSpace a = *storage_->FindSpace("a");
+  StorageBatch batch;
+  for (char c = 'a'; c <= 'h'; ++c) batch.Put(a, std::string(1, c), std::string(3, c));
+  batch.Delete(a, "b");
+  batch.DeleteRange(a, "d", "f");  // d, e
+  batch.Put(a, "e", "again");      // after the range delete: present
+  ASSERT_TRUE(storage_->Write(batch, true).ok());
+  auto all = All(storage_.get(), a);
+  std::map<std::string, std::string> want = {{"a", "aaa"}, {"c", "ccc"}, {"e", "again"},
+                                             {"f", "fff"}, {"g", "ggg"}, {"h", "hhh"}};
+  EXPECT_EQ(all, want);
+  // Range scans stop at `end` and when the callback says so.
+  std::vector<std::string> keys;
+  ASSERT_TRUE(storage_->Scan(a, "c", "g", [&](std::string_view k, std::string_view) {
+                keys.emplace_back(k);
+                return true;
+              }).ok());
+  EXPECT_EQ(keys, (std::vector<std::string>{"c", "e", "f"}));
+  keys.clear();
+  ASSERT_TRUE(storage_->Scan(a, "", "", [&](std::string_view k, std::string_view) {
+                keys.emplace_back(k);
+                return keys.size() < 2;
+              }).ok());
+  EXPECT_EQ(keys.size(), 2u);
+}
+
+TEST_P(StorageTest, MultiGetReportsOnlyFoundKeys) {
+  StorageSpace a = *storage_->FindSpace("a");
+  StorageBatch batch;
+  batch.Put(a, "x", "1");
+  batch.Put(a, "z", "3");
+  ASSERT_TRUE(storage_->Write(batch, false).ok());
+  std::vector<std::string_view> keys = {"z", "y", "x", "z"};
+  std::map<size_t, std::string> got;
+  ASSERT_TRUE(storage_->MultiGet(a, keys, [&](size_t i, std::string_view v) { got[i] = std::string(v); }).ok());
+  EXPECT_EQ(got, (std::map<size_t, std::string>{{0, "3"}, {2, "1"}, {3, "3"}}));
+}
+
+TEST_P(StorageTest, CheckpointIsAnOpenableCopy) {
+  StorageSpace a = *storage_->FindSpace("a");
+  StorageBatch batch;
+  batch.Put(a, "k1", "v1");
+  ASSERT_TRUE(storage_->Write(batch, false).ok());
+  const std::string ckpt = TempPath("ckpt");
+  ASSERT_TRUE(storage_->Checkpoint(ckpt).ok());
+  batch.Clear();
+  batch.Put(a, "k2", "after");
+  ASSERT_TRUE(storage_->Write(batch, false).ok());
+  std::unique_ptr<Storage> copy;
+  if (GetParam() == Kind::kMemory) {
+    auto m = MemoryStorage::Load(ckpt);
+    ASSERT_TRUE(m.ok()) << m.status();
+    copy = std::move(m).value();
+  } else {
+    copy = Open(ckpt);
+  }
+  ASSERT_NE(copy, nullptr);
+  StorageSpace ca = *copy->FindSpace("a");
+  EXPECT_EQ(All(copy.get(), ca), (std::map<std::string, std::string>{{"k1", "v1"}}));
+  copy.reset();
+  fs::remove_all(ckpt);
+}
+
+TEST_P(StorageTest, ClosedStorageRefusesCalls) {
+  StorageSpace a = *storage_->FindSpace("a");
+  ASSERT_TRUE(storage_->Close().ok());
+  ASSERT_TRUE(storage_->Close().ok());  // idempotent
+  std::string v;
+  EXPECT_FALSE(storage_->Get(a, "k", &v).ok());
+  EXPECT_EQ(storage_->Write(StorageBatch(), false).code(), StatusCode::kFailedPrecondition);
+}
+
+INSTANTIATE_TEST_SUITE_P(Both, StorageTest, testing::Values(Kind::kMemory, Kind::kRocksDb),
+                         [](const auto& info) { return info.param == Kind::kMemory ? "Memory" : "RocksDb"; });
+
+TEST(RocksDbStorageTest, DataSurvivesReopen) {
+  const std::string dir = TempPath("reopen");
+  {
+    auto s = RocksDbStorage::Open(dir, RocksDbOptions{});
+    ASSERT_TRUE(s.ok()) << s.status();
+    StorageBatch b;
+    b.Put(*(*s)->FindSpace("rows"), "r", "1");
+    ASSERT_TRUE((*s)->Write(b, false).ok());
+  }
+  auto s = RocksDbStorage::Open(dir, RocksDbOptions{});
+  ASSERT_TRUE(s.ok());
+  std::string v;
+  ASSERT_TRUE((*s)->Get(*(*s)->FindSpace("rows"), "r", &v).ok());
+  EXPECT_EQ(v, "1");
+  s = Status(StatusCode::kCancelled, "close");
+  fs::remove_all(dir);
+}
+
+TEST(MemoryStorageTest, InjectedWriteFailuresChangeNothing) {
+  MemoryStorage m({"a"});
+  StorageBatch b;
+  b.Put(0, "k", "v");
+  m.FailNthWrite(2);
+  ASSERT_TRUE(m.Write(b, false).ok());
+  b.Clear();
+  b.Put(0, "k2", "v2");
+  EXPECT_EQ(m.Write(b, false).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(m.Count(0), 1u);
+  EXPECT_TRUE(m.Write(b, false).ok());  // only the nth
+  m.FailAllWrites(true);
+  EXPECT_FALSE(m.Write(b, false).ok());
+  m.FailAllWrites(false);
+  // A shared handle sees the same data and outlives this handle's Close.
+  auto shared = m.Share();
+  ASSERT_TRUE(m.Close().ok());
+  std::string v;
+  EXPECT_TRUE(shared->Get(0, "k2", &v).ok());
+}
+
+}  // namespace
+}  // namespace metaps

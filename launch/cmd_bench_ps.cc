@@ -1,0 +1,377 @@
+// `metaps bench ps`: parameter-server throughput against raw ZeroMQ and raw RocksDB, in one run.
+//
+// One server process (`metaps server`) and this process as the client, on loopback. The raw
+// reference is the same exchange (same request and reply sizes, same pipelining window) with a
+// process that does no work: `metaps bench ps-raw-server` answers pulls with a preallocated reply.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <zmq.hpp>
+
+#include "common/keys.h"
+#include "common/subprocess.h"
+#include "common/zmq_transport.h"
+#include "launch/cli.h"
+#include "ps/client.h"
+
+namespace metaps::launch {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct BenchFlags {
+  bool json = false;
+  int64_t dim = 32;
+  int64_t batch = 10000;
+  int64_t resident_keys = 200000;
+  int64_t over_cache_keys = 1000000;
+  int64_t window = 4;
+  double seconds = 2.0;
+  double zipf_s = 0.99;
+  std::string optimizer = "adam";
+  std::string work_dir;
+  // ps-raw-server
+  std::string endpoint_file;
+};
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// Key generators: ranks mapped through a bijective mix so hot keys spread across shards.
+class KeyGen {
+ public:
+  KeyGen(int64_t space, bool zipf, double s, uint64_t seed) : space_(space), zipf_(zipf), rng_(seed) {
+    if (zipf) {
+      cdf_.resize(space);
+      double acc = 0;
+      for (int64_t i = 0; i < space; ++i) cdf_[i] = (acc += 1.0 / std::pow(static_cast<double>(i + 1), s));
+      for (auto& c : cdf_) c /= acc;
+    }
+  }
+  void Fill(std::vector<Key>& keys) {
+    std::uniform_real_distribution<double> u(0, 1);
+    std::uniform_int_distribution<int64_t> ui(0, space_ - 1);
+    for (auto& k : keys) {
+      int64_t r = zipf_ ? std::lower_bound(cdf_.begin(), cdf_.end(), u(rng_)) - cdf_.begin() : ui(rng_);
+      k = Mix64(static_cast<uint64_t>(std::min<int64_t>(r, space_ - 1)));
+    }
+  }
+
+ private:
+  int64_t space_;
+  bool zipf_;
+  std::mt19937_64 rng_;
+  std::vector<double> cdf_;
+};
+
+struct Rates {
+  double pull = 0, push = 0;
+};
+
+// Runs pulls then pushes for ~seconds each with `window` requests in flight.
+Result<Rates> MeasureStore(ps::PsClient& client, KeyGen& gen, const BenchFlags& f) {
+  std::vector<std::vector<Key>> batches(16, std::vector<Key>(f.batch));
+  for (auto& b : batches) gen.Fill(b);
+  std::vector<float> grads(f.batch * f.dim, 0.001f);
+  Rates r;
+  for (int phase = 0; phase < 2; ++phase) {
+    std::deque<std::future<Status>> push_q;
+    std::deque<std::future<Result<ps::PullResult>>> pull_q;
+    int64_t rows = 0, i = 0;
+    auto start = Clock::now();
+    while (Seconds(start, Clock::now()) < f.seconds) {
+      const auto& keys = batches[i++ % batches.size()];
+      if (phase == 0) pull_q.push_back(client.Pull("emb", keys));
+      else push_q.push_back(client.Push("emb", keys, grads, i));
+      if (static_cast<int64_t>(pull_q.size() + push_q.size()) >= f.window) {
+        if (phase == 0) {
+          auto res = pull_q.front().get();
+          pull_q.pop_front();
+          if (!res.ok()) return res.status();
+        } else {
+          Status s = push_q.front().get();
+          push_q.pop_front();
+          if (!s.ok()) return s;
+        }
+        rows += f.batch;
+      }
+    }
+    for (auto& q : pull_q) {
+      auto res = q.get();
+      if (!res.ok()) return res.status();
+      rows += f.batch;
+    }
+    for (auto& q : push_q) {
+      Status s = q.get();
+      if (!s.ok()) return s;
+      rows += f.batch;
+    }
+    double rate = rows / Seconds(start, Clock::now());
+    (phase == 0 ? r.pull : r.push) = rate;
+  }
+  return r;
+}
+
+// The same exchange over plain cppzmq to a server that does no work.
+Result<Rates> MeasureRawZmq(const std::string& endpoint, const BenchFlags& f) {
+  zmq::context_t ctx(1);
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.connect(endpoint);
+  Header pull_h{.type = MsgType::kPull, .table = "emb"};
+  pull_h.num_keys = f.batch;
+  Header push_h = pull_h;
+  push_h.type = MsgType::kPush;
+  push_h.dim = static_cast<uint32_t>(f.dim);
+  Bytes pull_hb = EncodeHeader(pull_h), push_hb = EncodeHeader(push_h);
+  std::vector<Key> keys(f.batch);
+  for (int64_t i = 0; i < f.batch; ++i) keys[i] = Mix64(i);
+  std::vector<float> grads(f.batch * f.dim, 0.001f);
+  Rates r;
+  for (int phase = 0; phase < 2; ++phase) {
+    int64_t inflight = 0, rows = 0;
+    auto start = Clock::now();
+    auto recv_one = [&] {
+      zmq::message_t m;
+      do {
+        (void)s.recv(m);
+      } while (m.more());
+      --inflight;
+      rows += f.batch;
+    };
+    while (Seconds(start, Clock::now()) < f.seconds) {
+      const Bytes& hb = phase == 0 ? pull_hb : push_hb;
+      // Each request builds its frames like the client does: keys copied into a fresh buffer.
+      std::vector<Key> k = keys;
+      s.send(zmq::message_t(hb.data(), hb.size()), zmq::send_flags::sndmore);
+      auto* kv = new std::vector<Key>(std::move(k));
+      zmq::message_t km(kv->data(), kv->size() * sizeof(Key), [](void*, void* h) {
+        delete static_cast<std::vector<Key>*>(h);
+      }, kv);
+      if (phase == 0) {
+        s.send(km, zmq::send_flags::none);
+      } else {
+        s.send(km, zmq::send_flags::sndmore);
+        auto* gv = new std::vector<float>(grads);
+        zmq::message_t gm(gv->data(), gv->size() * sizeof(float), [](void*, void* h) {
+          delete static_cast<std::vector<float>*>(h);
+        }, gv);
+        s.send(gm, zmq::send_flags::none);
+      }
+      if (++inflight >= f.window) recv_one();
+    }
+    while (inflight > 0) recv_one();
+    (phase == 0 ? r.pull : r.push) = rows / Seconds(start, Clock::now());
+  }
+  return r;
+}
+
+double MeasureRawRocksDb(const std::string& dir, size_t row_bytes, int64_t batch, double seconds) {
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  rocksdb::DB* raw = nullptr;
+  if (!rocksdb::DB::Open(o, dir, &raw).ok()) return 0;
+  std::unique_ptr<rocksdb::DB> db(raw);
+  std::string value(row_bytes, 'x');
+  std::mt19937_64 rng(1);
+  int64_t rows = 0;
+  auto start = Clock::now();
+  while (Seconds(start, Clock::now()) < seconds) {
+    rocksdb::WriteBatch wb;
+    for (int64_t i = 0; i < batch; ++i) {
+      uint64_t k = rng();
+      wb.Put(rocksdb::Slice(reinterpret_cast<const char*>(&k), sizeof(k)), value);
+    }
+    if (!db->Write(rocksdb::WriteOptions(), &wb).ok()) return 0;
+    rows += batch;
+  }
+  return rows / Seconds(start, Clock::now());
+}
+
+struct ServerProc {
+  Subprocess proc;
+  std::string endpoint;
+};
+
+Result<ServerProc> StartServer(const BenchFlags& f, const std::string& name, int64_t cache_bytes) {
+  fs::path dir = fs::path(f.work_dir) / name;
+  fs::create_directories(dir);
+  std::string cfg = (dir / "job.toml").string();
+  std::ofstream(cfg) << "[server]\nlog_level = \"warn\"\n\n[[tables]]\nname = \"emb\"\ndim = " << f.dim
+                     << "\noptimizer = \"" << f.optimizer << "\"\nlr = 0.01\n";
+  std::string ep_file = (dir / "endpoint").string();
+  METAPS_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn({SelfExecutable(), "server", "--config", cfg, "--data-dir",
+                                                           (dir / "db").string(), "--cache-bytes",
+                                                           std::to_string(cache_bytes), "--endpoint-file", ep_file},
+                                                          (dir / "server.log").string()));
+  METAPS_ASSIGN_OR_RETURN(std::string ep, WaitForFileLine(ep_file, std::chrono::seconds(30), &p));
+  return ServerProc{std::move(p), ep};
+}
+
+Result<std::unique_ptr<ps::PsClient>> Connect(const std::string& endpoint) {
+  auto c = std::make_unique<ps::PsClient>(ps::ClientOptions{.sender = "bench"}, std::make_unique<ZmqTransport>(),
+                                          ShardMap{0, {endpoint}});
+  METAPS_RETURN_IF_ERROR(c->Start());
+  return c;
+}
+
+// Pushes every key of the space once so the table holds all its rows.
+Status Populate(ps::PsClient& c, int64_t space, const BenchFlags& f) {
+  std::vector<Key> keys(f.batch);
+  std::vector<float> grads(f.batch * f.dim, 0.001f);
+  for (int64_t start = 0; start < space; start += f.batch) {
+    int64_t n = std::min(f.batch, space - start);
+    keys.resize(n);
+    for (int64_t i = 0; i < n; ++i) keys[i] = Mix64(static_cast<uint64_t>(start + i));
+    METAPS_RETURN_IF_ERROR(c.Push("emb", keys, std::span<const float>(grads.data(), n * f.dim)).get());
+  }
+  return Status::Ok();
+}
+
+int RunBench(BenchFlags f) {
+  if (f.work_dir.empty()) f.work_dir = (fs::temp_directory_path() / ("metaps-bench-ps-" + std::to_string(getpid()))).string();
+  fs::create_directories(f.work_dir);
+  auto fail = [&](const Status& s) {
+    std::cerr << "bench ps: " << s.ToString() << "\n";
+    return 1;
+  };
+  // Row bytes as the store keeps them for adam: weights + 2 moments + 24 bytes of metadata.
+  int state = f.optimizer == "adam" ? 2 : f.optimizer == "sgd" ? 0 : f.optimizer == "ftrl" ? 2 : 1;
+  size_t row_bytes = static_cast<size_t>(f.dim) * 4 * (1 + state) + 24;
+  nlohmann::json out;
+
+  // Raw ZeroMQ reference.
+  std::string raw_ep_file = f.work_dir + "/raw-endpoint";
+  auto raw = Subprocess::Spawn({SelfExecutable(), "bench", "ps-raw-server", "--endpoint-file", raw_ep_file,
+                                "--dim", std::to_string(f.dim), "--batch", std::to_string(f.batch)},
+                               f.work_dir + "/raw-server.log");
+  if (!raw.ok()) return fail(raw.status());
+  auto raw_ep = WaitForFileLine(raw_ep_file, std::chrono::seconds(30), &*raw);
+  if (!raw_ep.ok()) return fail(raw_ep.status());
+  auto raw_rates = MeasureRawZmq(*raw_ep, f);
+  (void)raw->Signal(SIGTERM);
+  (void)raw->Wait(std::chrono::seconds(5));
+  if (!raw_rates.ok()) return fail(raw_rates.status());
+  double raw_zmq = raw_rates->pull;
+  double raw_rocks = MeasureRawRocksDb(f.work_dir + "/raw-rocksdb", row_bytes, f.batch, f.seconds);
+  std::cerr << "raw zeromq: pull-sized exchange " << raw_rates->pull << " rows/s, push-sized " << raw_rates->push
+            << " rows/s; raw rocksdb WriteBatch " << raw_rocks << " rows/s of " << row_bytes << " bytes\n";
+
+  struct Case {
+    std::string name;
+    bool zipf;
+    bool over_cache;
+  };
+  std::vector<Case> cases = {{"uniform_resident", false, false},
+                             {"zipf_resident", true, false},
+                             {"zipf_over_cache", true, true},
+                             {"uniform_over_cache", false, true}};
+  std::map<std::string, Rates> results;
+  for (const auto& c : cases) {
+    int64_t space = c.over_cache ? f.over_cache_keys : f.resident_keys;
+    // Resident: room for everything twice over. Over cache: a tenth of the table.
+    int64_t cache = c.over_cache ? static_cast<int64_t>(space * row_bytes / 10) : static_cast<int64_t>(space * row_bytes * 2 + (64 << 20));
+    auto server = StartServer(f, c.name, cache);
+    if (!server.ok()) return fail(server.status());
+    auto client = Connect(server->endpoint);
+    if (!client.ok()) return fail(client.status());
+    if (Status s = Populate(**client, space, f); !s.ok()) return fail(s);
+    KeyGen gen(space, c.zipf, f.zipf_s, 42);
+    auto r = MeasureStore(**client, gen, f);
+    if (!r.ok()) return fail(r.status());
+    auto stats = (*client)->Stats().get();
+    (*client)->Stop();
+    (void)server->proc.Signal(SIGTERM);
+    (void)server->proc.Wait(std::chrono::seconds(60));
+    results[c.name] = *r;
+    nlohmann::json cj = {{"keys", space}, {"cache_bytes", cache}, {"pull_rows_per_s", r->pull},
+                         {"push_rows_per_s", r->push}, {"pull_ratio_to_raw_zmq", r->pull / raw_zmq},
+                         {"push_ratio_to_raw_zmq", r->push / raw_rates->push}};
+    if (stats.ok()) cj["server_stats"] = nlohmann::json::parse((*stats)[0], nullptr, false);
+    out[c.name] = cj;
+    std::cerr << c.name << ": pull " << r->pull << " rows/s (" << r->pull / raw_zmq << "x raw), push " << r->push
+              << " rows/s (" << r->push / raw_rates->push << "x raw)\n";
+  }
+  const Rates& base = results["uniform_resident"];
+  out["pull_rows_per_s"] = base.pull;
+  out["push_rows_per_s"] = base.push;
+  out["raw_zmq_rows_per_s"] = raw_zmq;
+  out["raw_zmq_push_rows_per_s"] = raw_rates->push;
+  out["raw_rocksdb_rows_per_s"] = raw_rocks;
+  out["row_bytes"] = row_bytes;
+  out["pull_ratio_to_raw_zmq"] = base.pull / raw_zmq;
+  out["push_ratio_to_raw_zmq"] = base.push / raw_rates->push;
+  out["zipf_over_cache_pull_ratio_to_resident"] = results["zipf_over_cache"].pull / results["zipf_resident"].pull;
+  out["zipf_over_cache_push_ratio_to_resident"] = results["zipf_over_cache"].push / results["zipf_resident"].push;
+  out["dim"] = f.dim;
+  out["batch"] = f.batch;
+  out["window"] = f.window;
+  std::error_code ec;
+  fs::remove_all(f.work_dir, ec);
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
+// Answers every request with a preallocated reply of the size a real server would send.
+int RunRawServer(const BenchFlags& f) {
+  zmq::context_t ctx(1);
+  zmq::socket_t s(ctx, zmq::socket_type::router);
+  s.bind("tcp://127.0.0.1:*");
+  std::string ep = s.get(zmq::sockopt::last_endpoint);
+  std::ofstream(f.endpoint_file + ".tmp") << ep << "\n";
+  std::rename((f.endpoint_file + ".tmp").c_str(), f.endpoint_file.c_str());
+  auto values = std::make_shared<std::vector<float>>(f.batch * f.dim, 0.5f);
+  Header rh{.type = MsgType::kPullReply};
+  Bytes reply_header = EncodeHeader(rh);
+  signal(SIGTERM, SIG_DFL);
+  while (true) {
+    std::vector<zmq::message_t> frames;
+    do {
+      frames.emplace_back();
+      if (!s.recv(frames.back())) return 0;
+    } while (frames.back().more());
+    s.send(frames[0], zmq::send_flags::sndmore);
+    if (frames.size() == 3) {  // id, header, keys: a pull
+      s.send(zmq::message_t(reply_header.data(), reply_header.size()), zmq::send_flags::sndmore);
+      // Zero-copy from the preallocated buffer, like the real server's reply.
+      s.send(zmq::message_t(values->data(), values->size() * sizeof(float), nullptr, nullptr), zmq::send_flags::none);
+    } else {
+      s.send(zmq::message_t(reply_header.data(), reply_header.size()), zmq::send_flags::none);
+    }
+  }
+}
+
+}  // namespace
+
+void RegisterBenchPsCommand(CLI::App& bench, Action* action) {
+  auto f = std::make_shared<BenchFlags>();
+  auto* cmd = bench.add_subcommand("ps", "Parameter-server pull/push throughput vs raw ZeroMQ and RocksDB");
+  cmd->add_flag("--json", f->json, "End with one JSON line (always printed last)");
+  cmd->add_option("--dim", f->dim, "Row width in float32");
+  cmd->add_option("--batch", f->batch, "Keys per request");
+  cmd->add_option("--resident-keys", f->resident_keys, "Key space of the cache-resident cases");
+  cmd->add_option("--over-cache-keys", f->over_cache_keys, "Key space of the cases 10x over the cache");
+  cmd->add_option("--window", f->window, "Requests in flight");
+  cmd->add_option("--seconds", f->seconds, "Measuring time per phase");
+  cmd->add_option("--optimizer", f->optimizer, "Server optimizer (sgd, adagrad, adam, ftrl)");
+  cmd->add_option("--work-dir", f->work_dir, "Scratch directory (removed afterwards)");
+  cmd->callback([f, action] { *action = [f] { return RunBench(*f); }; });
+
+  auto* raw = bench.add_subcommand("ps-raw-server", "(internal) raw ZeroMQ reference server for bench ps");
+  raw->group("");  // hidden
+  raw->add_option("--endpoint-file", f->endpoint_file)->required();
+  raw->add_option("--dim", f->dim);
+  raw->add_option("--batch", f->batch);
+  raw->callback([f, action] { *action = [f] { return RunRawServer(*f); }; });
+}
+
+}  // namespace metaps::launch

@@ -1,0 +1,81 @@
+#include "launch/job_config.h"
+
+#include <fstream>
+#include <sstream>
+
+namespace metaps::launch {
+
+Result<Config> LoadJobConfig(const std::string& path, const std::vector<std::string>& overrides) {
+  METAPS_ASSIGN_OR_RETURN(Config c, Config::ParseFile(path));
+  for (const auto& o : overrides) METAPS_RETURN_IF_ERROR(c.Set(o).WithContext("--set " + o));
+  return c;
+}
+
+Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
+  ServerSettings s;
+  METAPS_ASSIGN_OR_RETURN(Config c, root.GetTable("server"));
+  METAPS_RETURN_IF_ERROR(c.CheckKnownKeys({"bind", "data_dir", "shard_id", "cache_bytes", "sync",
+                                           "writeback_interval_ms", "writeback_dirty_bytes", "restore_from",
+                                           "log_level", "job_id"}));
+  METAPS_ASSIGN_OR_RETURN(s.server.bind, c.GetString("bind", "tcp://127.0.0.1:0"));
+  METAPS_ASSIGN_OR_RETURN(s.store.data_dir, c.GetString("data_dir", ""));
+  METAPS_ASSIGN_OR_RETURN(int64_t shard, c.GetIntIn("shard_id", 0, 0, 1 << 20));
+  s.server.shard_id = static_cast<int32_t>(shard);
+  METAPS_ASSIGN_OR_RETURN(int64_t cache, c.GetIntIn("cache_bytes", 256LL << 20, 1 << 16, 1LL << 50));
+  s.store.cache_bytes = static_cast<uint64_t>(cache);
+  METAPS_ASSIGN_OR_RETURN(s.store.sync, c.GetBool("sync", false));
+  METAPS_ASSIGN_OR_RETURN(int64_t wb_ms, c.GetIntIn("writeback_interval_ms", 2000, 1, 3600 * 1000));
+  s.store.writeback_interval_ms = static_cast<uint32_t>(wb_ms);
+  METAPS_ASSIGN_OR_RETURN(int64_t wb_bytes, c.GetIntIn("writeback_dirty_bytes", 64LL << 20, 1 << 12, 1LL << 50));
+  s.store.writeback_dirty_bytes = static_cast<uint64_t>(wb_bytes);
+  METAPS_ASSIGN_OR_RETURN(s.store.restore_from, c.GetString("restore_from", ""));
+  METAPS_ASSIGN_OR_RETURN(s.log_level, c.GetString("log_level", "info"));
+  METAPS_ASSIGN_OR_RETURN(s.server.job_id, c.GetString("job_id", ""));
+  METAPS_ASSIGN_OR_RETURN(s.tables, ps::ParseTableSpecs(root));
+  if (s.tables.empty()) return NotFound("tables: the config declares no [[tables]]");
+  return s;
+}
+
+Result<SchedulerSettings> SchedulerSettingsFromConfig(const Config& root) {
+  SchedulerSettings s;
+  METAPS_ASSIGN_OR_RETURN(Config job, root.GetTable("job"));
+  METAPS_ASSIGN_OR_RETURN(s.scheduler.job_id, job.GetString("id", "metaps"));
+  METAPS_ASSIGN_OR_RETURN(int64_t servers, job.GetIntIn("servers", 1, 1, 1024));
+  METAPS_ASSIGN_OR_RETURN(int64_t workers, job.GetIntIn("workers", 1, 1, 4096));
+  s.scheduler.num_servers = static_cast<int>(servers);
+  s.scheduler.num_workers = static_cast<int>(workers);
+  METAPS_ASSIGN_OR_RETURN(Config train, root.GetTable("train"));
+  METAPS_ASSIGN_OR_RETURN(std::string mode, train.GetString("consistency", "bsp"));
+  auto c = scheduler::ParseConsistency(mode);
+  if (!c.ok()) return InvalidArgument(train.Path("consistency") + ": " + c.status().message());
+  s.scheduler.consistency = *c;
+  METAPS_ASSIGN_OR_RETURN(int64_t staleness, train.GetIntIn("staleness", 0, 0, 1 << 20));
+  s.scheduler.staleness = static_cast<uint32_t>(staleness);
+  METAPS_ASSIGN_OR_RETURN(int64_t rounds, train.GetIntIn("rounds", 0, 0, 1LL << 40));
+  s.scheduler.total_rounds = static_cast<uint64_t>(rounds);
+  METAPS_ASSIGN_OR_RETURN(Config sc, root.GetTable("scheduler"));
+  METAPS_RETURN_IF_ERROR(sc.CheckKnownKeys({"bind", "http_address", "http_port", "heartbeat_timeout_ms", "state_file",
+                                            "log_level"}));
+  METAPS_ASSIGN_OR_RETURN(s.scheduler.bind, sc.GetString("bind", "tcp://127.0.0.1:0"));
+  METAPS_ASSIGN_OR_RETURN(s.http_address, sc.GetString("http_address", "127.0.0.1"));
+  METAPS_ASSIGN_OR_RETURN(int64_t port, sc.GetIntIn("http_port", 0, -1, 65535));
+  s.http_port = static_cast<int>(port);
+  METAPS_ASSIGN_OR_RETURN(int64_t hb, sc.GetIntIn("heartbeat_timeout_ms", 10000, 100, 3600 * 1000));
+  s.scheduler.heartbeat_timeout_ms = static_cast<uint32_t>(hb);
+  METAPS_ASSIGN_OR_RETURN(s.scheduler.state_file, sc.GetString("state_file", ""));
+  METAPS_ASSIGN_OR_RETURN(s.log_level, sc.GetString("log_level", "info"));
+  return s;
+}
+
+Result<std::string> ReadTokenFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFound("cannot read token file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string t = ss.str();
+  auto b = t.find_first_not_of(" \t\r\n"), e = t.find_last_not_of(" \t\r\n");
+  if (b == std::string::npos) return InvalidArgument("token file " + path + " is empty");
+  return t.substr(b, e - b + 1);
+}
+
+}  // namespace metaps::launch

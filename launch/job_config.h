@@ -1,0 +1,44 @@
+// Reading a job's TOML config into the settings of each role. Every error names its key.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/status.h"
+#include "ps/param_store.h"
+#include "ps/server.h"
+#include "ps/table_spec.h"
+#include "scheduler/scheduler.h"
+
+namespace metaps::launch {
+
+// Parses `path` and applies the `key=value` overrides in order.
+Result<Config> LoadJobConfig(const std::string& path, const std::vector<std::string>& overrides);
+
+struct ServerSettings {
+  ps::ServerOptions server;
+  ps::StoreOptions store;
+  std::vector<ps::TableSpec> tables;
+  std::string log_level = "info";
+};
+
+// Reads [server] (bind, data_dir, shard_id, cache_bytes, sync, writeback_interval_ms,
+// writeback_dirty_bytes, restore_from, log_level, job_id) and [[tables]].
+Result<ServerSettings> ServerSettingsFromConfig(const Config& root);
+
+struct SchedulerSettings {
+  scheduler::SchedulerOptions scheduler;
+  std::string http_address = "127.0.0.1";
+  int http_port = 0;  // 0: any free port; -1: no HTTP
+  std::string log_level = "info";
+};
+
+// Reads [job] (id, servers, workers), [train] (consistency, staleness, rounds) and [scheduler]
+// (bind, http_address, http_port, heartbeat_timeout_ms, state_file, log_level).
+Result<SchedulerSettings> SchedulerSettingsFromConfig(const Config& root);
+
+// A job token file: one line of text; surrounding whitespace is ignored. Empty is an error.
+Result<std::string> ReadTokenFile(const std::string& path);
+
+}  // namespace metaps::launch

@@ -1,0 +1,1372 @@
+#include "ps/param_store.h"
+
+#include <algorithm>
+#include <bit>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <cerrno>
+#include <deque>
+#include <functional>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/memory_storage.h"
+#include "common/rocksdb_storage.h"
+
+namespace metaps::ps {
+
+static_assert(std::endian::native == std::endian::little, "row and log formats assume little-endian hosts");
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// ---- On-disk formats (docs/storage.md) -------------------------------------------------------
+
+constexpr uint8_t kRowVersion = 1;
+constexpr uint32_t kLogMagic = 0x3147'4c50;  // "PLG1"
+constexpr char kFormatKey[] = "format";
+constexpr char kFormatValue[] = "metaps-ps-1";
+constexpr char kAppliedSeqKey[] = "applied_seq";
+constexpr char kTablePrefix[] = "table/";
+constexpr char kManifestName[] = "manifest.json";
+constexpr char kPushLogDir[] = "pushlog";
+constexpr char kLogModeKey[] = "log_mode";
+
+// Header of a row value in the "rows" space, followed by dim weights and state_floats state floats.
+struct DiskRowHeader {
+  uint8_t version;
+  uint8_t optimizer;
+  uint16_t reserved0;
+  uint32_t dim;
+  uint32_t state_floats;
+  uint32_t reserved1;
+  uint64_t update_count;
+  uint64_t last_step;
+  uint64_t last_seq;  // sequence number of the last push applied to this row
+};
+static_assert(sizeof(DiskRowHeader) == 40);
+
+// Header of a log record in the "log" space (key: big-endian sequence number), followed by
+// n keys (u64) and n*dim summed gradients (f32).
+struct LogHeader {
+  uint32_t magic;
+  uint32_t table_id;
+  uint64_t step;
+  uint32_t n;
+  uint32_t dim;
+};
+static_assert(sizeof(LogHeader) == 24);
+
+// A table's entry in the "meta" space under "table/<name>".
+struct TableRecord {
+  uint32_t id;
+  uint32_t dim;
+  uint32_t state_floats;
+  uint8_t dense;
+  uint8_t optimizer;
+  uint16_t reserved;
+};
+static_assert(sizeof(TableRecord) == 16);
+
+inline void WriteRowKey(char* out, uint32_t table_id, Key key) {
+  for (int i = 3; i >= 0; --i) out[3 - i] = static_cast<char>((table_id >> (8 * i)) & 0xff);
+  for (int i = 7; i >= 0; --i) out[4 + 7 - i] = static_cast<char>((key >> (8 * i)) & 0xff);
+}
+std::string SeqKey(uint64_t seq) {
+  std::string k;
+  AppendBigEndian64(&k, seq);
+  return k;
+}
+
+// ---- Flat open-addressing map Key -> uint32 (linear probing, backward-shift deletion) ----------
+
+class KeyIndex {
+ public:
+  static constexpr uint32_t kNone = UINT32_MAX;
+
+  KeyIndex() { Rehash(16); }
+  size_t size() const { return size_; }
+  size_t capacity() const { return entries_.size(); }
+
+  uint32_t Find(Key k) const {
+    size_t i = Home(k);
+    while (true) {
+      const Entry& e = entries_[i];
+      if (e.value == kNone) return kNone;
+      if (e.key == k) return e.value;
+      i = (i + 1) & mask_;
+    }
+  }
+  void Prefetch(Key k) const { __builtin_prefetch(&entries_[Home(k)]); }
+
+  // Returns the existing value, or inserts `v` and returns kNone.
+  uint32_t FindOrInsert(Key k, uint32_t v) {
+    if ((size_ + 1) * 10 > entries_.size() * 7) Rehash(entries_.size() * 2);
+    size_t i = Home(k);
+    while (true) {
+      Entry& e = entries_[i];
+      if (e.value == kNone) {
+        e.key = k;
+        e.value = v;
+        ++size_;
+        return kNone;
+      }
+      if (e.key == k) return e.value;
+      i = (i + 1) & mask_;
+    }
+  }
+
+  void Erase(Key k) {
+    size_t i = Home(k);
+    while (true) {
+      if (entries_[i].value == kNone) return;
+      if (entries_[i].key == k) break;
+      i = (i + 1) & mask_;
+    }
+    size_t j = i;
+    while (true) {
+      j = (j + 1) & mask_;
+      if (entries_[j].value == kNone) break;
+      size_t h = Home(entries_[j].key);
+      // Move entry j back to the hole at i unless its home lies cyclically in (i, j].
+      bool stays = (i <= j) ? (h > i && h <= j) : (h > i || h <= j);
+      if (!stays) {
+        entries_[i] = entries_[j];
+        i = j;
+      }
+    }
+    entries_[i].value = kNone;
+    --size_;
+  }
+
+  // Empties the map, keeping a capacity suited to `expected` entries.
+  void Reset(size_t expected) {
+    size_t want = std::bit_ceil(std::max<size_t>(16, expected * 2));
+    if (entries_.size() < want || entries_.size() > 4 * want) {
+      entries_.clear();
+      Rehash(want);
+    } else {
+      for (auto& e : entries_) e.value = kNone;
+      size_ = 0;
+    }
+  }
+
+ private:
+  struct Entry {
+    Key key;
+    uint32_t value;
+  };
+  size_t Home(Key k) const { return Mix64(k) & mask_; }
+  void Rehash(size_t cap) {
+    std::vector<Entry> old;
+    old.swap(entries_);
+    entries_.assign(cap, Entry{0, kNone});
+    mask_ = cap - 1;
+    size_ = 0;
+    for (const Entry& e : old) {
+      if (e.value != kNone) FindOrInsert(e.key, e.value);
+    }
+  }
+  std::vector<Entry> entries_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
+
+// ---- Cache slots ---------------------------------------------------------------------------------
+
+// At the start of every cache slot, followed by the row's dim weights and its optimizer state.
+struct SlotMeta {
+  Key key;
+  uint64_t update_count;
+  uint64_t last_step;
+  uint64_t last_seq;
+  uint32_t pin;  // the op epoch that needs this row resident
+  uint8_t flags;
+  uint8_t pad[3];
+};
+static_assert(sizeof(SlotMeta) == 40);
+
+constexpr uint8_t kUsed = 1, kDirty = 2, kInflight = 4, kRef = 8;
+
+// Bytes charged to the cache budget per row besides the slot: index entry at load <= 0.7, and
+// free-list/clock bookkeeping.
+constexpr uint64_t kIndexOverheadBytes = 32;
+
+struct DirtyRef {
+  uint32_t table;
+  uint32_t slot;
+};
+
+
+// ---- The push log as segment files ---------------------------------------------------------------
+
+// 64-bit checksum over several byte ranges: four independent multiply-mix lanes over 8-byte
+// words (fast: the log checksums every pushed byte), then a final mix. Not cryptographic; it
+// detects torn and garbage tails.
+class Checksum {
+ public:
+  // Streaming: the result depends only on the concatenation of what was passed.
+  void Update(const void* data, size_t size) {
+    const char* p = static_cast<const char*>(data);
+    total_ += size;
+    if (held_ > 0) {
+      size_t take = std::min(size, size_t{32} - held_);
+      std::memcpy(buf_ + held_, p, take);
+      held_ += take;
+      p += take;
+      size -= take;
+      if (held_ < 32) return;
+      Block(buf_);
+      held_ = 0;
+    }
+    while (size >= 32) {
+      Block(p);
+      p += 32;
+      size -= 32;
+    }
+    std::memcpy(buf_, p, size);
+    held_ = size;
+  }
+  uint64_t Finish() const {
+    uint64_t lanes[4] = {lanes_[0], lanes_[1], lanes_[2], lanes_[3]};
+    char last[32] = {};
+    std::memcpy(last, buf_, held_);
+    uint64_t w[4];
+    std::memcpy(w, last, 32);
+    uint64_t h = total_;
+    for (int l = 0; l < 4; ++l) h = Mix64(h ^ ((lanes[l] ^ w[l]) * kMul));
+    return h;
+  }
+
+ private:
+  static constexpr uint64_t kMul = 0x9fb21c651e98df25ULL;
+  void Block(const char* p) {
+    uint64_t w[4];
+    std::memcpy(w, p, 32);
+    for (int l = 0; l < 4; ++l) lanes_[l] = (lanes_[l] ^ w[l]) * kMul + (lanes_[l] >> 29);
+  }
+  uint64_t lanes_[4] = {1, 2, 3, 4};
+  char buf_[32];
+  size_t held_ = 0;
+  uint64_t total_ = 0;
+};
+
+// Append-only segments dir/<first seq, 20 digits>.seg of records
+//   {u32 magic, u32 payload bytes, u64 seq, u64 checksum(seq, payload)} payload
+// where payload is a LogHeader, its keys and its gradients. One push = one write(2) (writev) of
+// one record: after it returns the record is in the OS page cache and survives the death of the
+// process; with `sync` it is fdatasync'ed too. A write-back starts a new segment (Rotate) and,
+// once its cut is durable in storage, deletes the segments before it (DropThrough).
+class FileLog {
+ public:
+  static constexpr uint32_t kRecordMagic = 0x524c5350;  // "PSLR"
+  struct RecordHeader {
+    uint32_t magic;
+    uint32_t bytes;
+    uint64_t seq;
+    uint64_t checksum;
+  };
+
+  ~FileLog() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  static Result<std::unique_ptr<FileLog>> Open(const std::string& dir, bool sync) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) return Internal("cannot create push log dir " + dir + ": " + ec.message());
+    auto log = std::unique_ptr<FileLog>(new FileLog());
+    log->dir_ = dir;
+    log->sync_ = sync;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.size() == 24 && name.ends_with(".seg")) {
+        log->segments_.push_back(std::stoull(name.substr(0, 20)));
+      }
+    }
+    if (ec) return Internal("cannot list " + dir + ": " + ec.message());
+    std::sort(log->segments_.begin(), log->segments_.end());
+    return log;
+  }
+
+  // Calls f(seq, payload) for every intact record with seq > after, in order. A bad record in
+  // the last segment is a torn tail (a write that never returned): it and what follows are cut
+  // off. Elsewhere it is DataLoss.
+  Status Replay(uint64_t after, const std::function<Status(uint64_t, std::string_view)>& f) {
+    std::string buf;
+    uint64_t last_seq = 0;
+    const std::vector<uint64_t> segments = segments_;
+    for (size_t i = 0; i < segments.size(); ++i) {
+      const std::string path = SegmentPath(segments[i]);
+      std::ifstream in(path, std::ios::binary);
+      if (!in) return Internal("cannot read " + path);
+      buf.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      size_t pos = 0;
+      while (pos < buf.size()) {
+        RecordHeader h;
+        bool ok = buf.size() - pos >= sizeof(h);
+        if (ok) {
+          std::memcpy(&h, buf.data() + pos, sizeof(h));
+          ok = h.magic == kRecordMagic && buf.size() - pos - sizeof(h) >= h.bytes;
+        }
+        if (ok) {
+          Checksum c;
+          c.Update(&h.seq, 8);
+          c.Update(buf.data() + pos + sizeof(h), h.bytes);
+          ok = c.Finish() == h.checksum && (last_seq == 0 || h.seq == last_seq + 1);
+        }
+        if (!ok) {
+          if (i + 1 != segments.size()) {
+            return DataLoss("push log segment " + path + " is corrupt at offset " + std::to_string(pos));
+          }
+          torn_bytes_ += buf.size() - pos;
+          if (::truncate(path.c_str(), static_cast<off_t>(pos)) != 0) {
+            return Internal("cannot truncate the torn tail of " + path);
+          }
+          break;
+        }
+        last_seq = h.seq;
+        if (h.seq > after) {
+          METAPS_RETURN_IF_ERROR(f(h.seq, std::string_view(buf.data() + pos + sizeof(h), h.bytes)));
+        }
+        pos += sizeof(h) + h.bytes;
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Closes the current segment and starts one whose first record will be `next_seq`.
+  Status Rotate(uint64_t next_seq) {
+    if (fd_ >= 0 && segments_.back() == next_seq) return Status::Ok();  // still empty
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    const std::string path = SegmentPath(next_seq);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return Internal("cannot create push log segment " + path + ": " + std::strerror(errno));
+    fd_ = fd;
+    if (segments_.empty() || segments_.back() != next_seq) segments_.push_back(next_seq);
+    if (sync_) SyncDir();
+    return Status::Ok();
+  }
+
+  // Appends one record made of `parts`. REQUIRES: Rotate was called.
+  Status Append(uint64_t seq, std::initializer_list<std::pair<const void*, size_t>> parts) {
+    RecordHeader h{kRecordMagic, 0, seq, 0};
+    Checksum c;
+    c.Update(&seq, 8);
+    size_t total = 0;
+    iovec iov[8];
+    int n = 1;
+    for (const auto& [p, size] : parts) {
+      c.Update(p, size);
+      total += size;
+      iov[n].iov_base = const_cast<void*>(p);
+      iov[n].iov_len = size;
+      ++n;
+    }
+    if (total > UINT32_MAX) return InvalidArgument("push too large for one log record");
+    h.bytes = static_cast<uint32_t>(total);
+    h.checksum = c.Finish();
+    iov[0].iov_base = &h;
+    iov[0].iov_len = sizeof(h);
+    size_t want = sizeof(h) + total;
+    // writev may write less than asked (e.g. a signal); finish the record, then it counts.
+    int first = 0;
+    while (want > 0) {
+      ssize_t w = ::writev(fd_, iov + first, n - first);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return Internal(std::string("push log write failed: ") + std::strerror(errno));
+      }
+      want -= static_cast<size_t>(w);
+      size_t left = static_cast<size_t>(w);
+      while (first < n && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+      if (first < n) {
+        iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+        iov[first].iov_len -= left;
+      }
+    }
+    if (sync_ && ::fdatasync(fd_) != 0) return Internal(std::string("push log fsync failed: ") + std::strerror(errno));
+    return Status::Ok();
+  }
+
+  // Deletes segments that hold only records <= cut (never the current one).
+  void DropThrough(uint64_t cut) {
+    while (segments_.size() > 1 && segments_[1] <= cut + 1) {
+      ::unlink(SegmentPath(segments_.front()).c_str());
+      segments_.erase(segments_.begin());
+    }
+  }
+
+  uint64_t torn_bytes() const { return torn_bytes_; }
+
+ private:
+  FileLog() = default;
+  std::string SegmentPath(uint64_t first) const {
+    char name[32];
+    std::snprintf(name, sizeof(name), "%020llu.seg", static_cast<unsigned long long>(first));
+    return dir_ + "/" + name;
+  }
+  void SyncDir() {
+    int d = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d >= 0) {
+      (void)::fsync(d);
+      ::close(d);
+    }
+  }
+
+  std::string dir_;
+  bool sync_ = false;
+  int fd_ = -1;
+  std::vector<uint64_t> segments_;  // first seq of each segment, ascending
+  uint64_t torn_bytes_ = 0;
+};
+
+}  // namespace
+
+struct ParamStore::Impl {
+  struct Table {
+    TableSpec spec;
+    uint32_t id = 0;
+    uint32_t index = 0;  // position in tables
+    std::unique_ptr<Optimizer> opt;
+    uint32_t state_floats = 0;
+    uint32_t row_floats = 0;      // dim + state_floats
+    uint64_t init_seed = 0;       // Hash64(name)
+    size_t stride = 0;            // bytes per slot
+    uint64_t charge = 0;          // bytes charged per cached row
+    uint32_t chunk_shift = 0;     // slots per chunk = 1 << chunk_shift
+    std::vector<std::unique_ptr<std::byte[]>> chunks;
+    uint32_t slots_allocated = 0;
+    std::vector<uint32_t> free_slots;
+    KeyIndex index_map;
+    uint32_t clock_hand = 0;
+
+    SlotMeta* Meta(uint32_t slot) const {
+      return reinterpret_cast<SlotMeta*>(chunks[slot >> chunk_shift].get() +
+                                         (slot & ((1u << chunk_shift) - 1)) * stride);
+    }
+    float* Weights(uint32_t slot) const { return reinterpret_cast<float*>(Meta(slot) + 1); }
+    float* State(uint32_t slot) const { return Weights(slot) + spec.dim; }
+  };
+
+  StoreOptions options;
+  std::unique_ptr<Storage> storage;
+  std::unique_ptr<FileLog> file_log;  // null: the log lives in the storage's "log" space
+  bool replaying = false;             // set by Open around Replay
+  StorageSpace rows_space = 0, log_space = 0, meta_space = 0;
+  std::vector<std::unique_ptr<Table>> tables;
+  std::vector<Table*> by_id;  // table id -> table (nullptr for unknown ids)
+  uint64_t dirty_threshold = 0;
+
+  // Guards everything below (and the cache inside tables).
+  mutable std::mutex mu;
+  uint32_t epoch = 0;
+  uint64_t next_seq = 1;
+  uint64_t applied_seq = 0;   // last log record applied to the cache
+  uint64_t written_seq = 0;   // cut of the last committed write-back
+  uint64_t cached_bytes = 0;
+  uint64_t rows_cached = 0;
+  uint64_t dirty_bytes = 0;
+  uint64_t log_bytes_pending = 0;
+  uint64_t log_records_pending = 0;
+  bool eviction_blocked = false;  // a full sweep found no victim; retry after the next write-back
+  std::vector<DirtyRef> dirty;
+  StoreStats stats{};
+  bool stop = false;
+  bool writeback_requested = false;
+  std::condition_variable cv;
+
+  // Scratch, reused across calls (single caller thread, under mu).
+  KeyIndex dedupe;
+  std::vector<Key> uniq_keys;
+  std::vector<float> uniq_grads;
+  std::vector<uint32_t> slots;
+  std::vector<uint32_t> miss_idx;
+  std::vector<Key> miss_keys;
+  std::vector<uint32_t> miss_slot;
+  KeyIndex miss_map;
+  std::string miss_key_bytes;
+  std::vector<std::string_view> miss_key_views;
+  StorageBatch log_batch;
+
+  // Serializes write-backs (background thread, Flush, backpressure); taken before mu.
+  std::mutex wb_mu;
+  StorageBatch wb_batch;                                // guarded by wb_mu
+  std::deque<std::pair<uint64_t, uint64_t>> pending_log;  // (seq, bytes) after the cut; guarded by mu
+  std::thread writer;
+
+  // ---- Cache -----------------------------------------------------------------------------------
+
+  // Frees one clean, unpinned, not-in-flight row. False if none was found in a full sweep.
+  bool EvictOne(Table* prefer) {
+    const size_t n = tables.size();
+    for (size_t k = 0; k < n; ++k) {
+      Table* t = (k == 0) ? prefer : tables[(prefer->index + k) % n].get();
+      if (t->slots_allocated == 0 || t->index_map.size() == 0) continue;
+      const uint64_t limit = 2ull * t->slots_allocated;
+      for (uint64_t step = 0; step < limit; ++step) {
+        uint32_t s = t->clock_hand;
+        t->clock_hand = (t->clock_hand + 1 == t->slots_allocated) ? 0 : t->clock_hand + 1;
+        SlotMeta* m = t->Meta(s);
+        if (!(m->flags & kUsed) || (m->flags & (kDirty | kInflight)) || m->pin == epoch) continue;
+        if (m->flags & kRef) {
+          m->flags &= ~kRef;
+          continue;
+        }
+        t->index_map.Erase(m->key);
+        m->flags = 0;
+        t->free_slots.push_back(s);
+        cached_bytes -= t->charge;
+        --rows_cached;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // A fresh slot for `key` in `t` (not yet in the index), evicting as the budget requires. The
+  // budget is soft: when every cached row is dirty, pinned or in flight, the cache grows and a
+  // write-back is requested.
+  uint32_t AllocateSlot(Table* t) {
+    while (cached_bytes + t->charge > options.cache_bytes && !eviction_blocked) {
+      if (!EvictOne(t)) {
+        eviction_blocked = true;
+        writeback_requested = true;
+        cv.notify_one();
+      }
+    }
+    uint32_t s;
+    if (!t->free_slots.empty()) {
+      s = t->free_slots.back();
+      t->free_slots.pop_back();
+    } else {
+      s = t->slots_allocated;
+      if ((s >> t->chunk_shift) >= t->chunks.size()) {
+        size_t bytes = (size_t{1} << t->chunk_shift) * t->stride;
+        t->chunks.emplace_back(new std::byte[bytes]);
+      }
+      ++t->slots_allocated;
+      t->Meta(s)->flags = 0;
+    }
+    cached_bytes += t->charge;
+    ++rows_cached;
+    return s;
+  }
+
+  // Makes every key resident and pinned for this epoch; slots_out[i] is keys[i]'s slot. Rows read
+  // from storage or initialized are clean. Misses are fetched with one MultiGet.
+  Status EnsureResident(Table* t, std::span<const Key> keys, uint32_t* slots_out) {
+    miss_idx.clear();
+    const size_t n = keys.size();
+    constexpr size_t kAhead = 8;
+    for (size_t i = 0; i < std::min(n, kAhead); ++i) t->index_map.Prefetch(keys[i]);
+    // Two passes so that memory latency overlaps: the first finds slots (prefetching index
+    // entries ahead, then the slot's first lines), the second touches the slots.
+    const size_t lines = std::min<size_t>(4, (t->stride + 63) / 64);
+    for (size_t i = 0; i < n; ++i) {
+      if (i + kAhead < n) t->index_map.Prefetch(keys[i + kAhead]);
+      uint32_t s = t->index_map.Find(keys[i]);
+      slots_out[i] = s;
+      if (s != KeyIndex::kNone) {
+        const char* p = reinterpret_cast<const char*>(t->Meta(s));
+        for (size_t l = 0; l < lines; ++l) __builtin_prefetch(p + 64 * l, 1);
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t s = slots_out[i];
+      if (s != KeyIndex::kNone) {
+        SlotMeta* m = t->Meta(s);
+        m->pin = epoch;
+        m->flags |= kRef;
+      } else {
+        miss_idx.push_back(static_cast<uint32_t>(i));
+      }
+    }
+    stats.cache_hits += n - miss_idx.size();
+    if (miss_idx.empty()) return Status::Ok();
+
+    // Unique missing keys.
+    miss_map.Reset(miss_idx.size());
+    miss_keys.clear();
+    for (uint32_t i : miss_idx) {
+      if (miss_map.FindOrInsert(keys[i], static_cast<uint32_t>(miss_keys.size())) == KeyIndex::kNone) {
+        miss_keys.push_back(keys[i]);
+      }
+    }
+    stats.cache_misses += miss_keys.size();
+    miss_key_bytes.resize(miss_keys.size() * 12);
+    miss_key_views.resize(miss_keys.size());
+    for (size_t j = 0; j < miss_keys.size(); ++j) {
+      WriteRowKey(miss_key_bytes.data() + 12 * j, t->id, miss_keys[j]);
+    }
+    for (size_t j = 0; j < miss_keys.size(); ++j) {
+      miss_key_views[j] = std::string_view(miss_key_bytes.data() + 12 * j, 12);
+    }
+    miss_slot.assign(miss_keys.size(), KeyIndex::kNone);
+    Status bad;
+    const size_t row_bytes = sizeof(DiskRowHeader) + size_t{t->row_floats} * 4;
+    Status st = storage->MultiGet(rows_space, miss_key_views, [&](size_t j, std::string_view v) {
+      if (!bad.ok()) return;
+      DiskRowHeader h;
+      if (v.size() != row_bytes) {
+        bad = DataLoss("table " + t->spec.name + " key " + std::to_string(miss_keys[j]) + ": stored row has " +
+                       std::to_string(v.size()) + " bytes, expected " + std::to_string(row_bytes));
+        return;
+      }
+      std::memcpy(&h, v.data(), sizeof(h));
+      if (h.version != kRowVersion || h.dim != t->spec.dim || h.state_floats != t->state_floats) {
+        bad = DataLoss("table " + t->spec.name + " key " + std::to_string(miss_keys[j]) +
+                       ": stored row header does not match the table");
+        return;
+      }
+      uint32_t s = AllocateSlot(t);
+      SlotMeta* m = t->Meta(s);
+      m->key = miss_keys[j];
+      m->update_count = h.update_count;
+      m->last_step = h.last_step;
+      m->last_seq = h.last_seq;
+      m->pin = epoch;
+      m->flags = kUsed | kRef;
+      std::memcpy(t->Weights(s), v.data() + sizeof(h), size_t{t->row_floats} * 4);
+      t->index_map.FindOrInsert(miss_keys[j], s);
+      miss_slot[j] = s;
+    });
+    if (st.ok()) st = bad;
+    if (!st.ok()) {
+      // Rows already inserted are valid clean rows; the rest stays absent.
+      return st.WithContext("reading rows of table " + t->spec.name);
+    }
+    for (size_t j = 0; j < miss_keys.size(); ++j) {
+      if (miss_slot[j] != KeyIndex::kNone) continue;
+      uint32_t s = AllocateSlot(t);
+      SlotMeta* m = t->Meta(s);
+      m->key = miss_keys[j];
+      m->update_count = 0;
+      m->last_step = 0;
+      m->last_seq = 0;
+      m->pin = epoch;
+      m->flags = kUsed | kRef;
+      InitializeRow(t->spec.init, t->init_seed, miss_keys[j], t->Weights(s), t->spec.dim);
+      t->opt->InitState(t->State(s), t->spec.dim);
+      t->index_map.FindOrInsert(miss_keys[j], s);
+      miss_slot[j] = s;
+    }
+    for (uint32_t i : miss_idx) slots_out[i] = miss_slot[miss_map.Find(keys[i])];
+    return Status::Ok();
+  }
+
+  // Applies log record `seq` to resident rows `slots` (one per key, unique keys). Rows that
+  // already include the record (last_seq >= seq, possible only in replay) are skipped.
+  void ApplyToRows(Table* t, uint64_t seq, uint64_t step, size_t n, const uint32_t* row_slots, const float* grads) {
+    const uint32_t dim = t->spec.dim;
+    const size_t lines = (t->stride + 63) / 64;
+    constexpr size_t kAhead = 4;
+    auto prefetch_row = [&](size_t i) {
+      const char* p = reinterpret_cast<const char*>(t->Meta(row_slots[i]));
+      for (size_t l = 0; l < std::min<size_t>(lines, 16); ++l) __builtin_prefetch(p + 64 * l, 1);
+    };
+    for (size_t i = 0; i < std::min(n, kAhead); ++i) prefetch_row(i);
+    for (size_t i = 0; i < n; ++i) {
+      if (i + kAhead < n) prefetch_row(i + kAhead);
+      const uint32_t s = row_slots[i];
+      SlotMeta* m = t->Meta(s);
+      if (m->last_seq >= seq) continue;
+      m->update_count += 1;
+      t->opt->Apply(t->Weights(s), t->State(s), grads + i * dim, dim, m->update_count);
+      m->last_step = step;
+      m->last_seq = seq;
+      if (!(m->flags & kDirty)) {
+        m->flags |= kDirty;
+        dirty.push_back({t->index, s});
+        dirty_bytes += t->charge;
+      }
+    }
+    applied_seq = std::max(applied_seq, seq);
+  }
+
+  bool WritebackDue() const {
+    return dirty_bytes >= dirty_threshold || log_bytes_pending >= options.writeback_log_bytes;
+  }
+
+  // ---- Write-back ------------------------------------------------------------------------------
+
+  // Writes back every row dirty when it starts, then records the cut C (applied_seq at the start)
+  // and deletes the log records <= C, in the last batch.
+  //
+  // Rows are copied under `mu` a chunk (~kChunkBytes) at a time and each chunk is written as its
+  // own batch with `mu` released, so pushes interleave with a long write-back instead of waiting
+  // for it. A row copied later than the start may include pushes after C; that is fine because
+  // every stored row records the sequence number of the last push applied to it (last_seq), and
+  // replay skips, per row, the records the row already includes. Storage applies batches in
+  // order, so when the cut is durable every row before it is too; a crash in between leaves rows
+  // that are newer than the cut, which replay handles the same way.
+  Status WriteBack() {
+    std::lock_guard<std::mutex> wb_lock(wb_mu);
+    constexpr size_t kChunkBytes = 1 << 20;
+    uint64_t cut;
+    std::vector<DirtyRef> todo;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (dirty.empty() && applied_seq == written_seq) return Status::Ok();
+      cut = applied_seq;
+      todo.swap(dirty);  // rows keep kDirty (not evictable) until their chunk is copied
+      dirty_bytes = 0;
+      // In key order: RocksDB's memtable inserts sorted keys much faster (its skiplist reuses the
+      // previous insert's position), and it is the order the rows end up in anyway.
+      std::sort(todo.begin(), todo.end(), [&](const DirtyRef& a, const DirtyRef& b) {
+        const uint32_t ia = tables[a.table]->id, ib = tables[b.table]->id;
+        if (ia != ib) return ia < ib;
+        return tables[a.table]->Meta(a.slot)->key < tables[b.table]->Meta(b.slot)->key;
+      });
+      // Records after the cut go to a new segment, so the old ones can be deleted after it.
+      // (Not while replaying: Open reads the segments then, and rotates once replay is done.)
+      if (file_log && !replaying) METAPS_RETURN_IF_ERROR(file_log->Rotate(cut + 1).WithContext("write-back"));
+    }
+    StorageBatch& batch = wb_batch;
+    Status st;
+    size_t pos = 0;
+    uint64_t nrows = 0;
+    char key[12];
+    while (st.ok()) {
+      size_t chunk_begin = pos;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        batch.Clear();
+        while (pos < todo.size() && batch.ByteSize() < kChunkBytes) {
+          const DirtyRef& d = todo[pos++];
+          Table* t = tables[d.table].get();
+          SlotMeta* m = t->Meta(d.slot);
+          WriteRowKey(key, t->id, m->key);
+          const size_t fbytes = size_t{t->row_floats} * 4;
+          char* v = batch.PutUninitialized(rows_space, std::string_view(key, 12), sizeof(DiskRowHeader) + fbytes);
+          DiskRowHeader h{};
+          h.version = kRowVersion;
+          h.optimizer = static_cast<uint8_t>(t->spec.optimizer.kind);
+          h.dim = t->spec.dim;
+          h.state_floats = t->state_floats;
+          h.update_count = m->update_count;
+          h.last_step = m->last_step;
+          h.last_seq = m->last_seq;
+          std::memcpy(v, &h, sizeof(h));
+          std::memcpy(v + sizeof(h), t->Weights(d.slot), fbytes);
+          m->flags = (m->flags & ~kDirty) | kInflight;
+        }
+        if (pos == todo.size()) {
+          std::string seq_value(8, '\0');
+          std::memcpy(seq_value.data(), &cut, 8);
+          batch.Put(meta_space, kAppliedSeqKey, seq_value);
+          if (cut > 0 && !file_log) batch.DeleteRange(log_space, SeqKey(0), SeqKey(cut + 1));
+        }
+      }
+      // The last batch carries the cut; with `sync` it must reach the disk before log files go.
+      st = storage->Write(batch, options.sync && pos == todo.size());
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        for (size_t i = chunk_begin; i < pos; ++i) {
+          const DirtyRef& d = todo[i];
+          Table* t = tables[d.table].get();
+          SlotMeta* m = t->Meta(d.slot);
+          m->flags &= ~kInflight;
+          if (!st.ok() && !(m->flags & kDirty)) {
+            m->flags |= kDirty;
+            dirty.push_back(d);
+            dirty_bytes += t->charge;
+          }
+        }
+        eviction_blocked = false;
+        if (st.ok()) {
+          nrows += pos - chunk_begin;
+          stats.rows_written += pos - chunk_begin;
+        } else {
+          // Rows not yet copied are still flagged dirty: hand them back to the dirty list.
+          for (size_t i = pos; i < todo.size(); ++i) {
+            dirty.push_back(todo[i]);
+            dirty_bytes += tables[todo[i].table]->charge;
+          }
+          ++stats.writeback_errors;
+        }
+        if (st.ok() && pos == todo.size()) {
+          ++stats.writebacks;
+          written_seq = std::max(written_seq, cut);
+          while (!pending_log.empty() && pending_log.front().first <= cut) {
+            log_bytes_pending -= pending_log.front().second;
+            pending_log.pop_front();
+          }
+          log_records_pending = pending_log.size();
+          if (file_log && !replaying) file_log->DropThrough(cut);
+          break;
+        }
+      }
+    }
+    if (batch.ByteSize() > 4 * kChunkBytes) batch = StorageBatch();
+    return st.WithContext("write-back");
+  }
+
+  // Records a log record as pending (not covered by a write-back). REQUIRES: mu held.
+  void AddPendingLog(uint64_t seq, uint64_t bytes) {
+    pending_log.emplace_back(seq, bytes);
+    log_bytes_pending += bytes;
+    log_records_pending = pending_log.size();
+  }
+
+  void WriterLoop() {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!stop) {
+      cv.wait_for(lock, std::chrono::milliseconds(options.writeback_interval_ms),
+                  [&] { return stop || writeback_requested; });
+      if (stop) break;
+      writeback_requested = false;
+      if (dirty.empty() && applied_seq == written_seq) continue;
+      lock.unlock();
+      (void)WriteBack();  // failures are counted; rows stay dirty and the log keeps the pushes
+      lock.lock();
+    }
+  }
+
+  // ---- Open ------------------------------------------------------------------------------------
+
+  Status LoadRegistry(bool* fresh) {
+    std::string v;
+    Status st = storage->Get(meta_space, kFormatKey, &v);
+    *fresh = st.code() == StatusCode::kNotFound;
+    if (!st.ok() && !*fresh) return st;
+    if (!*fresh && v != kFormatValue) {
+      return FailedPrecondition("data is format \"" + v + "\", this build reads \"" + kFormatValue + "\"");
+    }
+    std::vector<std::pair<std::string, TableRecord>> known;
+    METAPS_RETURN_IF_ERROR(storage->Scan(meta_space, kTablePrefix, "table0", [&](std::string_view k, std::string_view val) {
+      TableRecord r{};
+      if (val.size() == sizeof(r)) std::memcpy(&r, val.data(), sizeof(r));
+      known.emplace_back(std::string(k.substr(std::strlen(kTablePrefix))), r);
+      return true;
+    }));
+    uint32_t next_id = 1;
+    for (const auto& [name, r] : known) next_id = std::max(next_id, r.id + 1);
+    StorageBatch batch;
+    if (*fresh) batch.Put(meta_space, kFormatKey, kFormatValue);
+    for (auto& t : tables) {
+      auto it = std::find_if(known.begin(), known.end(), [&](const auto& p) { return p.first == t->spec.name; });
+      if (it != known.end()) {
+        const TableRecord& r = it->second;
+        if (r.dim != t->spec.dim || r.dense != t->spec.dense) {
+          return FailedPrecondition("table " + t->spec.name + ": stored data has dim " + std::to_string(r.dim) +
+                                    (r.dense ? " (dense)" : "") + ", the config says dim " +
+                                    std::to_string(t->spec.dim) + (t->spec.dense ? " (dense)" : ""));
+        }
+        if (r.optimizer != static_cast<uint8_t>(t->spec.optimizer.kind) || r.state_floats != t->state_floats) {
+          return FailedPrecondition("table " + t->spec.name + ": stored data was trained with optimizer " +
+                                    std::string(OptimizerKindName(static_cast<OptimizerKind>(r.optimizer))) +
+                                    ", the config says " + std::string(OptimizerKindName(t->spec.optimizer.kind)));
+        }
+        t->id = r.id;
+      } else {
+        t->id = next_id++;
+        TableRecord r{};
+        r.id = t->id;
+        r.dim = t->spec.dim;
+        r.state_floats = t->state_floats;
+        r.dense = t->spec.dense;
+        r.optimizer = static_cast<uint8_t>(t->spec.optimizer.kind);
+        batch.Put(meta_space, std::string(kTablePrefix) + t->spec.name,
+                  std::string_view(reinterpret_cast<const char*>(&r), sizeof(r)));
+      }
+      if (by_id.size() <= t->id) by_id.resize(t->id + 1, nullptr);
+      by_id[t->id] = t.get();
+    }
+    if (!batch.empty()) METAPS_RETURN_IF_ERROR(storage->Write(batch, true));
+    return Status::Ok();
+  }
+
+  // Applies the log records after the last write-back's cut, in order.
+  Status Replay() {
+    std::string v;
+    Status st = storage->Get(meta_space, kAppliedSeqKey, &v);
+    if (st.ok()) {
+      if (v.size() != 8) return DataLoss("meta applied_seq is corrupt");
+      std::memcpy(&written_seq, v.data(), 8);
+    } else if (st.code() != StatusCode::kNotFound) {
+      return st;
+    }
+    applied_seq = written_seq;
+    next_seq = written_seq + 1;
+    std::vector<float> grads;
+    std::vector<Key> keys;
+    std::vector<uint32_t> row_slots;
+    auto replay_one = [&](uint64_t seq, std::string_view val) -> Status {
+      LogHeader h;
+      if (val.size() < sizeof(h)) return DataLoss("log record " + std::to_string(seq) + " is truncated");
+      std::memcpy(&h, val.data(), sizeof(h));
+      Table* t = h.table_id < by_id.size() ? by_id[h.table_id] : nullptr;
+      const size_t need = sizeof(h) + size_t{h.n} * 8 + size_t{h.n} * h.dim * 4;
+      if (h.magic != kLogMagic || val.size() != need) {
+        return DataLoss("log record " + std::to_string(seq) + " is corrupt");
+      }
+      if (t == nullptr) {
+        return FailedPrecondition("log record " + std::to_string(seq) + " updates table id " +
+                                  std::to_string(h.table_id) + ", which the config no longer has");
+      }
+      if (h.dim != t->spec.dim) {
+        return DataLoss("log record " + std::to_string(seq) + " has dim " + std::to_string(h.dim) + ", table " +
+                        t->spec.name + " has " + std::to_string(t->spec.dim));
+      }
+      keys.resize(h.n);
+      grads.resize(size_t{h.n} * h.dim);
+      std::memcpy(keys.data(), val.data() + sizeof(h), size_t{h.n} * 8);
+      std::memcpy(grads.data(), val.data() + sizeof(h) + size_t{h.n} * 8, grads.size() * 4);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++epoch;
+        row_slots.resize(h.n);
+        METAPS_RETURN_IF_ERROR(EnsureResident(t, keys, row_slots.data()));
+        ApplyToRows(t, seq, h.step, h.n, row_slots.data(), grads.data());
+        next_seq = seq + 1;
+        ++stats.replayed_records;
+        AddPendingLog(seq, val.size());
+      }
+      if (WritebackDue() || eviction_blocked) METAPS_RETURN_IF_ERROR(WriteBack());
+      return Status::Ok();
+    };
+    // The log's place is recorded; switching places is refused while the old one may hold
+    // records after the cut (they would be silently skipped).
+    const std::string mode = file_log ? "file" : "storage";
+    std::string stored_mode;
+    Status ms = storage->Get(meta_space, kLogModeKey, &stored_mode);
+    if (!ms.ok() && ms.code() != StatusCode::kNotFound) return ms;
+    if (ms.ok() && stored_mode != mode) {
+      bool pending = false;
+      if (stored_mode == "storage") {
+        METAPS_RETURN_IF_ERROR(storage->Scan(log_space, SeqKey(written_seq + 1), "", [&](std::string_view, std::string_view) {
+          pending = true;
+          return false;
+        }));
+      } else if (options.data_dir.empty()) {
+        pending = true;  // cannot look
+      } else {
+        METAPS_ASSIGN_OR_RETURN(auto old_log, FileLog::Open(options.data_dir + "/" + kPushLogDir, false));
+        METAPS_RETURN_IF_ERROR(old_log->Replay(written_seq, [&](uint64_t, std::string_view) {
+          pending = true;
+          return Status::Ok();
+        }));
+      }
+      if (pending) {
+        return FailedPrecondition("the push log holds acknowledged pushes in " +
+                                  (stored_mode == "file" ? options.data_dir + "/" + kPushLogDir + " (files)"
+                                                         : std::string("the storage's log space")) +
+                                  ", but the store was opened with its log in " + mode +
+                                  (mode == "storage" ? " (data_dir empty or log_in_storage set)" : "") +
+                                  "; open it as it was written");
+      }
+    }
+    if (!ms.ok() || stored_mode != mode) {
+      StorageBatch b;
+      b.Put(meta_space, kLogModeKey, mode);
+      METAPS_RETURN_IF_ERROR(storage->Write(b, true));
+    }
+    Status apply_error;
+    if (file_log) {
+      replaying = true;
+      apply_error = file_log->Replay(written_seq, replay_one);
+      replaying = false;
+      if (apply_error.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        apply_error = file_log->Rotate(next_seq);
+      }
+    } else {
+      METAPS_RETURN_IF_ERROR(storage->Scan(log_space, SeqKey(written_seq + 1), "", [&](std::string_view k, std::string_view val) {
+        if (k.size() != 8) {
+          apply_error = DataLoss("log key of " + std::to_string(k.size()) + " bytes");
+          return false;
+        }
+        apply_error = replay_one(DecodeBigEndian64(k.data()), val);
+        return apply_error.ok();
+      }));
+    }
+    return apply_error.WithContext("replaying the log");
+  }
+
+  Table* Lookup(std::string_view name) const {
+    for (const auto& t : tables) {
+      if (t->spec.name == name) return t.get();
+    }
+    return nullptr;
+  }
+
+  Result<Table*> FindOrError(std::string_view name, bool dense) const {
+    Table* t = Lookup(name);
+    if (t == nullptr) return NotFound("unknown table \"" + std::string(name) + "\"");
+    if (t->spec.dense != dense) {
+      return InvalidArgument("table \"" + std::string(name) + "\" is " + (t->spec.dense ? "dense" : "sparse") +
+                             "; use " + (t->spec.dense ? "PullDense/PushDense" : "Pull/Push"));
+    }
+    return t;
+  }
+
+  // Push of unique keys (already summed). Logs, then applies.
+  Status PushUnique(Table* t, std::span<const Key> keys, const float* grads, uint64_t step) {
+    const size_t n = keys.size();
+    const uint32_t dim = t->spec.dim;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++epoch;
+      slots.resize(n);
+      METAPS_RETURN_IF_ERROR(EnsureResident(t, keys, slots.data()));
+      const uint64_t seq = next_seq;
+      LogHeader h{kLogMagic, t->id, step, static_cast<uint32_t>(n), dim};
+      const size_t bytes = sizeof(h) + n * 8 + n * size_t{dim} * 4;
+      // Durable before anything changes in memory: a failed write leaves the store as it was.
+      if (file_log) {
+        METAPS_RETURN_IF_ERROR(file_log->Append(seq, {{&h, sizeof(h)}, {keys.data(), n * 8}, {grads, n * size_t{dim} * 4}})
+                                   .WithContext("appending the push to the log"));
+      } else {
+        log_batch.Clear();
+        char key[8];
+        for (int i = 7; i >= 0; --i) key[7 - i] = static_cast<char>((seq >> (8 * i)) & 0xff);
+        char* v = log_batch.PutUninitialized(log_space, std::string_view(key, 8), bytes);
+        std::memcpy(v, &h, sizeof(h));
+        std::memcpy(v + sizeof(h), keys.data(), n * 8);
+        std::memcpy(v + sizeof(h) + n * 8, grads, n * size_t{dim} * 4);
+        METAPS_RETURN_IF_ERROR(storage->Write(log_batch, options.sync).WithContext("appending the push to the log"));
+      }
+      next_seq = seq + 1;
+      ApplyToRows(t, seq, step, n, slots.data(), grads);
+      ++stats.log_records;
+      AddPendingLog(seq, bytes);
+      if (log_batch.ByteSize() > (64u << 20)) log_batch = StorageBatch();
+      if (WritebackDue() || eviction_blocked) {
+        writeback_requested = true;
+        cv.notify_one();
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Backpressure: when the cache has grown a quarter over its budget because too few rows were
+  // clean to evict (the writer is falling behind), the pusher writes back itself.
+  Status MaybeThrottle() {
+    bool over;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      over = eviction_blocked && cached_bytes > options.cache_bytes + options.cache_bytes / 4;
+    }
+    if (over) return WriteBack();
+    return Status::Ok();
+  }
+
+  Status ImportCheckpoint(const std::string& dir);
+};
+
+// ---- ParamStore ----------------------------------------------------------------------------------
+
+ParamStore::ParamStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::string ParamStore::CheckpointDbDir(const std::string& checkpoint_dir) { return checkpoint_dir + "/db"; }
+
+namespace {
+bool DirIsEmptyOrAbsent(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return true;
+  return fs::is_directory(dir, ec) && fs::is_empty(dir, ec);
+}
+
+Result<nlohmann::json> ReadManifest(const std::string& dir) {
+  std::ifstream in(dir + "/" + kManifestName);
+  if (!in) return NotFound(dir + " is not a complete checkpoint: no " + kManifestName);
+  try {
+    nlohmann::json j;
+    in >> j;
+    if (j.value("format", "") != "metaps-ps-checkpoint") return DataLoss(dir + "/" + kManifestName + ": unknown format");
+    return j;
+  } catch (const std::exception& e) {
+    return DataLoss(dir + "/" + kManifestName + ": " + e.what());
+  }
+}
+}  // namespace
+
+Status ParamStore::PrepareDataDir(const StoreOptions& options) {
+  if (options.restore_from.empty() || !DirIsEmptyOrAbsent(options.data_dir)) return Status::Ok();
+  METAPS_RETURN_IF_ERROR(ReadManifest(options.restore_from).status());
+  const std::string src = CheckpointDbDir(options.restore_from);
+  std::error_code ec;
+  fs::create_directories(options.data_dir, ec);
+  if (ec) return Internal("cannot create " + options.data_dir + ": " + ec.message());
+  for (const auto& entry : fs::directory_iterator(src, ec)) {
+    if (!entry.is_regular_file()) continue;
+    const fs::path to = fs::path(options.data_dir) / entry.path().filename();
+    std::error_code lec;
+    // SST files are immutable: a hard link is a safe copy. Everything else (MANIFEST, CURRENT,
+    // OPTIONS, WAL) may be appended to by the new database, so it is copied.
+    if (entry.path().extension() == ".sst") fs::create_hard_link(entry.path(), to, lec);
+    if (entry.path().extension() != ".sst" || lec) {
+      fs::copy_file(entry.path(), to, fs::copy_options::overwrite_existing, lec);
+      if (lec) return Internal("restoring " + entry.path().string() + ": " + lec.message());
+    }
+  }
+  if (ec) return NotFound("cannot read checkpoint database " + src + ": " + ec.message());
+  return Status::Ok();
+}
+
+// Copies a checkpoint's data into an empty storage through ordinary writes (the slow path, for a
+// storage that was opened before PrepareDataDir could fill its directory).
+Status ParamStore::Impl::ImportCheckpoint(const std::string& dir) {
+  METAPS_RETURN_IF_ERROR(ReadManifest(dir).status());
+  const std::string db = CheckpointDbDir(dir);
+  std::unique_ptr<Storage> src;
+  if (fs::exists(db + "/memory_storage.dump")) {
+    METAPS_ASSIGN_OR_RETURN(src, MemoryStorage::Load(db));
+  } else {
+    RocksDbOptions ro;
+    ro.read_only = true;
+    ro.create_if_missing = false;
+    METAPS_ASSIGN_OR_RETURN(src, RocksDbStorage::Open(db, ro));
+  }
+  StorageBatch batch;
+  for (const char* name : ParamStore::kSpaces) {
+    METAPS_ASSIGN_OR_RETURN(StorageSpace from, src->FindSpace(name));
+    METAPS_ASSIGN_OR_RETURN(StorageSpace to, storage->FindSpace(name));
+    Status wst;
+    METAPS_RETURN_IF_ERROR(src->Scan(from, "", "", [&](std::string_view k, std::string_view v) {
+      batch.Put(to, k, v);
+      if (batch.ByteSize() >= (8u << 20)) {
+        wst = storage->Write(batch, false);
+        batch.Clear();
+        if (!wst.ok()) return false;
+      }
+      return true;
+    }));
+    METAPS_RETURN_IF_ERROR(wst);
+  }
+  METAPS_RETURN_IF_ERROR(storage->Write(batch, true));
+  return src->Close();
+}
+
+Result<std::unique_ptr<ParamStore>> ParamStore::Open(StoreOptions options, std::vector<TableSpec> tables,
+                                                     std::unique_ptr<Storage> storage) {
+  if (!storage) return InvalidArgument("ParamStore::Open: no storage");
+  if (options.cache_bytes == 0) return InvalidArgument("cache_bytes must be > 0");
+  if (options.writeback_interval_ms == 0) options.writeback_interval_ms = 1;
+  auto impl = std::make_unique<Impl>();
+  impl->storage = std::move(storage);
+  METAPS_ASSIGN_OR_RETURN(impl->rows_space, impl->storage->FindSpace("rows"));
+  METAPS_ASSIGN_OR_RETURN(impl->log_space, impl->storage->FindSpace("log"));
+  METAPS_ASSIGN_OR_RETURN(impl->meta_space, impl->storage->FindSpace("meta"));
+  impl->dirty_threshold = std::max<uint64_t>(1, std::min(options.writeback_dirty_bytes, options.cache_bytes / 2));
+  if (options.writeback_log_bytes == 0) options.writeback_log_bytes = 1;
+  for (size_t i = 0; i < tables.size(); ++i) {
+    const TableSpec& spec = tables[i];
+    if (spec.name.empty()) return InvalidArgument("tables[" + std::to_string(i) + "]: empty name");
+    if (spec.dim == 0) return InvalidArgument("table " + spec.name + ": dim must be >= 1");
+    if (impl->Lookup(spec.name)) return InvalidArgument("duplicate table name \"" + spec.name + "\"");
+    auto t = std::make_unique<Impl::Table>();
+    t->spec = spec;
+    t->index = static_cast<uint32_t>(i);
+    auto opt = Optimizer::Create(spec.optimizer);
+    if (!opt.ok()) return opt.status().WithContext("table " + spec.name);
+    t->opt = std::move(opt).value();
+    t->state_floats = t->opt->StateFloats(spec.dim);
+    t->row_floats = spec.dim + t->state_floats;
+    t->init_seed = Hash64(spec.name);
+    t->stride = (sizeof(SlotMeta) + size_t{t->row_floats} * 4 + 7) & ~size_t{7};
+    t->charge = t->stride + kIndexOverheadBytes;
+    // Chunks of about 1 MiB (at least one row).
+    uint32_t shift = 0;
+    while (shift < 16 && (size_t{2} << shift) * t->stride <= (1u << 20)) ++shift;
+    t->chunk_shift = shift;
+    impl->tables.push_back(std::move(t));
+  }
+  impl->options = std::move(options);
+
+  bool fresh = false;
+  {
+    std::string v;
+    Status st = impl->storage->Get(impl->meta_space, kFormatKey, &v);
+    fresh = st.code() == StatusCode::kNotFound;
+    if (!st.ok() && !fresh) return st;
+  }
+  if (fresh && !impl->options.restore_from.empty()) {
+    METAPS_RETURN_IF_ERROR(impl->ImportCheckpoint(impl->options.restore_from)
+                               .WithContext("restoring from " + impl->options.restore_from));
+  }
+  if (!impl->options.data_dir.empty() && !impl->options.log_in_storage) {
+    METAPS_ASSIGN_OR_RETURN(impl->file_log,
+                            FileLog::Open(impl->options.data_dir + "/" + kPushLogDir, impl->options.sync));
+  }
+  METAPS_RETURN_IF_ERROR(impl->LoadRegistry(&fresh));
+  METAPS_RETURN_IF_ERROR(impl->Replay());
+  Impl* raw = impl.get();
+  raw->writer = std::thread([raw] { raw->WriterLoop(); });
+  return std::unique_ptr<ParamStore>(new ParamStore(std::move(impl)));
+}
+
+ParamStore::~ParamStore() {
+  if (!impl_) return;
+  if (impl_->options.final_flush_on_close) (void)impl_->WriteBack();
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->writer.joinable()) impl_->writer.join();
+  (void)impl_->storage->Close();
+}
+
+const TableSpec* ParamStore::FindTable(std::string_view name) const {
+  Impl::Table* t = impl_->Lookup(name);
+  return t ? &t->spec : nullptr;
+}
+
+Status ParamStore::Pull(std::string_view table, std::span<const Key> keys, float* out) {
+  METAPS_ASSIGN_OR_RETURN(Impl::Table * t, impl_->FindOrError(table, false));
+  if (keys.empty()) return Status::Ok();
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mu);
+  ++m.epoch;
+  m.slots.resize(keys.size());
+  METAPS_RETURN_IF_ERROR(m.EnsureResident(t, keys, m.slots.data()));
+  const uint32_t dim = t->spec.dim;
+  const size_t bytes = size_t{dim} * 4;
+  for (size_t i = 0; i < keys.size(); ++i) std::memcpy(out + i * dim, t->Weights(m.slots[i]), bytes);
+  return Status::Ok();
+}
+
+Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::span<const float> grads,
+                        uint64_t step) {
+  METAPS_ASSIGN_OR_RETURN(Impl::Table * t, impl_->FindOrError(table, false));
+  const uint32_t dim = t->spec.dim;
+  if (grads.size() != keys.size() * size_t{dim}) {
+    return InvalidArgument("push to table " + t->spec.name + ": " + std::to_string(keys.size()) + " keys need " +
+                           std::to_string(keys.size() * size_t{dim}) + " gradient floats (dim " +
+                           std::to_string(dim) + "), got " + std::to_string(grads.size()));
+  }
+  if (keys.empty()) return Status::Ok();
+  Impl& m = *impl_;
+  METAPS_RETURN_IF_ERROR(m.MaybeThrottle());
+  // Sum duplicates (first occurrence order). Only this thread touches the scratch buffers.
+  m.dedupe.Reset(keys.size());
+  size_t nuniq = 0;
+  bool dups = false;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (m.dedupe.FindOrInsert(keys[i], static_cast<uint32_t>(nuniq)) == KeyIndex::kNone) {
+      ++nuniq;
+    } else {
+      dups = true;
+    }
+  }
+  if (!dups) return m.PushUnique(t, keys, grads.data(), step);
+  m.uniq_keys.resize(nuniq);
+  m.uniq_grads.assign(nuniq * size_t{dim}, 0.0f);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    uint32_t u = m.dedupe.Find(keys[i]);
+    m.uniq_keys[u] = keys[i];
+    float* dst = m.uniq_grads.data() + size_t{u} * dim;
+    const float* src = grads.data() + i * dim;
+    for (uint32_t d = 0; d < dim; ++d) dst[d] += src[d];
+  }
+  return m.PushUnique(t, m.uniq_keys, m.uniq_grads.data(), step);
+}
+
+Status ParamStore::PullDense(std::string_view table, float* out) {
+  METAPS_ASSIGN_OR_RETURN(Impl::Table * t, impl_->FindOrError(table, true));
+  Impl& m = *impl_;
+  const Key key = 0;
+  std::lock_guard<std::mutex> lock(m.mu);
+  ++m.epoch;
+  uint32_t slot;
+  METAPS_RETURN_IF_ERROR(m.EnsureResident(t, std::span<const Key>(&key, 1), &slot));
+  std::memcpy(out, t->Weights(slot), size_t{t->spec.dim} * 4);
+  return Status::Ok();
+}
+
+Status ParamStore::PushDense(std::string_view table, std::span<const float> grads, uint64_t step) {
+  METAPS_ASSIGN_OR_RETURN(Impl::Table * t, impl_->FindOrError(table, true));
+  if (grads.size() != t->spec.dim) {
+    return InvalidArgument("push to dense tensor " + t->spec.name + ": expected " + std::to_string(t->spec.dim) +
+                           " gradient floats, got " + std::to_string(grads.size()));
+  }
+  METAPS_RETURN_IF_ERROR(impl_->MaybeThrottle());
+  const Key key = 0;
+  return impl_->PushUnique(t, std::span<const Key>(&key, 1), grads.data(), step);
+}
+
+Status ParamStore::Flush() { return impl_->WriteBack(); }
+
+Status ParamStore::Checkpoint(const std::string& dir) {
+  if (!DirIsEmptyOrAbsent(dir)) return Status(StatusCode::kAlreadyExists, "checkpoint dir " + dir + " is not empty");
+  METAPS_RETURN_IF_ERROR(Flush().WithContext("checkpoint"));
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Internal("cannot create " + dir + ": " + ec.message());
+  METAPS_RETURN_IF_ERROR(impl_->storage->Checkpoint(CheckpointDbDir(dir)));
+  nlohmann::json j;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    j["format"] = "metaps-ps-checkpoint";
+    j["version"] = 1;
+    j["data_format"] = kFormatValue;
+    j["created_unix_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    j["applied_seq"] = impl_->applied_seq;
+    j["written_seq"] = impl_->written_seq;
+    j["next_seq"] = impl_->next_seq;
+    j["db"] = "db";
+    nlohmann::json tabs = nlohmann::json::array();
+    for (const auto& t : impl_->tables) {
+      tabs.push_back({{"name", t->spec.name},
+                      {"id", t->id},
+                      {"dim", t->spec.dim},
+                      {"dense", t->spec.dense},
+                      {"optimizer", std::string(OptimizerKindName(t->spec.optimizer.kind))},
+                      {"state_floats", t->state_floats}});
+    }
+    j["tables"] = tabs;
+  }
+  const std::string tmp = dir + "/" + kManifestName + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << j.dump(2) << "\n";
+    out.close();
+    if (!out) return Internal("cannot write " + tmp);
+  }
+  fs::rename(tmp, dir + "/" + kManifestName, ec);
+  if (ec) return Internal("cannot rename " + tmp + ": " + ec.message());
+  return Status::Ok();
+}
+
+Result<RowInfo> ParamStore::GetRow(std::string_view table, Key key) {
+  Impl::Table* t = impl_->Lookup(table);
+  if (t == nullptr) return NotFound("unknown table \"" + std::string(table) + "\"");
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mu);
+  ++m.epoch;
+  uint32_t slot;
+  METAPS_RETURN_IF_ERROR(m.EnsureResident(t, std::span<const Key>(&key, 1), &slot));
+  SlotMeta* meta = t->Meta(slot);
+  RowInfo r;
+  r.value.assign(t->Weights(slot), t->Weights(slot) + t->spec.dim);
+  r.update_count = meta->update_count;
+  r.last_step = meta->last_step;
+  return r;
+}
+
+StoreStats ParamStore::Stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  StoreStats s = impl_->stats;
+  s.rows_cached = impl_->rows_cached;
+  s.cache_bytes = impl_->cached_bytes;
+  s.rows_dirty = impl_->dirty.size();
+  s.log_records_pending = impl_->log_records_pending;
+  return s;
+}
+
+}  // namespace metaps::ps

@@ -1,0 +1,121 @@
+// ParamStore: one server shard's parameters: sparse embedding tables and dense tensors, with their
+// optimizer state, persisted in a Storage (RocksDB in production), fronted by a bounded cache.
+//
+// Push path: duplicate keys are summed, the summed push is appended as ONE record to the "log"
+// space (one sequential write; durable when Write returns), the optimizer is applied to the cached
+// rows, which become dirty. A background thread writes dirty rows back to the "rows" space and
+// deletes the log records they cover, so a push never costs one storage row write per key, and a
+// hot row updated many times between write-backs is written once. Recovery = rows in storage +
+// replay, in order, of the log records the rows do not yet include (each row records the sequence
+// number of the last push applied to it, so replay is exact and idempotent per row). See
+// docs/storage.md for the on-disk formats.
+//
+// Unseen keys read as their deterministic initial value (ps/initializer.h); pulls never write.
+//
+// Thread-safety: Pull/Push/PullDense/PushDense/Checkpoint/Flush/GetRow are meant to be called
+// from one thread (the server's); they are nevertheless serialized by an internal mutex, as is the
+// background writer's access to the cache. Stats may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/keys.h"
+#include "common/status.h"
+#include "common/storage.h"
+#include "ps/table_spec.h"
+
+namespace metaps::ps {
+
+struct StoreOptions {
+  std::string data_dir;                       // RocksDB lives here (created if absent)
+  uint64_t cache_bytes = 256 << 20;           // budget for cached rows (embedding + optimizer state + metadata)
+  bool sync = false;                          // fsync each push's log record (machine-crash durability); without it a killed *process* still loses nothing (WAL is in the OS page cache)
+  uint32_t writeback_interval_ms = 2000;      // background write-back of dirty rows
+  uint64_t writeback_dirty_bytes = 64 << 20;  // or sooner when this many dirty bytes (capped at cache_bytes / 2)
+  std::string restore_from;                   // optional checkpoint dir to restore from when data_dir is empty/new
+
+  // Additions beyond the first draft:
+  // Write back sooner when the log holds this many bytes not yet covered by a write-back (bounds
+  // replay time after a crash and the log's footprint). Default: 256 MiB.
+  uint64_t writeback_log_bytes = 256ull << 20;
+  // false: the destructor skips the final write-back, leaving state as a killed process would
+  // (the log still covers every acknowledged push). For crash-recovery tests.
+  bool final_flush_on_close = true;
+  // Where the push log lives. false (default): append-only segment files in data_dir/pushlog
+  // (one writev per push; much cheaper than a RocksDB write of the same bytes). true, or when
+  // data_dir is empty: the storage's "log" space.
+  bool log_in_storage = false;
+};
+
+struct RowInfo {
+  std::vector<float> value;  // the dim weights (optimizer state is not included)
+  uint64_t update_count;     // pushes applied to this row; 0 for an unseen key
+  uint64_t last_step;        // `step` of the last push applied; 0 for an unseen key
+};
+
+struct StoreStats {
+  uint64_t rows_cached, cache_bytes, rows_dirty, cache_hits, cache_misses, log_records, writebacks,
+      rows_written;
+  // Additions:
+  uint64_t log_records_pending;  // log records not yet covered by a write-back
+  uint64_t replayed_records;     // log records replayed when this store opened
+  uint64_t writeback_errors;     // failed background write-backs (retried; the log keeps the data)
+};
+
+class ParamStore {
+ public:
+  // Opens over `storage`, which must have the spaces "rows", "log" and "meta" (see
+  // ParamStore::kSpaces). Registers new tables, checks that known tables kept their dim and
+  // optimizer state size (FailedPrecondition otherwise), replays the log, starts the writer.
+  //
+  // restore_from: a checkpoint is restored by ParamStore::PrepareDataDir, which the caller runs
+  // BEFORE opening the storage on data_dir (Open receives an already opened storage). If
+  // restore_from is set and the storage is still empty, Open fails with FailedPrecondition.
+  static Result<std::unique_ptr<ParamStore>> Open(StoreOptions options, std::vector<TableSpec> tables,
+                                                  std::unique_ptr<Storage> storage /* already opened on options.data_dir */);
+
+  // The spaces Open expects the storage to have.
+  static constexpr const char* kSpaces[] = {"rows", "log", "meta"};
+
+  // If options.restore_from is set and options.data_dir is absent or empty, fills data_dir with a
+  // copy of the checkpoint's database (SST files hard-linked when on the same filesystem, other
+  // files copied) so that the storage then opened on data_dir starts from the checkpoint. Does
+  // nothing otherwise (a server restarted over its own data keeps it). Validates the manifest.
+  static Status PrepareDataDir(const StoreOptions& options);
+  // Where a checkpoint made by Checkpoint(dir) keeps its database (dir + "/db").
+  static std::string CheckpointDbDir(const std::string& checkpoint_dir);
+
+  const TableSpec* FindTable(std::string_view name) const;  // nullptr if unknown
+
+  // Writes keys.size()*dim floats to out, in key order (duplicates allowed). Unseen keys: initial values, nothing written.
+  Status Pull(std::string_view table, std::span<const Key> keys, float* out);
+  // Sums duplicate keys' grads, appends one durable log record, applies the optimizer to each unique row, marks rows dirty. Returns only once the record is durable. `step` is the worker's clock, stored as last_step.
+  Status Push(std::string_view table, std::span<const Key> keys, std::span<const float> grads, uint64_t step);
+  // Dense tensors: one row of dim floats.
+  Status PullDense(std::string_view table, float* out);
+  Status PushDense(std::string_view table, std::span<const float> grads, uint64_t step);
+  // Consistent: flushes/records a cut, then storage checkpoint + manifest.json (tables, sequence
+  // numbers, time). `dir` must not exist or be empty. Layout: dir/db (the storage's checkpoint),
+  // dir/manifest.json (written last: a checkpoint without it is incomplete).
+  Status Checkpoint(const std::string& dir);
+  Status Flush();  // synchronously write back all dirty rows (and truncate the log)
+  Result<RowInfo> GetRow(std::string_view table, Key key);  // for tests/inspection
+  StoreStats Stats() const;
+  ~ParamStore();  // stops the background writer after a final flush
+
+  ParamStore(const ParamStore&) = delete;
+  ParamStore& operator=(const ParamStore&) = delete;
+
+  struct Impl;
+
+ private:
+  explicit ParamStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace metaps::ps

@@ -1,0 +1,628 @@
+#include "ps/param_store.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "common/config.h"
+#include "common/memory_storage.h"
+#include "common/rocksdb_storage.h"
+#include "ps/initializer.h"
+#include "ps/table_spec.h"
+
+namespace metaps::ps {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> Spaces() { return {"rows", "log", "meta"}; }
+
+std::vector<TableSpec> Tables() {
+  auto cfg = Config::ParseString(R"(
+[[tables]]
+name = "emb"
+dim = 4
+optimizer = "adam"
+lr = 0.01
+init = "normal"
+init_scale = 0.1
+
+[[tables]]
+name = "wide"
+dim = 3
+optimizer = "ftrl"
+lr = 0.1
+l1 = 0.01
+l2 = 0.001
+init = "zeros"
+
+[[tables]]
+name = "lin"
+dim = 2
+optimizer = "sgd"
+lr = 0.5
+init = "zeros"
+
+[[tables]]
+name = "mlp"
+dim = 10
+dense = true
+optimizer = "adagrad"
+lr = 0.1
+init = "uniform"
+init_scale = 0.5
+)");
+  EXPECT_TRUE(cfg.ok()) << cfg.status();
+  auto t = ParseTableSpecs(*cfg);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return *t;
+}
+
+StoreOptions Quiet() {
+  StoreOptions o;
+  o.writeback_interval_ms = 3600 * 1000;  // no timed write-backs unless a test asks
+  return o;
+}
+
+std::unique_ptr<ParamStore> OpenOrDie(StoreOptions o, std::unique_ptr<Storage> s, std::vector<TableSpec> t = Tables()) {
+  auto store = ParamStore::Open(std::move(o), std::move(t), std::move(s));
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(store).value() : nullptr;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    static int n = 0;
+    path_ = fs::path(testing::TempDir()) /
+            ("param_store_test_" + std::to_string(getpid()) + "_" + std::to_string(n++));
+    fs::remove_all(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string path(const std::string& sub = "") const { return sub.empty() ? path_.string() : (path_ / sub).string(); }
+
+ private:
+  fs::path path_;
+};
+
+std::unique_ptr<RocksDbStorage> OpenRocks(const std::string& dir) {
+  auto s = RocksDbStorage::Open(dir, RocksDbOptions{});
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(s).value() : nullptr;
+}
+
+// A deterministic workload: pushes with duplicate keys to "emb", "wide", "lin" and the dense "mlp".
+struct Workload {
+  std::mt19937_64 rng{42};
+  uint64_t key_space = 200;
+  uint64_t step = 0;
+
+  void Round(ParamStore* a, ParamStore* b, size_t n = 40) {
+    ++step;
+    for (const char* table : {"emb", "wide", "lin"}) {
+      const uint32_t dim = a->FindTable(table)->dim;
+      std::vector<Key> keys(n);
+      std::vector<float> grads(n * dim);
+      for (auto& k : keys) k = rng() % key_space;
+      std::normal_distribution<float> g(0.0f, 1.0f);
+      for (auto& x : grads) x = g(rng);
+      ASSERT_TRUE(a->Push(table, keys, grads, step).ok());
+      if (b) ASSERT_TRUE(b->Push(table, keys, grads, step).ok());
+    }
+    std::vector<float> dg(10);
+    for (auto& x : dg) x = static_cast<float>(static_cast<int64_t>(rng() % 200) - 100) / 100.0f;
+    ASSERT_TRUE(a->PushDense("mlp", dg, step).ok());
+    if (b) ASSERT_TRUE(b->PushDense("mlp", dg, step).ok());
+  }
+};
+
+// Every row of every table, bitwise, plus counts and steps.
+void ExpectSameState(ParamStore* got, ParamStore* want, uint64_t key_space) {
+  for (const char* table : {"emb", "wide", "lin"}) {
+    for (Key k = 0; k < key_space; ++k) {
+      auto a = got->GetRow(table, k);
+      auto b = want->GetRow(table, k);
+      ASSERT_TRUE(a.ok() && b.ok());
+      ASSERT_EQ(a->update_count, b->update_count) << table << " key " << k;
+      ASSERT_EQ(a->last_step, b->last_step) << table << " key " << k;
+      ASSERT_EQ(a->value.size(), b->value.size());
+      ASSERT_EQ(0, std::memcmp(a->value.data(), b->value.data(), a->value.size() * 4)) << table << " key " << k;
+    }
+  }
+  auto a = got->GetRow("mlp", 0);
+  auto b = want->GetRow("mlp", 0);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->update_count, b->update_count);
+  EXPECT_EQ(0, std::memcmp(a->value.data(), b->value.data(), a->value.size() * 4));
+}
+
+TEST(ParamStoreTest, PullOfUnseenKeysReturnsInitialValuesAndWritesNothing) {
+  auto mem = std::make_unique<MemoryStorage>(Spaces());
+  MemoryStorage* raw = mem.get();
+  auto store = OpenOrDie(Quiet(), std::move(mem));
+  const uint64_t writes = raw->writes();
+  std::vector<Key> keys = {1, 99, 1, 123456789};
+  std::vector<float> out(keys.size() * 4);
+  ASSERT_TRUE(store->Pull("emb", keys, out.data()).ok());
+  const TableSpec* spec = store->FindTable("emb");
+  for (size_t i = 0; i < keys.size(); ++i) {
+    float want[4];
+    InitializeRow(spec->init, Hash64("emb"), keys[i], want, 4);
+    EXPECT_EQ(0, std::memcmp(want, out.data() + i * 4, sizeof(want)));
+  }
+  // Pulling again (now cached) gives the same values.
+  std::vector<float> again(out.size());
+  ASSERT_TRUE(store->Pull("emb", keys, again.data()).ok());
+  EXPECT_EQ(out, again);
+  ASSERT_TRUE(store->Flush().ok());
+  EXPECT_EQ(raw->writes(), writes);
+  EXPECT_EQ(raw->Count(*raw->FindSpace("rows")), 0u);
+  auto row = store->GetRow("emb", 99);
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->update_count, 0u);
+}
+
+TEST(ParamStoreTest, DuplicateKeysInOnePushAreSummed) {
+  auto a = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  auto b = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  std::vector<float> g1 = {1, 2, 3, 4}, g2 = {-1, 0.5f, 0, 2}, g3 = {0.25f, 0.25f, -3, 1};
+  std::vector<float> grads;
+  for (auto* g : {&g1, &g2, &g3}) grads.insert(grads.end(), g->begin(), g->end());
+  ASSERT_TRUE(a->Push("emb", std::vector<Key>{5, 7, 5}, grads, 3).ok());
+  std::vector<float> summed;
+  for (int i = 0; i < 4; ++i) summed.push_back(g1[i] + g3[i]);
+  summed.insert(summed.end(), g2.begin(), g2.end());
+  ASSERT_TRUE(b->Push("emb", std::vector<Key>{5, 7}, summed, 3).ok());
+  for (Key k : {5, 7}) {
+    auto ra = a->GetRow("emb", k);
+    auto rb = b->GetRow("emb", k);
+    ASSERT_TRUE(ra.ok() && rb.ok());
+    EXPECT_EQ(ra->update_count, 1u);  // one update, not two
+    EXPECT_EQ(ra->last_step, 3u);
+    EXPECT_EQ(0, std::memcmp(ra->value.data(), rb->value.data(), 16));
+  }
+}
+
+TEST(ParamStoreTest, OptimizerIsAppliedPerRow) {
+  auto store = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  // "lin": sgd, lr 0.5, zero init. Key 3 pushed twice, key 4 once: w = -0.5 * sum(g).
+  ASSERT_TRUE(store->Push("lin", std::vector<Key>{3, 4}, std::vector<float>{1, -2, 4, 8}, 1).ok());
+  ASSERT_TRUE(store->Push("lin", std::vector<Key>{3}, std::vector<float>{0.5f, 0.5f}, 2).ok());
+  std::vector<float> out(4);
+  ASSERT_TRUE(store->Pull("lin", std::vector<Key>{3, 4}, out.data()).ok());
+  EXPECT_EQ(out, (std::vector<float>{-0.75f, 0.75f, -2.0f, -4.0f}));
+  auto r = store->GetRow("lin", 3);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->update_count, 2u);
+  EXPECT_EQ(r->last_step, 2u);
+  // Adam's bias correction counts this row's updates: a first update moves each coordinate by lr.
+  ASSERT_TRUE(store->Push("emb", std::vector<Key>{11}, std::vector<float>{3, -3, 0.5f, -0.5f}, 9).ok());
+  float init[4];
+  InitializeRow(store->FindTable("emb")->init, Hash64("emb"), 11, init, 4);
+  auto e = store->GetRow("emb", 11);
+  ASSERT_TRUE(e.ok());
+  EXPECT_NEAR(e->value[0], init[0] - 0.01f, 1e-6f);
+  EXPECT_NEAR(e->value[1], init[1] + 0.01f, 1e-6f);
+}
+
+TEST(ParamStoreTest, DenseTensorsArePulledAndPushedWhole) {
+  auto store = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  std::vector<float> w(10);
+  ASSERT_TRUE(store->PullDense("mlp", w.data()).ok());
+  float init[10];
+  InitializeRow(store->FindTable("mlp")->init, Hash64("mlp"), 0, init, 10);
+  EXPECT_EQ(0, std::memcmp(init, w.data(), sizeof(init)));
+  for (float x : w) EXPECT_LE(std::fabs(x), 0.5f);
+  std::vector<float> g(10, 1.0f);
+  ASSERT_TRUE(store->PushDense("mlp", g, 1).ok());
+  ASSERT_TRUE(store->PullDense("mlp", w.data()).ok());
+  // adagrad lr 0.1, n = 0.1 + 1: w = init - 0.1 / sqrt(1.1)
+  for (int i = 0; i < 10; ++i) EXPECT_NEAR(w[i], init[i] - 0.1f / std::sqrt(1.1f), 1e-6f);
+}
+
+TEST(ParamStoreTest, ArgumentErrorsAreTyped) {
+  auto store = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  std::vector<float> out(8);
+  EXPECT_EQ(store->Pull("nope", std::vector<Key>{1}, out.data()).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store->Push("nope", std::vector<Key>{1}, out, 1).code(), StatusCode::kNotFound);
+  Status s = store->Push("emb", std::vector<Key>{1, 2}, std::vector<float>(7), 1);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("8 gradient floats"), std::string::npos) << s;
+  EXPECT_EQ(store->PushDense("mlp", std::vector<float>(9), 1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->PullDense("emb", out.data()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->Pull("mlp", std::vector<Key>{0}, out.data()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->GetRow("nope", 1).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store->FindTable("nope"), nullptr);
+  // Nothing was logged by the failed calls.
+  EXPECT_EQ(store->Stats().log_records, 0u);
+}
+
+TEST(ParamStoreTest, WriteBackTruncatesTheLog) {
+  auto mem = std::make_unique<MemoryStorage>(Spaces());
+  MemoryStorage* raw = mem.get();
+  auto store = OpenOrDie(Quiet(), std::move(mem));
+  const StorageSpace log = *raw->FindSpace("log"), rows = *raw->FindSpace("rows");
+  ASSERT_TRUE(store->Push("lin", std::vector<Key>{1, 2}, std::vector<float>(4, 1.0f), 1).ok());
+  ASSERT_TRUE(store->Push("lin", std::vector<Key>{2, 3}, std::vector<float>(4, 1.0f), 2).ok());
+  // One log record per push, no row writes yet.
+  EXPECT_EQ(raw->Count(log), 2u);
+  EXPECT_EQ(raw->Count(rows), 0u);
+  EXPECT_EQ(store->Stats().rows_dirty, 3u);
+  ASSERT_TRUE(store->Flush().ok());
+  EXPECT_EQ(raw->Count(log), 0u);
+  EXPECT_EQ(raw->Count(rows), 3u);
+  StoreStats st = store->Stats();
+  EXPECT_EQ(st.rows_dirty, 0u);
+  EXPECT_EQ(st.writebacks, 1u);
+  EXPECT_EQ(st.rows_written, 3u);
+  EXPECT_EQ(st.log_records_pending, 0u);
+}
+
+TEST(ParamStoreTest, BackgroundWriterWritesBackOnItsOwn) {
+  auto mem = std::make_unique<MemoryStorage>(Spaces());
+  MemoryStorage* raw = mem.get();
+  StoreOptions o;
+  o.writeback_interval_ms = 10;
+  auto store = OpenOrDie(o, std::move(mem));
+  ASSERT_TRUE(store->Push("lin", std::vector<Key>{1}, std::vector<float>(2, 1.0f), 1).ok());
+  for (int i = 0; i < 500 && store->Stats().writebacks == 0; ++i) usleep(2000);
+  EXPECT_GE(store->Stats().writebacks, 1u);
+  EXPECT_EQ(raw->Count(*raw->FindSpace("log")), 0u);
+}
+
+// Destroying a store without its final write-back leaves exactly what a killed process leaves.
+TEST(ParamStoreTest, RecoveryReplaysTheLogExactly) {
+  auto mem = std::make_unique<MemoryStorage>(Spaces());
+  auto handle = mem->Share();
+  StoreOptions o = Quiet();
+  o.final_flush_on_close = false;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  {
+    auto store = OpenOrDie(o, std::move(mem));
+    for (int r = 0; r < 10; ++r) w.Round(store.get(), ref.get());
+    ASSERT_TRUE(store->Flush().ok());  // part of the history in rows, the rest only in the log
+    for (int r = 0; r < 10; ++r) w.Round(store.get(), ref.get());
+  }
+  auto store = OpenOrDie(o, handle->Share());
+  EXPECT_EQ(store->Stats().replayed_records, 40u);  // 10 rounds x 4 pushes
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+  // And it goes on from there: more pushes, another crash, same result.
+  for (int r = 0; r < 5; ++r) w.Round(store.get(), ref.get());
+  store.reset();
+  store = OpenOrDie(o, handle->Share());
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
+TEST(ParamStoreTest, RecoveryAfterAFailedWriteBack) {
+  auto mem = std::make_unique<MemoryStorage>(Spaces());
+  auto handle = mem->Share();
+  StoreOptions o = Quiet();
+  o.final_flush_on_close = false;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  {
+    auto store = OpenOrDie(o, std::move(mem));
+    for (int r = 0; r < 5; ++r) w.Round(store.get(), ref.get());
+    handle->FailNthWrite(1);
+    Status s = store->Flush();
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
+    EXPECT_EQ(store->Stats().writeback_errors, 1u);
+    EXPECT_GT(store->Stats().rows_dirty, 0u);  // still dirty, still served
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+    // A failed log append fails the push and changes nothing.
+    handle->FailNthWrite(1);
+    EXPECT_FALSE(store->Push("lin", std::vector<Key>{1}, std::vector<float>{100, 100}, 99).ok());
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+    for (int r = 0; r < 5; ++r) w.Round(store.get(), ref.get());
+  }
+  auto store = OpenOrDie(o, handle->Share());
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
+TEST(ParamStoreTest, TableTenTimesTheCacheStaysCorrect) {
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  TempDir dir;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  // "emb" rows cost ~104 bytes with bookkeeping; 2000 keys x 3 tables ~ 500 KB: budget 40 KB.
+  o.cache_bytes = 40 << 10;
+  o.writeback_dirty_bytes = 8 << 10;
+  Workload w;
+  w.key_space = 2000;
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  for (int r = 0; r < 30; ++r) w.Round(store.get(), ref.get(), 300);
+  StoreStats st = store->Stats();
+  EXPECT_GT(st.writebacks, 0u);
+  EXPECT_GT(st.cache_misses, 0u);
+  EXPECT_LE(st.cache_bytes, o.cache_bytes * 2) << "cache far over budget";
+  // Pulls of evicted rows read them back from RocksDB.
+  std::vector<Key> keys(w.key_space);
+  for (Key k = 0; k < w.key_space; ++k) keys[k] = k;
+  std::vector<float> a(keys.size() * 4), b(keys.size() * 4);
+  ASSERT_TRUE(store->Pull("emb", keys, a.data()).ok());
+  ASSERT_TRUE(ref->Pull("emb", keys, b.data()).ok());
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4));
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+  EXPECT_LE(store->Stats().cache_bytes, o.cache_bytes * 2);
+}
+
+void ReopenKeepsEveryPush(bool log_in_storage) {
+  TempDir dir;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = false;
+  o.log_in_storage = log_in_storage;
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    for (int r = 0; r < 6; ++r) w.Round(store.get(), ref.get());
+    ASSERT_TRUE(store->Flush().ok());
+    for (int r = 0; r < 6; ++r) w.Round(store.get(), ref.get());
+  }
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    EXPECT_EQ(store->Stats().replayed_records, 24u);
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+    for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());
+  }
+  o.final_flush_on_close = true;
+  { auto store = OpenOrDie(o, OpenRocks(dir.path())); }  // replays, then a final flush
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  EXPECT_EQ(store->Stats().replayed_records, 0u);
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+  if (!log_in_storage) {
+    // The final write-back deleted every segment but the current (empty) one.
+    size_t segments = 0;
+    for (const auto& e : fs::directory_iterator(dir.path("pushlog"))) segments += e.path().extension() == ".seg";
+    EXPECT_EQ(segments, 1u);
+  }
+}
+
+TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithTheFileLog) { ReopenKeepsEveryPush(false); }
+TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithTheLogInRocksDb) { ReopenKeepsEveryPush(true); }
+
+TEST(ParamStoreTest, PendingFileLogIsNotSilentlyIgnored) {
+  TempDir dir;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = false;
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    ASSERT_TRUE(store->Push("lin", std::vector<Key>{1}, std::vector<float>{1, 1}, 1).ok());
+  }
+  // Opening the same database without data_dir would not see data_dir/pushlog.
+  auto s = ParamStore::Open(Quiet(), Tables(), OpenRocks(dir.path()));
+  EXPECT_EQ(s.status().code(), StatusCode::kFailedPrecondition) << s.status();
+  // Switching to the log in storage is allowed once nothing is pending.
+  { auto store = OpenOrDie(o, OpenRocks(dir.path())); ASSERT_TRUE(store->Flush().ok()); }
+  o.log_in_storage = true;
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  EXPECT_EQ(store->GetRow("lin", 1)->update_count, 1u);
+}
+
+TEST(ParamStoreTest, TornLogTailIsCutOff) {
+  TempDir dir;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = false;
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    for (int r = 0; r < 4; ++r) w.Round(store.get(), ref.get());
+  }
+  // A write that never completed: half a record header and some garbage at the end.
+  fs::path last;
+  for (const auto& e : fs::directory_iterator(dir.path("pushlog"))) last = std::max(last, e.path());
+  {
+    std::ofstream out(last, std::ios::binary | std::ios::app);
+    out.write("PSLR\x10\x00\x00\x00garbage", 15);
+  }
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    EXPECT_EQ(store->Stats().replayed_records, 16u);
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+    for (int r = 0; r < 2; ++r) w.Round(store.get(), ref.get());  // appends after the cut-off point
+  }
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
+// The real thing: a child process pushes to RocksDB and is killed with SIGKILL right after the
+// acknowledgements; the parent reopens the directory.
+TEST(ParamStoreDeathTest, KilledProcessLosesNoAcknowledgedPush) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // The "threadsafe" style re-runs this body in a fresh child process: the directory name is
+  // handed to it through the environment.
+  const char* inherited = getenv("METAPS_PARAM_STORE_KILL_DIR");
+  TempDir dir;
+  const std::string data_dir = inherited ? std::string(inherited) : dir.path();
+  if (!inherited) setenv("METAPS_PARAM_STORE_KILL_DIR", data_dir.c_str(), 1);
+  StoreOptions o;
+  o.data_dir = data_dir;
+  o.writeback_interval_ms = 5;  // write-backs race with the kill
+  EXPECT_EXIT(
+      {
+        auto store = ParamStore::Open(o, Tables(), OpenRocks(data_dir));
+        if (!store.ok()) _exit(3);
+        Workload w;
+        for (int r = 0; r < 40; ++r) {
+          w.Round(store->get(), nullptr);
+          if (r % 7 == 0) usleep(3000);
+        }
+        raise(SIGKILL);
+      },
+      testing::KilledBySignal(SIGKILL), "");
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  for (int r = 0; r < 40; ++r) w.Round(ref.get(), nullptr);
+  unsetenv("METAPS_PARAM_STORE_KILL_DIR");
+  StoreOptions reopen = Quiet();
+  reopen.data_dir = data_dir;
+  auto store = OpenOrDie(reopen, OpenRocks(data_dir));
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
+TEST(ParamStoreTest, CheckpointRestoresIntoANewStore) {
+  TempDir dir;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path("live");
+  auto store = OpenOrDie(o, OpenRocks(o.data_dir));
+  for (int r = 0; r < 5; ++r) w.Round(store.get(), ref.get());
+  ASSERT_TRUE(store->Checkpoint(dir.path("ckpt")).ok());
+  EXPECT_TRUE(fs::exists(dir.path("ckpt/manifest.json")));
+  EXPECT_EQ(store->Checkpoint(dir.path("ckpt")).code(), StatusCode::kAlreadyExists);
+  // Later pushes are not in the checkpoint.
+  Workload later = w;
+  for (int r = 0; r < 3; ++r) later.Round(store.get(), nullptr);
+
+  // Fast path: PrepareDataDir links the checkpoint in before the storage opens.
+  StoreOptions r1 = Quiet();
+  r1.data_dir = dir.path("restored1");
+  r1.restore_from = dir.path("ckpt");
+  ASSERT_TRUE(ParamStore::PrepareDataDir(r1).ok());
+  {
+    auto restored = OpenOrDie(r1, OpenRocks(r1.data_dir));
+    ExpectSameState(restored.get(), ref.get(), w.key_space);
+  }
+  // Slow path: storage already open on an empty directory; Open imports the checkpoint.
+  StoreOptions r2 = r1;
+  r2.data_dir = dir.path("restored2");
+  {
+    auto restored = OpenOrDie(r2, OpenRocks(r2.data_dir));
+    ExpectSameState(restored.get(), ref.get(), w.key_space);
+    for (int r = 0; r < 2; ++r) w.Round(restored.get(), ref.get());
+  }
+  // restore_from is ignored once the data dir has data of its own.
+  ASSERT_TRUE(ParamStore::PrepareDataDir(r2).ok());
+  auto again = OpenOrDie(r2, OpenRocks(r2.data_dir));
+  ExpectSameState(again.get(), ref.get(), w.key_space);
+  // A directory without a manifest is not a checkpoint.
+  StoreOptions bad = Quiet();
+  bad.data_dir = dir.path("restored3");
+  bad.restore_from = dir.path("live");
+  EXPECT_EQ(ParamStore::PrepareDataDir(bad).code(), StatusCode::kNotFound);
+}
+
+TEST(ParamStoreTest, MemoryStorageCheckpointRoundTrips) {
+  TempDir dir;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  auto store = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());
+  ASSERT_TRUE(store->Checkpoint(dir.path("ckpt")).ok());
+  StoreOptions o = Quiet();
+  o.restore_from = dir.path("ckpt");
+  auto restored = OpenOrDie(o, std::make_unique<MemoryStorage>(Spaces()));
+  ExpectSameState(restored.get(), ref.get(), w.key_space);
+}
+
+TEST(ParamStoreTest, ReopenWithAChangedTableIsRefused) {
+  auto mem = std::make_unique<MemoryStorage>(Spaces());
+  auto handle = mem->Share();
+  { auto store = OpenOrDie(Quiet(), std::move(mem)); }
+  auto tables = Tables();
+  tables[0].dim = 5;
+  auto s = ParamStore::Open(Quiet(), tables, handle->Share());
+  EXPECT_EQ(s.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.status().message().find("emb"), std::string::npos) << s.status();
+  tables = Tables();
+  tables[0].optimizer = DefaultOptimizerSpec(OptimizerKind::kFtrl);
+  EXPECT_EQ(ParamStore::Open(Quiet(), tables, handle->Share()).status().code(), StatusCode::kFailedPrecondition);
+  // Adding a table is fine.
+  tables = Tables();
+  tables.push_back(tables[2]);
+  tables.back().name = "extra";
+  EXPECT_TRUE(ParamStore::Open(Quiet(), tables, handle->Share()).ok());
+}
+
+TEST(TableSpecTest, ParsesEntriesWithDefaults) {
+  auto cfg = Config::ParseString(R"(
+[[tables]]
+name = "a"
+dim = 8
+[[tables]]
+name = "b"
+dim = 2
+optimizer = "ftrl"
+l1 = 1.5
+init = "uniform"
+init_scale = 0.2
+seed = 7
+)");
+  ASSERT_TRUE(cfg.ok());
+  auto t = ParseTableSpecs(*cfg);
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->size(), 2u);
+  EXPECT_EQ((*t)[0].optimizer.kind, OptimizerKind::kSgd);
+  EXPECT_FALSE((*t)[0].dense);
+  EXPECT_EQ((*t)[0].init.kind, InitKind::kNormal);
+  EXPECT_EQ((*t)[1].optimizer.kind, OptimizerKind::kFtrl);
+  EXPECT_FLOAT_EQ((*t)[1].optimizer.l1, 1.5f);
+  EXPECT_FLOAT_EQ((*t)[1].optimizer.lr, 0.05f);
+  EXPECT_EQ((*t)[1].init.kind, InitKind::kUniform);
+  EXPECT_EQ((*t)[1].init.seed, 7u);
+}
+
+TEST(TableSpecTest, ErrorsNameTheKey) {
+  auto check = [](const char* text, const char* needle) {
+    auto cfg = Config::ParseString(text);
+    ASSERT_TRUE(cfg.ok());
+    auto t = ParseTableSpecs(*cfg);
+    ASSERT_FALSE(t.ok()) << text;
+    EXPECT_NE(t.status().message().find(needle), std::string::npos) << t.status();
+  };
+  check("[[tables]]\nname='a'\ndim=4\nlearning_rate=0.1\n", "tables[0].learning_rate: unknown key");
+  check("[[tables]]\nname='a'\n", "tables[0].dim");
+  check("[[tables]]\nname='a'\ndim=0\n", "tables[0].dim");
+  check("[[tables]]\nname='a'\ndim=4\noptimizer='adamw'\n", "tables[0].optimizer");
+  check("[[tables]]\nname='a'\ndim=4\nbeta1=0.5\n", "tables[0].beta1: not a hyperparameter of optimizer \"sgd\"");
+  check("[[tables]]\nname='a'\ndim=4\ninit='gauss'\n", "tables[0].init");
+  check("[[tables]]\nname='a'\ndim=4\n[[tables]]\nname='a'\ndim=2\n", "duplicate table name");
+  check("[[tables]]\nname='a'\ndim=4\noptimizer='adam'\nbeta2=1.0\n", "beta2");
+}
+
+TEST(InitializerTest, DeterministicPerKeyAndDistributedAsAsked) {
+  InitSpec n{InitKind::kNormal, 0.5f, 3};
+  float a[33], b[33];
+  InitializeRow(n, 11, 12345, a, 33);
+  InitializeRow(n, 11, 12345, b, 33);
+  EXPECT_EQ(0, std::memcmp(a, b, sizeof(a)));
+  InitializeRow(n, 11, 12346, b, 33);
+  EXPECT_NE(0, std::memcmp(a, b, sizeof(a)));
+  InitializeRow(n, 12, 12345, b, 33);  // another table
+  EXPECT_NE(0, std::memcmp(a, b, sizeof(a)));
+  double sum = 0, sq = 0;
+  const int kRows = 4000;
+  for (Key k = 0; k < kRows; ++k) {
+    InitializeRow(n, 11, k, a, 33);
+    for (float x : a) {
+      sum += x;
+      sq += double{x} * x;
+    }
+  }
+  const double count = kRows * 33.0, mean = sum / count;
+  EXPECT_NEAR(mean, 0.0, 0.01);
+  EXPECT_NEAR(std::sqrt(sq / count - mean * mean), 0.5, 0.01);
+  InitSpec u{InitKind::kUniform, 0.25f, 0};
+  for (Key k = 0; k < 100; ++k) {
+    InitializeRow(u, 1, k, a, 33);
+    for (float x : a) EXPECT_LE(std::fabs(x), 0.25f);
+  }
+  InitSpec z{InitKind::kZeros, 1.0f, 0};
+  InitializeRow(z, 1, 5, a, 33);
+  for (float x : a) EXPECT_EQ(x, 0.0f);
+}
+
+}  // namespace
+}  // namespace metaps::ps

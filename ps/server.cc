@@ -1,0 +1,230 @@
+#include "ps/server.h"
+
+#include <nlohmann/json.hpp>
+
+namespace metaps::ps {
+namespace {
+
+Message ReplyTo(const Header& request, MsgType type) {
+  Message m;
+  m.header.type = type;
+  m.header.job_id = request.job_id;
+  m.header.request_id = request.request_id;
+  m.header.epoch = request.epoch;
+  m.header.table = request.table;
+  return m;
+}
+
+// Keys frame of a request, checked against the declared count.
+Result<std::span<const Key>> KeysOf(const Message& m, size_t frame, Bytes* holder) {
+  if (m.payload.size() <= frame) {
+    return InvalidArgument(std::string(MsgTypeName(m.header.type)) + " needs a keys frame");
+  }
+  const Bytes& b = m.payload[frame];
+  if (m.header.num_keys > kMaxKeysPerMessage) {
+    return InvalidArgument("message declares " + std::to_string(m.header.num_keys) + " keys; the limit is " +
+                           std::to_string(kMaxKeysPerMessage));
+  }
+  if (b.size() % sizeof(Key) != 0) {
+    return InvalidArgument("keys frame of " + std::to_string(b.size()) + " bytes is not a whole number of u64 keys");
+  }
+  if (b.size() / sizeof(Key) != m.header.num_keys) {
+    return InvalidArgument("header declares " + std::to_string(m.header.num_keys) + " keys but the frame holds " +
+                           std::to_string(b.size() / sizeof(Key)));
+  }
+  *holder = b.Aligned<Key>();
+  return holder->As<Key>();
+}
+
+Result<std::span<const float>> FloatsOf(const Message& m, size_t frame, uint64_t expected, Bytes* holder) {
+  if (m.payload.size() <= frame) {
+    return InvalidArgument(std::string(MsgTypeName(m.header.type)) + " needs a values frame");
+  }
+  const Bytes& b = m.payload[frame];
+  if (b.size() % sizeof(float) != 0 || b.size() / sizeof(float) != expected) {
+    return InvalidArgument("values frame of " + std::to_string(b.size()) + " bytes; expected " +
+                           std::to_string(expected) + " float32 values");
+  }
+  *holder = b.Aligned<float>();
+  return holder->As<float>();
+}
+
+}  // namespace
+
+Server::Server(ServerOptions options, std::unique_ptr<Transport> transport, std::unique_ptr<ParamStore> store,
+               Logger logger)
+    : options_(std::move(options)),
+      transport_(std::move(transport)),
+      store_(std::move(store)),
+      logger_(std::move(logger)) {}
+
+Server::~Server() = default;
+
+Result<std::string> Server::Bind() { return transport_->Bind(options_.bind); }
+
+void Server::Stop() {
+  stop_ = true;
+  transport_->Interrupt();
+}
+
+Status Server::Serve() {
+  logger_->info("shard {} serving", options_.shard_id);
+  while (!stop_) {
+    auto env = transport_->Recv(std::chrono::milliseconds(500));
+    if (!env.ok()) {
+      if (env.status().code() == StatusCode::kDeadlineExceeded || env.status().code() == StatusCode::kCancelled) {
+        continue;
+      }
+      logger_->error("receive failed: {}", env.status().ToString());
+      continue;
+    }
+    std::string peer = std::move(env->peer);
+    auto msg = FromFrames(std::move(env->frames));
+    Message reply;
+    bool reply_needed = true, shutdown = false;
+    if (!msg.ok()) {
+      ++counters_.requests;
+      ++counters_.errors;
+      logger_->warn("malformed message from {}: {}", peer.size() > 1 ? "a peer" : peer, msg.status().ToString());
+      reply = ErrorReply(Header{}, msg.status());
+    } else {
+      reply = Handle(*msg, &reply_needed, &shutdown);
+    }
+    if (reply_needed) {
+      Status s = transport_->Send({peer, ToFrames(reply)});
+      if (!s.ok()) logger_->warn("reply could not be sent: {}", s.ToString());
+    }
+    if (shutdown) break;
+  }
+  logger_->info("shard {} stopping; flushing", options_.shard_id);
+  return store_->Flush();
+}
+
+Message Server::Handle(Message& request, bool* reply_needed, bool* shutdown) {
+  ++counters_.requests;
+  *reply_needed = true;
+  const Header& h = request.header;
+  if ((!options_.job_id.empty() && h.job_id != options_.job_id) ||
+      (!options_.auth.empty() && h.auth != options_.auth)) {
+    ++counters_.rejected;
+    *reply_needed = false;
+    logger_->warn("dropped {} from '{}': {}", MsgTypeName(h.type), h.sender,
+                  h.job_id != options_.job_id ? "job id '" + h.job_id + "' is not this job's"
+                                              : std::string("wrong or missing job token"));
+    return {};
+  }
+  auto r = Dispatch(request, shutdown);
+  if (!r.ok()) {
+    ++counters_.errors;
+    return ErrorReply(h, r.status());
+  }
+  return std::move(r).value();
+}
+
+Result<Message> Server::Dispatch(Message& request, bool* shutdown) {
+  switch (request.header.type) {
+    case MsgType::kPull: return HandlePull(request);
+    case MsgType::kPush: return HandlePush(request);
+    case MsgType::kPullDense: return HandlePullDense(request);
+    case MsgType::kPushDense: return HandlePushDense(request);
+    case MsgType::kCheckpoint: return HandleCheckpoint(request);
+    case MsgType::kStats: return HandleStats(request);
+    case MsgType::kPing: return ReplyTo(request.header, MsgType::kPong);
+    case MsgType::kShutdown:
+      *shutdown = true;
+      return ReplyTo(request.header, MsgType::kShutdownAck);
+    default:
+      return Unimplemented(std::string("a server does not handle ") + MsgTypeName(request.header.type) +
+                           " messages");
+  }
+}
+
+Result<Message> Server::HandlePull(Message& request) {
+  const TableSpec* t = store_->FindTable(request.header.table);
+  if (!t) return NotFound("no table '" + request.header.table + "'");
+  if (t->dense) return InvalidArgument("'" + t->name + "' is a dense tensor; use pullDense");
+  Bytes hold;
+  METAPS_ASSIGN_OR_RETURN(auto keys, KeysOf(request, 0, &hold));
+  std::vector<float> values(keys.size() * static_cast<size_t>(t->dim));
+  METAPS_RETURN_IF_ERROR(store_->Pull(t->name, keys, values.data()));
+  counters_.rows_pulled += keys.size();
+  Message reply = ReplyTo(request.header, MsgType::kPullReply);
+  reply.header.num_keys = keys.size();
+  reply.header.dim = t->dim;
+  reply.payload.push_back(Bytes::FromVector(std::move(values)));
+  return reply;
+}
+
+Result<Message> Server::HandlePush(Message& request) {
+  const TableSpec* t = store_->FindTable(request.header.table);
+  if (!t) return NotFound("no table '" + request.header.table + "'");
+  if (t->dense) return InvalidArgument("'" + t->name + "' is a dense tensor; use pushDense");
+  if (request.header.dim != t->dim) {
+    return InvalidArgument("push declares dim " + std::to_string(request.header.dim) + " but table '" + t->name +
+                           "' has dim " + std::to_string(t->dim));
+  }
+  Bytes hk, hv;
+  METAPS_ASSIGN_OR_RETURN(auto keys, KeysOf(request, 0, &hk));
+  METAPS_ASSIGN_OR_RETURN(auto grads, FloatsOf(request, 1, keys.size() * static_cast<uint64_t>(t->dim), &hv));
+  METAPS_RETURN_IF_ERROR(store_->Push(t->name, keys, grads, request.header.step));
+  counters_.rows_pushed += keys.size();
+  Message reply = ReplyTo(request.header, MsgType::kPushAck);
+  reply.header.num_keys = keys.size();
+  return reply;
+}
+
+Result<Message> Server::HandlePullDense(Message& request) {
+  const TableSpec* t = store_->FindTable(request.header.table);
+  if (!t) return NotFound("no tensor '" + request.header.table + "'");
+  if (!t->dense) return InvalidArgument("'" + t->name + "' is a sparse table; use pull");
+  std::vector<float> values(t->dim);
+  METAPS_RETURN_IF_ERROR(store_->PullDense(t->name, values.data()));
+  Message reply = ReplyTo(request.header, MsgType::kPullDenseReply);
+  reply.header.dim = t->dim;
+  reply.payload.push_back(Bytes::FromVector(std::move(values)));
+  return reply;
+}
+
+Result<Message> Server::HandlePushDense(Message& request) {
+  const TableSpec* t = store_->FindTable(request.header.table);
+  if (!t) return NotFound("no tensor '" + request.header.table + "'");
+  if (!t->dense) return InvalidArgument("'" + t->name + "' is a sparse table; use push");
+  Bytes hv;
+  METAPS_ASSIGN_OR_RETURN(auto grads, FloatsOf(request, 0, t->dim, &hv));
+  METAPS_RETURN_IF_ERROR(store_->PushDense(t->name, grads, request.header.step));
+  return ReplyTo(request.header, MsgType::kPushAck);
+}
+
+Result<Message> Server::HandleCheckpoint(Message& request) {
+  if (request.header.meta.empty()) return InvalidArgument("checkpoint needs a target directory in meta");
+  METAPS_RETURN_IF_ERROR(store_->Checkpoint(request.header.meta));
+  logger_->info("checkpoint written to {}", request.header.meta);
+  Message reply = ReplyTo(request.header, MsgType::kCheckpointAck);
+  reply.header.meta = request.header.meta;
+  return reply;
+}
+
+Result<Message> Server::HandleStats(Message& request) {
+  StoreStats s = store_->Stats();
+  nlohmann::json j = {
+      {"shard", options_.shard_id},
+      {"requests", counters_.requests},
+      {"errors", counters_.errors},
+      {"rejected", counters_.rejected},
+      {"rows_pulled", counters_.rows_pulled},
+      {"rows_pushed", counters_.rows_pushed},
+      {"rows_cached", s.rows_cached},
+      {"cache_bytes", s.cache_bytes},
+      {"rows_dirty", s.rows_dirty},
+      {"cache_hits", s.cache_hits},
+      {"cache_misses", s.cache_misses},
+      {"log_records", s.log_records},
+      {"writebacks", s.writebacks},
+      {"rows_written", s.rows_written},
+  };
+  Message reply = ReplyTo(request.header, MsgType::kStatsReply);
+  reply.header.meta = j.dump();
+  return reply;
+}
+
+}  // namespace metaps::ps

@@ -1,0 +1,76 @@
+// Server: one parameter-server shard (ps-lite's KVServer), serving a ParamStore over a Transport.
+//
+// The request loop is single-threaded: it receives a message, validates it completely (header,
+// job, token, declared sizes against payload sizes, table, dim) and answers every request with its
+// reply or a typed error (MsgType::kError with a StatusCode). A malformed message never stops the
+// loop. Requests that carry the wrong job id or token are dropped with a logged reason: a stale
+// process from another job on a reused port must not get answers from this one.
+//
+// A push is answered only after the ParamStore reports it durable.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "common/logging.h"
+#include "common/status.h"
+#include "common/transport.h"
+#include "common/wire.h"
+#include "ps/param_store.h"
+
+namespace metaps::ps {
+
+struct ServerOptions {
+  std::string bind = "tcp://127.0.0.1:0";
+  std::string job_id;  // when not empty, requests of other jobs are dropped
+  std::string auth;    // when not empty, requests must carry this token
+  int32_t shard_id = 0;
+};
+
+struct ServerCounters {
+  uint64_t requests = 0;
+  uint64_t errors = 0;          // requests answered with a typed error
+  uint64_t rejected = 0;        // requests dropped for a wrong job or token
+  uint64_t rows_pulled = 0;
+  uint64_t rows_pushed = 0;
+};
+
+class Server {
+ public:
+  Server(ServerOptions options, std::unique_ptr<Transport> transport, std::unique_ptr<ParamStore> store,
+         Logger logger);
+  ~Server();
+
+  // Binds the transport; returns the endpoint clients connect to.
+  Result<std::string> Bind();
+  // Serves until a shutdown request or Stop(). Flushes the store before returning.
+  Status Serve();
+  // Makes Serve() return soon. Thread-safe (also from a signal-watching thread).
+  void Stop();
+
+  // Answers one decoded request. Exposed so unit tests can drive the logic without a transport.
+  // Returns false in *reply_needed when the request must be dropped (wrong job or token).
+  Message Handle(Message& request, bool* reply_needed, bool* shutdown);
+
+  const ServerCounters& counters() const { return counters_; }
+  ParamStore& store() { return *store_; }
+
+ private:
+  Result<Message> Dispatch(Message& request, bool* shutdown);
+  Result<Message> HandlePull(Message& request);
+  Result<Message> HandlePush(Message& request);
+  Result<Message> HandlePullDense(Message& request);
+  Result<Message> HandlePushDense(Message& request);
+  Result<Message> HandleCheckpoint(Message& request);
+  Result<Message> HandleStats(Message& request);
+
+  ServerOptions options_;
+  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<ParamStore> store_;
+  Logger logger_;
+  std::atomic<bool> stop_{false};
+  ServerCounters counters_;
+};
+
+}  // namespace metaps::ps

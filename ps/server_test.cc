@@ -1,0 +1,149 @@
+// Server and client logic in one process over the in-process transport and in-memory storage.
+#include "ps/server.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "common/inproc_transport.h"
+#include "common/memory_storage.h"
+#include "ps/client.h"
+
+namespace metaps::ps {
+namespace {
+
+class InprocJob {
+ public:
+  explicit InprocJob(int shards) {
+    auto cfg = Config::ParseString(R"(
+      [[tables]]
+      name = "emb"
+      dim = 3
+      optimizer = "sgd"
+      lr = 1.0
+      init = "zeros"
+      [[tables]]
+      name = "w"
+      dim = 5
+      dense = true
+      optimizer = "sgd"
+      lr = 1.0
+      init = "zeros"
+    )");
+    auto tables = ParseTableSpecs(*cfg);
+    EXPECT_TRUE(tables.ok()) << tables.status();
+    for (int s = 0; s < shards; ++s) {
+      auto store = ParamStore::Open(StoreOptions{}, *tables, std::make_unique<MemoryStorage>(std::vector<std::string>{"rows", "log", "meta"}));
+      EXPECT_TRUE(store.ok()) << store.status();
+      auto server = std::make_unique<Server>(ServerOptions{.bind = "inproc://shard-" + std::to_string(s), .shard_id = s},
+                                             std::make_unique<InprocTransport>(net_), std::move(store).value(),
+                                             MakeLogger("shard-" + std::to_string(s), "", "warn"));
+      auto ep = server->Bind();
+      EXPECT_TRUE(ep.ok());
+      map_.endpoints.push_back(*ep);
+      Server* raw = server.get();
+      threads_.emplace_back([raw] { (void)raw->Serve(); });
+      servers_.push_back(std::move(server));
+    }
+  }
+  ~InprocJob() {
+    for (auto& s : servers_) s->Stop();
+    for (auto& t : threads_) t.join();
+  }
+  std::unique_ptr<PsClient> Client() {
+    auto c = std::make_unique<PsClient>(ClientOptions{}, std::make_unique<InprocTransport>(net_), map_);
+    EXPECT_TRUE(c->Start().ok());
+    return c;
+  }
+  Server& server(int i) { return *servers_[i]; }
+
+ private:
+  std::shared_ptr<InprocNetwork> net_ = std::make_shared<InprocNetwork>();
+  ShardMap map_;
+  std::vector<std::unique_ptr<Server>> servers_;
+  std::vector<std::thread> threads_;
+};
+
+TEST(ServerTest, PullReturnsCallerOrderWithDuplicatesAcrossShards) {
+  InprocJob job(3);
+  auto client = job.Client();
+  std::vector<Key> keys = {10, 20, 30, 10, 40, 20, 50};
+  // grads row i = (i+1) in every element; sgd lr 1 from zeros gives -sum of the key's rows.
+  std::vector<float> grads;
+  for (size_t i = 0; i < keys.size(); ++i) grads.insert(grads.end(), 3, static_cast<float>(i + 1));
+  ASSERT_TRUE(client->Push("emb", keys, grads).get().ok());
+  auto r = client->Pull("emb", keys).get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->dim, 3u);
+  std::vector<float> want_row = {-(1.f + 4.f), -(2.f + 6.f), -3.f, -(1.f + 4.f), -5.f, -(2.f + 6.f), -7.f};
+  for (size_t i = 0; i < keys.size(); ++i) {
+    for (int d = 0; d < 3; ++d) EXPECT_EQ(r->values[i * 3 + d], want_row[i]) << "key index " << i;
+  }
+  // Every shard holds only its own keys.
+  uint64_t pushed = 0;
+  for (int s = 0; s < 3; ++s) pushed += job.server(s).counters().rows_pushed;
+  EXPECT_EQ(pushed, 5u);  // unique keys
+}
+
+TEST(ServerTest, DenseTensorsArePulledAndPushedWhole) {
+  InprocJob job(2);
+  auto client = job.Client();
+  std::vector<float> g = {1, 2, 3, 4, 5};
+  ASSERT_TRUE(client->PushDense("w", g).get().ok());
+  auto w = client->PullDense("w").get();
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(*w, (std::vector<float>{-1, -2, -3, -4, -5}));
+  auto bad = client->PushDense("w", std::vector<float>{1, 2}).get();
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+}
+
+TEST(ServerTest, ErrorsComeBackTypedToTheCaller) {
+  InprocJob job(2);
+  auto client = job.Client();
+  std::vector<Key> keys = {1, 2, 3};
+  EXPECT_EQ(client->Pull("missing", keys).get().status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(client->Push("emb", keys, std::vector<float>(8, 1.f)).get().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->Push("emb", keys, std::vector<float>(12, 1.f)).get().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(client->Pull("emb", keys).get().ok());
+}
+
+TEST(ServerTest, ManyConcurrentCallersGetTheirOwnResults) {
+  InprocJob job(2);
+  auto client = job.Client();
+  std::vector<std::thread> callers;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t) {
+    callers.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        std::vector<Key> keys = {static_cast<Key>(1000 * t + i)};
+        auto r = client->Pull("emb", keys).get();
+        if (!r.ok() || r->values.size() != 3) ++wrong;
+      }
+    });
+  }
+  for (auto& c : callers) c.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST(ServerTest, AClientThatIsNotRunningFailsRequestsAtOnce) {
+  PsClient client(ClientOptions{}, std::make_unique<InprocTransport>(std::make_shared<InprocNetwork>()),
+                  ShardMap{0, {"inproc://nowhere"}});
+  std::vector<Key> keys = {1};
+  EXPECT_EQ(client.Pull("emb", keys).get().status().code(), StatusCode::kFailedPrecondition);
+  client.Stop();
+  EXPECT_EQ(client.Pull("emb", keys).get().status().code(), StatusCode::kCancelled);
+}
+
+TEST(ServerTest, RequestsToADeadShardTimeOutWithDeadlineExceeded) {
+  auto net = std::make_shared<InprocNetwork>();
+  InprocTransport silent(net);
+  auto ep = silent.Bind("inproc://silent");
+  ASSERT_TRUE(ep.ok());
+  PsClient client(ClientOptions{.request_timeout_ms = 200}, std::make_unique<InprocTransport>(net), ShardMap{0, {*ep}});
+  ASSERT_TRUE(client.Start().ok());
+  std::vector<Key> keys = {1};
+  EXPECT_EQ(client.Pull("emb", keys).get().status().code(), StatusCode::kDeadlineExceeded);
+}
+
+}  // namespace
+}  // namespace metaps::ps

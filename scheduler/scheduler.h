@@ -1,0 +1,124 @@
+// Scheduler: one per job. Registration and ids, the shard map, heartbeats and dead-node detection,
+// rounds under BSP / SSP / ASP (RoundClock), job progress, status and Prometheus metrics.
+//
+// It answers control messages (common/control.h) on its own transport from a single loop thread.
+// Replies to `membership` and `clock` may be deferred: the requester blocks until the rule lets
+// it go. Messages with the wrong job id or token are dropped with a logged reason.
+//
+// Its state (clocks, finished workers) is written to `state_file` after every change, atomically,
+// so a restarted scheduler resumes where it stopped.
+//
+// Thread-safety: Serve() runs the loop; Stop(), StatusJson() and MetricsText() may be called from
+// any thread (they read a snapshot guarded by a mutex).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/logging.h"
+#include "common/status.h"
+#include "common/control.h"
+#include "common/transport.h"
+#include "common/wire.h"
+#include "scheduler/rounds.h"
+
+namespace metaps::scheduler {
+
+struct SchedulerOptions {
+  std::string bind = "tcp://127.0.0.1:0";
+  std::string job_id;
+  std::string auth;  // when not empty, every message must carry it
+  int num_servers = 1;
+  int num_workers = 1;
+  Consistency consistency = Consistency::kBsp;
+  uint32_t staleness = 0;
+  uint64_t total_rounds = 0;               // 0: the workers decide when they are done
+  uint32_t heartbeat_timeout_ms = 10000;   // a node silent this long is marked dead
+  std::string state_file;                  // empty: state is not persisted
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerOptions options, std::unique_ptr<Transport> transport, Logger logger);
+
+  // Binds the transport and loads `state_file` when it exists.
+  Result<std::string> Bind();
+  // Serves until every worker is done and every live server was told to stop, or Stop().
+  Status Serve();
+  void Stop();
+
+  std::string StatusJson() const;
+  std::string MetricsText() const;
+  bool finished() const { return finished_.load(); }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Node {
+    std::string role;
+    int32_t id = -1;
+    std::string name;
+    std::string endpoint;
+    Clock::time_point last_seen;
+    bool alive = true;
+    bool told_to_stop = false;
+  };
+  struct WorkerProgress {
+    uint64_t round = 0;
+    uint64_t tasks = 0;
+    double loss = 0;
+    uint64_t rows_pulled = 0;
+    uint64_t rows_pushed = 0;
+    double tasks_per_s = 0;
+    nlohmann::json extra;  // validation metrics and anything else a worker reports
+  };
+  struct Deferred {
+    std::string peer;
+    Header request;
+  };
+
+  void HandleEnvelope(Envelope env);
+  Result<nlohmann::json> HandleControl(const std::string& peer, const Header& h, const nlohmann::json& body,
+                                       bool* deferred);
+  void Reply(const std::string& peer, const Header& request, const nlohmann::json& body);
+  void ReleaseMembershipWaiters();
+  void ReleaseClockWaiters(const std::vector<std::pair<int, uint64_t>>& released);
+  void CheckLiveness();
+  nlohmann::json MembershipBody() const;
+  nlohmann::json BuildStatus() const;  // REQUIRES: loop thread
+  void PublishSnapshot();
+  void SaveState();
+  void LoadState();
+  bool AllWorkersDone() const;
+
+  SchedulerOptions options_;
+  std::unique_ptr<Transport> transport_;
+  Logger logger_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> finished_{false};
+  Clock::time_point started_ = Clock::now();
+  Clock::time_point finished_at_;
+
+  // Loop-thread state.
+  uint64_t epoch_ = 1;
+  std::map<std::string, Node> nodes_;  // key: role + "/" + id
+  std::vector<std::string> server_endpoints_;
+  RoundClock clock_;
+  std::vector<bool> worker_done_;
+  std::vector<WorkerProgress> progress_;
+  std::vector<Deferred> membership_waiters_;
+  std::map<int, Deferred> clock_waiters_;  // worker -> its pending clock request
+  uint64_t rejected_ = 0;
+
+  mutable std::mutex snapshot_mu_;
+  std::string status_snapshot_;   // GUARDED_BY(snapshot_mu_)
+  std::string metrics_snapshot_;  // GUARDED_BY(snapshot_mu_)
+};
+
+}  // namespace metaps::scheduler

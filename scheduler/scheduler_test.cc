@@ -1,0 +1,151 @@
+// The scheduler's protocol over the in-process transport: membership, BSP and SSP rounds,
+// dead-node detection, job end, rejection of strangers.
+#include "scheduler/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <thread>
+
+#include "common/control.h"
+#include "common/inproc_transport.h"
+
+namespace metaps::scheduler {
+namespace {
+
+using std::chrono::milliseconds;
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void Start(SchedulerOptions o) {
+    o.bind = "inproc://scheduler";
+    o.job_id = "job";
+    o.auth = "secret";
+    scheduler_ = std::make_unique<Scheduler>(o, std::make_unique<InprocTransport>(net_), MakeLogger("sched", "", "warn"));
+    auto ep = scheduler_->Bind();
+    ASSERT_TRUE(ep.ok());
+    endpoint_ = *ep;
+    loop_ = std::thread([this] { (void)scheduler_->Serve(); });
+  }
+  void TearDown() override {
+    if (scheduler_) scheduler_->Stop();
+    if (loop_.joinable()) loop_.join();
+  }
+  std::unique_ptr<ControlLink> Link(const std::string& role, int id, const std::string& auth = "secret") {
+    auto l = std::make_unique<ControlLink>(std::make_unique<InprocTransport>(net_), endpoint_,
+                                           NodeIdentity{"job", auth, role, id, role + std::to_string(id)});
+    EXPECT_TRUE(l->Connect().ok());
+    return l;
+  }
+  static nlohmann::json Register(ControlLink& l, const std::string& endpoint = "") {
+    nlohmann::json body = {{"role", l.self().role}, {"id", l.self().id}};
+    if (!endpoint.empty()) body["endpoint"] = endpoint;
+    auto r = l.Call("register", body, milliseconds(2000));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.value_or(nlohmann::json());
+  }
+
+  std::shared_ptr<InprocNetwork> net_ = std::make_shared<InprocNetwork>();
+  std::unique_ptr<Scheduler> scheduler_;
+  std::string endpoint_;
+  std::thread loop_;
+};
+
+TEST_F(SchedulerTest, MembershipWaitsForEveryServer) {
+  Start({.num_servers = 2, .num_workers = 1});
+  auto w = Link("worker", 0);
+  Register(*w);
+  auto pending = std::async(std::launch::async, [&] { return w->Call("membership", {}, milliseconds(5000)); });
+  EXPECT_EQ(pending.wait_for(milliseconds(200)), std::future_status::timeout);
+  auto s0 = Link("server", 0), s1 = Link("server", 1);
+  Register(*s0, "tcp://127.0.0.1:1000");
+  Register(*s1, "tcp://127.0.0.1:1001");
+  auto m = pending.get();
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)["servers"], (nlohmann::json{"tcp://127.0.0.1:1000", "tcp://127.0.0.1:1001"}));
+}
+
+TEST_F(SchedulerTest, BspHoldsEachWorkerAtTheBarrierUntilAllArrive) {
+  Start({.num_servers = 1, .num_workers = 2, .consistency = Consistency::kBsp});
+  auto w0 = Link("worker", 0), w1 = Link("worker", 1);
+  Register(*w0);
+  Register(*w1);
+  auto first = std::async(std::launch::async,
+                          [&] { return w0->Call("clock", {{"worker", 0}, {"clock", 1}}, milliseconds(5000)); });
+  EXPECT_EQ(first.wait_for(milliseconds(300)), std::future_status::timeout) << "worker 0 must wait for worker 1";
+  auto second = w1->Call("clock", {{"worker", 1}, {"clock", 1}}, milliseconds(5000));
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto released = first.get();
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ((*released)["clock"], 1);
+}
+
+TEST_F(SchedulerTest, SspLetsAWorkerRunAheadBoundedByStaleness) {
+  Start({.num_servers = 1, .num_workers = 2, .consistency = Consistency::kSsp, .staleness = 1});
+  auto w0 = Link("worker", 0), w1 = Link("worker", 1);
+  Register(*w0);
+  Register(*w1);
+  EXPECT_TRUE(w0->Call("clock", {{"worker", 0}, {"clock", 1}}, milliseconds(1000)).ok());  // 1 <= 0 + 1
+  auto blocked = std::async(std::launch::async,
+                            [&] { return w0->Call("clock", {{"worker", 0}, {"clock", 2}}, milliseconds(5000)); });
+  EXPECT_EQ(blocked.wait_for(milliseconds(300)), std::future_status::timeout) << "2 > 0 + 1: must wait";
+  EXPECT_TRUE(w1->Call("clock", {{"worker", 1}, {"clock", 1}}, milliseconds(1000)).ok());
+  EXPECT_TRUE(blocked.get().ok());
+}
+
+TEST_F(SchedulerTest, ASilentWorkerIsMarkedDeadAndReleasesTheBarrier) {
+  Start({.num_servers = 1, .num_workers = 2, .heartbeat_timeout_ms = 300});
+  auto w0 = Link("worker", 0), w1 = Link("worker", 1);
+  Register(*w0);
+  Register(*w1);
+  // Worker 1 never heartbeats again; worker 0 keeps doing so while it waits.
+  std::atomic<bool> waiting{true};
+  std::thread beats([&] {
+    auto hb = Link("worker", 0);
+    while (waiting) {
+      (void)hb->Call("heartbeat", {{"role", "worker"}, {"id", 0}}, milliseconds(1000));
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+  });
+  auto r = w0->Call("clock", {{"worker", 0}, {"clock", 1}}, milliseconds(5000));
+  waiting = false;
+  beats.join();
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto st = nlohmann::json::parse(scheduler_->StatusJson());
+  EXPECT_FALSE(st["workers"][1]["alive"].get<bool>()) << st.dump();
+  EXPECT_TRUE(st["workers"][0]["alive"].get<bool>());
+  EXPECT_NE(scheduler_->MetricsText().find("metaps_node_alive{role=\"worker\",id=\"1\"} 0"), std::string::npos);
+}
+
+TEST_F(SchedulerTest, JobFinishesWhenEveryWorkerIsDoneAndServersAreToldToStop) {
+  Start({.num_servers = 1, .num_workers = 1, .total_rounds = 2});
+  auto s = Link("server", 0), w = Link("worker", 0);
+  Register(*s, "tcp://127.0.0.1:1");
+  Register(*w);
+  auto stop = w->Call("clock", {{"worker", 0}, {"clock", 2}}, milliseconds(1000));
+  ASSERT_TRUE(stop.ok());
+  EXPECT_TRUE((*stop)["stop"].get<bool>()) << "round 2 of 2 is past the end";
+  ASSERT_TRUE(w->Call("done", {{"worker", 0}}, milliseconds(1000)).ok());
+  auto hb = s->Call("heartbeat", {{"role", "server"}, {"id", 0}}, milliseconds(1000));
+  ASSERT_TRUE(hb.ok());
+  EXPECT_TRUE((*hb)["stop"].get<bool>());
+  loop_.join();  // Serve returns by itself once the servers were told
+  EXPECT_TRUE(scheduler_->finished());
+}
+
+TEST_F(SchedulerTest, StrangersAreDroppedAndBadBodiesGetTypedErrors) {
+  Start({.num_servers = 1, .num_workers = 1});
+  auto stranger = Link("worker", 0, "wrong-token");
+  auto r = stranger->Call("register", {{"role", "worker"}, {"id", 0}}, milliseconds(300));
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded);
+  auto w = Link("worker", 0);
+  EXPECT_EQ(w->Call("register", {{"role", "worker"}, {"id", 7}}, milliseconds(1000)).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(w->Call("teleport", {}, milliseconds(1000)).status().code(), StatusCode::kUnimplemented);
+  std::this_thread::sleep_for(milliseconds(300));
+  auto st = nlohmann::json::parse(scheduler_->StatusJson());
+  EXPECT_EQ(st["rejected_messages"], 1);
+}
+
+}  // namespace
+}  // namespace metaps::scheduler

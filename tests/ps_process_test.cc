@@ -1,0 +1,265 @@
+// Parameter servers as real processes on loopback, driven by PsClient over ZeroMQ, persisting to
+// real RocksDB directories.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/keys.h"
+#include "common/memory_storage.h"
+#include "common/zmq_transport.h"
+#include "ps/client.h"
+#include "ps/param_store.h"
+#include "ps/table_spec.h"
+#include "tests/test_util.h"
+
+namespace metaps {
+namespace {
+
+using metaps::testing::ScratchDir;
+using metaps::testing::ServerProcess;
+using ps::PsClient;
+
+constexpr const char* kTables = R"(
+[[tables]]
+name = "sgd_emb"
+dim = 8
+optimizer = "sgd"
+lr = 0.1
+init = "uniform"
+init_scale = 0.05
+
+[[tables]]
+name = "adam_emb"
+dim = 8
+optimizer = "adam"
+lr = 0.01
+
+[[tables]]
+name = "mlp"
+dim = 100
+dense = true
+optimizer = "adam"
+lr = 0.01
+)";
+
+std::unique_ptr<PsClient> Connect(const std::vector<std::string>& endpoints) {
+  auto c = std::make_unique<PsClient>(ps::ClientOptions{.sender = "test"}, std::make_unique<ZmqTransport>(),
+                                      ShardMap{1, endpoints});
+  EXPECT_TRUE(c->Start().ok());
+  return c;
+}
+
+// An in-process store with the same tables: the single-process reference.
+std::unique_ptr<ps::ParamStore> ReferenceStore(const std::string& config_text) {
+  auto cfg = Config::ParseString(config_text);
+  auto tables = ps::ParseTableSpecs(*cfg);
+  EXPECT_TRUE(tables.ok()) << tables.status();
+  auto store = ps::ParamStore::Open(ps::StoreOptions{}, *tables, std::make_unique<MemoryStorage>(std::vector<std::string>{"rows", "log", "meta"}));
+  EXPECT_TRUE(store.ok()) << store.status();
+  return std::move(store).value();
+}
+
+std::vector<Key> Keys(int n, int offset = 0) {
+  std::vector<Key> k(n);
+  for (int i = 0; i < n; ++i) k[i] = FeatureKey("item", std::to_string(i + offset));
+  return k;
+}
+
+// Deterministic gradient for (client, round, key index, element).
+float Grad(int client, int round, int i, int d) {
+  return 0.01f * static_cast<float>(((client * 7 + round * 13 + i * 31 + d * 17) % 41) - 20);
+}
+
+TEST(PsProcessTest, TwoServersTwoClientsMatchASingleProcessReference) {
+  ScratchDir dir("ps-2x2");
+  std::string config = std::string(kTables);
+  auto s0 = ServerProcess::Start(dir / "s0", config, {"--shard-id", "0"});
+  auto s1 = ServerProcess::Start(dir / "s1", config, {"--shard-id", "1"});
+  const int kKeys = 100000, kBatch = 10000, kRounds = 2, kDim = 8;
+  std::vector<Key> keys = Keys(kKeys);
+
+  // Client c pushes every key of sgd_emb (sums commute) and its own half of adam_emb (each row
+  // then sees one client's pushes in order, so the result is exact).
+  auto run_client = [&](int c) {
+    auto client = Connect({s0.endpoint, s1.endpoint});
+    for (int r = 0; r < kRounds; ++r) {
+      for (int b = 0; b < kKeys; b += kBatch) {
+        std::span<const Key> k(&keys[b], kBatch);
+        std::vector<float> g(kBatch * kDim);
+        for (int i = 0; i < kBatch; ++i)
+          for (int d = 0; d < kDim; ++d) g[i * kDim + d] = Grad(c, r, b + i, d);
+        auto f1 = client->Push("sgd_emb", k, g, r);
+        std::vector<Key> mine;
+        std::vector<float> mg;
+        for (int i = 0; i < kBatch; ++i) {
+          if ((b + i) % 2 != c) continue;
+          mine.push_back(k[i]);
+          mg.insert(mg.end(), &g[i * kDim], &g[i * kDim] + kDim);
+        }
+        auto f2 = client->Push("adam_emb", mine, mg, r);
+        auto pulled = client->Pull("sgd_emb", k);  // concurrent reads while pushing
+        ASSERT_TRUE(f1.get().ok());
+        ASSERT_TRUE(f2.get().ok());
+        ASSERT_TRUE(pulled.get().ok());
+      }
+    }
+  };
+  std::thread t0(run_client, 0), t1(run_client, 1);
+  t0.join();
+  t1.join();
+
+  auto ref = ReferenceStore(config);
+  for (int c = 0; c < 2; ++c) {
+    for (int r = 0; r < kRounds; ++r) {
+      for (int b = 0; b < kKeys; b += kBatch) {
+        std::vector<float> g(kBatch * kDim);
+        for (int i = 0; i < kBatch; ++i)
+          for (int d = 0; d < kDim; ++d) g[i * kDim + d] = Grad(c, r, b + i, d);
+        ASSERT_TRUE(ref->Push("sgd_emb", std::span<const Key>(&keys[b], kBatch), g, r).ok());
+      }
+    }
+  }
+  // adam rows: replay each client's half in that client's order.
+  for (int r = 0; r < kRounds; ++r) {
+    for (int c = 0; c < 2; ++c) {
+      for (int b = 0; b < kKeys; b += kBatch) {
+        std::vector<Key> mine;
+        std::vector<float> mg;
+        for (int i = 0; i < kBatch; ++i) {
+          if ((b + i) % 2 != c) continue;
+          mine.push_back(keys[b + i]);
+          for (int d = 0; d < kDim; ++d) mg.push_back(Grad(c, r, b + i, d));
+        }
+        ASSERT_TRUE(ref->Push("adam_emb", mine, mg, r).ok());
+      }
+    }
+  }
+  auto client = Connect({s0.endpoint, s1.endpoint});
+  auto sgd = client->Pull("sgd_emb", keys).get();
+  auto adam = client->Pull("adam_emb", keys).get();
+  ASSERT_TRUE(sgd.ok()) << sgd.status();
+  ASSERT_TRUE(adam.ok()) << adam.status();
+  std::vector<float> want_sgd(kKeys * kDim), want_adam(kKeys * kDim);
+  ASSERT_TRUE(ref->Pull("sgd_emb", keys, want_sgd.data()).ok());
+  ASSERT_TRUE(ref->Pull("adam_emb", keys, want_adam.data()).ok());
+  int bad_sgd = 0, bad_adam = 0;
+  for (size_t i = 0; i < want_sgd.size(); ++i) {
+    bad_sgd += std::fabs(sgd->values[i] - want_sgd[i]) > 1e-5f;
+    bad_adam += adam->values[i] != want_adam[i];
+  }
+  EXPECT_EQ(bad_sgd, 0);
+  EXPECT_EQ(bad_adam, 0);
+  // Both shards took part.
+  auto stats = client->Stats().get();
+  ASSERT_TRUE(stats.ok());
+  for (const auto& s : *stats) EXPECT_NE(s.find("\"rows_pushed\":"), std::string::npos);
+}
+
+// kill -9 right after acknowledged pushes; the restarted server has all of them. Runs with the
+// write-back effectively off (recovery from the log alone) and very frequent (rows + log tail).
+class KillRecoveryTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(KillRecoveryTest, KillNineAfterAcknowledgedPushesLosesNothing) {
+  ScratchDir dir("ps-kill");
+  std::string config = std::string(kTables) + "\n[server]\nwriteback_interval_ms = " + std::to_string(GetParam()) + "\n";
+  auto server = ServerProcess::Start(dir / "s", config);
+  const int kKeys = 30000, kDim = 8;
+  std::vector<Key> keys = Keys(kKeys);
+  std::vector<float> dense_before;
+  {
+    auto client = Connect({server.endpoint});
+    for (int r = 0; r < 5; ++r) {
+      std::vector<float> g(kKeys * kDim);
+      for (int i = 0; i < kKeys; ++i)
+        for (int d = 0; d < kDim; ++d) g[i * kDim + d] = Grad(0, r, i, d);
+      ASSERT_TRUE(client->Push("adam_emb", keys, g, r).get().ok());
+      std::vector<float> dg(100, 0.1f * (r + 1));
+      ASSERT_TRUE(client->PushDense("mlp", dg, r).get().ok());
+      if (GetParam() < 100) std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    }
+    auto before = client->Pull("adam_emb", keys).get();
+    ASSERT_TRUE(before.ok());
+    auto dense = client->PullDense("mlp").get();
+    ASSERT_TRUE(dense.ok());
+    dense_before = *dense;
+    ASSERT_TRUE(server.proc.Signal(SIGKILL).ok());
+    ASSERT_EQ(*server.proc.Wait(std::chrono::seconds(10)), 128 + SIGKILL);
+
+    auto restarted = ServerProcess::Start(dir / "s", config);
+    ASSERT_TRUE(restarted.started()) << ServerProcess::ReadFile(restarted.log);
+    auto client2 = Connect({restarted.endpoint});
+    auto after = client2->Pull("adam_emb", keys).get();
+    ASSERT_TRUE(after.ok()) << after.status();
+    EXPECT_EQ(after->values, before->values);
+    auto dense_after = client2->PullDense("mlp").get();
+    ASSERT_TRUE(dense_after.ok());
+    EXPECT_EQ(*dense_after, dense_before);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(WriteBack, KillRecoveryTest, ::testing::Values(600000, 20));
+
+TEST(PsProcessTest, TableTenTimesTheCacheBudgetStaysCorrect) {
+  ScratchDir dir("ps-cache");
+  std::string config = std::string(kTables);
+  // adam rows of dim 8: 8 weights + 16 moments + metadata, ~120 bytes; 40k rows ~ 4.8 MB.
+  auto server = ServerProcess::Start(dir / "s", config, {"--cache-bytes", "480000"});
+  const int kKeys = 40000, kDim = 8;
+  std::vector<Key> keys = Keys(kKeys);
+  auto client = Connect({server.endpoint});
+  auto ref = ReferenceStore(config);
+  for (int r = 0; r < 3; ++r) {
+    for (int b = 0; b < kKeys; b += 5000) {
+      std::span<const Key> k(&keys[b], 5000);
+      std::vector<float> g(5000 * kDim);
+      for (int i = 0; i < 5000; ++i)
+        for (int d = 0; d < kDim; ++d) g[i * kDim + d] = Grad(1, r, b + i, d);
+      ASSERT_TRUE(client->Push("adam_emb", k, g, r).get().ok());
+      ASSERT_TRUE(ref->Push("adam_emb", k, g, r).ok());
+    }
+  }
+  // Read back in requests of 1000 keys: the rows of the request being served stay resident, so the
+  // cache may exceed its budget by at most one request's rows (documented in docs/storage.md).
+  const int kChunk = 1000;
+  std::vector<float> got;
+  for (int b = 0; b < kKeys; b += kChunk) {
+    auto r = client->Pull("adam_emb", std::span<const Key>(&keys[b], kChunk)).get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    got.insert(got.end(), r->values.begin(), r->values.end());
+  }
+  std::vector<float> want(kKeys * kDim);
+  ASSERT_TRUE(ref->Pull("adam_emb", keys, want.data()).ok());
+  EXPECT_EQ(got, want);
+  auto stats = client->Stats().get();
+  ASSERT_TRUE(stats.ok());
+  auto j = nlohmann::json::parse((*stats)[0]);
+  uint64_t row_bytes = j["cache_bytes"].get<uint64_t>() / std::max<uint64_t>(1, j["rows_cached"].get<uint64_t>());
+  EXPECT_LE(j["cache_bytes"].get<uint64_t>(), 480000u + kChunk * row_bytes) << j.dump();
+  EXPECT_LT(j["rows_cached"].get<uint64_t>(), static_cast<uint64_t>(kKeys) / 5) << j.dump();
+  EXPECT_GT(j["cache_misses"].get<uint64_t>(), 0u) << j.dump();
+}
+
+TEST(PsProcessTest, CheckpointRestoresIntoANewServer) {
+  ScratchDir dir("ps-ckpt");
+  std::string config = std::string(kTables);
+  auto server = ServerProcess::Start(dir / "s", config);
+  std::vector<Key> keys = Keys(5000);
+  auto client = Connect({server.endpoint});
+  std::vector<float> g(5000 * 8, 0.25f);
+  ASSERT_TRUE(client->Push("adam_emb", keys, g, 1).get().ok());
+  ASSERT_TRUE(client->Checkpoint(dir / "ckpt").get().ok());
+  auto at_checkpoint = client->Pull("adam_emb", keys).get();
+  ASSERT_TRUE(client->Push("adam_emb", keys, g, 2).get().ok());  // after the checkpoint: not restored
+
+  auto restored = ServerProcess::Start(dir / "r", config, {"--restore-from", dir / "ckpt/shard-0"});
+  ASSERT_TRUE(restored.started()) << ServerProcess::ReadFile(restored.log);
+  auto client2 = Connect({restored.endpoint});
+  auto got = client2->Pull("adam_emb", keys).get();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->values, at_checkpoint->values);
+}
+
+}  // namespace
+}  // namespace metaps

@@ -1,0 +1,10 @@
+// METAPS_VECTORIZE: compiles a hot loop for AVX-512, AVX2 and baseline x86-64 and picks the best at
+// load time (GCC/Clang function multiversioning), since the project builds for the baseline ISA.
+// Use it on free functions holding plain float loops; elsewhere it expands to nothing.
+#pragma once
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__INTEL_COMPILER)
+#define METAPS_VECTORIZE __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define METAPS_VECTORIZE
+#endif

@@ -1,0 +1,106 @@
+#include "worker/task_sampler.h"
+
+#include <algorithm>
+#include <numeric>
+#include <string>
+#include <unordered_map>
+
+namespace metaps::worker {
+
+Result<SamplerOptions> SamplerOptions::FromConfig(const Config& tasks) {
+  METAPS_RETURN_IF_ERROR(
+      tasks.CheckKnownKeys({"support_size", "query_size", "min_support", "min_query", "meta_batch", "seed"}));
+  SamplerOptions o;
+  METAPS_ASSIGN_OR_RETURN(int64_t support, tasks.GetIntIn("support_size", o.support_size, 1, 1 << 20));
+  METAPS_ASSIGN_OR_RETURN(int64_t query, tasks.GetIntIn("query_size", o.query_size, 1, 1 << 20));
+  METAPS_ASSIGN_OR_RETURN(int64_t min_support, tasks.GetIntIn("min_support", o.min_support, 1, 1 << 20));
+  METAPS_ASSIGN_OR_RETURN(int64_t min_query, tasks.GetIntIn("min_query", o.min_query, 1, 1 << 20));
+  METAPS_ASSIGN_OR_RETURN(int64_t batch, tasks.GetIntIn("meta_batch", o.meta_batch, 1, 1 << 16));
+  METAPS_ASSIGN_OR_RETURN(int64_t seed, tasks.GetInt("seed", static_cast<int64_t>(o.seed)));
+  o.support_size = static_cast<int>(support);
+  o.query_size = static_cast<int>(query);
+  o.min_support = static_cast<int>(min_support);
+  o.min_query = static_cast<int>(min_query);
+  o.meta_batch = static_cast<int>(batch);
+  o.seed = static_cast<uint64_t>(seed);
+  Status valid = o.Validate();
+  if (!valid.ok()) return valid.WithContext(tasks.path().empty() ? "tasks" : tasks.path());
+  return o;
+}
+
+Status SamplerOptions::Validate() const {
+  if (support_size < 1 || query_size < 1 || min_support < 1 || min_query < 1 || meta_batch < 1) {
+    return InvalidArgument("sizes, minimum counts and meta_batch must be >= 1");
+  }
+  if (min_support > support_size) return InvalidArgument("min_support exceeds support_size");
+  if (min_query > query_size) return InvalidArgument("min_query exceeds query_size");
+  return Status::Ok();
+}
+
+Result<TaskSampler> TaskSampler::Create(const SamplerOptions& options, int fields, std::vector<Event> events) {
+  METAPS_RETURN_IF_ERROR(options.Validate());
+  std::unordered_map<uint64_t, size_t> user_index;
+  std::vector<std::vector<size_t>> by_user;
+  std::vector<uint64_t> users;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (static_cast<int>(events[i].fields.size()) != fields) {
+      return InvalidArgument("event " + std::to_string(i) + " has " + std::to_string(events[i].fields.size()) +
+                             " fields, expected " + std::to_string(fields));
+    }
+    auto [it, inserted] = user_index.emplace(events[i].user, by_user.size());
+    if (inserted) {
+      by_user.emplace_back();
+      users.push_back(events[i].user);
+    }
+    by_user[it->second].push_back(i);
+  }
+  std::vector<Task> tasks;
+  int64_t skipped = 0;
+  for (size_t u = 0; u < by_user.size(); ++u) {
+    std::vector<size_t>& idx = by_user[u];
+    const int n = static_cast<int>(idx.size());
+    if (n < options.min_support + options.min_query) {
+      ++skipped;
+      continue;
+    }
+    std::stable_sort(idx.begin(), idx.end(),
+                     [&](size_t a, size_t b) { return events[a].timestamp < events[b].timestamp; });
+    Task task;
+    task.user = users[u];
+    task.fields = fields;
+    task.num_support = std::min(options.support_size, n - options.min_query);
+    task.num_query = std::min(options.query_size, n - task.num_support);
+    for (int r = 0; r < task.num_support + task.num_query; ++r) {
+      const Event& e = events[idx[r]];
+      task.AddRow(e.fields, e.label);
+    }
+    tasks.push_back(std::move(task));
+  }
+  if (tasks.empty()) {
+    return FailedPrecondition("no user has min_support + min_query = " +
+                              std::to_string(options.min_support + options.min_query) + " events");
+  }
+  return TaskSampler(options, std::move(tasks), skipped);
+}
+
+TaskSampler::TaskSampler(SamplerOptions options, std::vector<Task> tasks, int64_t skipped)
+    : options_(options), tasks_(std::move(tasks)), skipped_(skipped), rng_(options.seed) {
+  order_.resize(tasks_.size());
+  std::iota(order_.begin(), order_.end(), size_t{0});
+  std::shuffle(order_.begin(), order_.end(), rng_);
+}
+
+std::vector<const Task*> TaskSampler::NextMetaBatch() {
+  const size_t want = std::min<size_t>(options_.meta_batch, tasks_.size());
+  std::vector<const Task*> batch;
+  batch.reserve(want);
+  if (next_ + want > order_.size()) {  // too few left: a new epoch, so no batch repeats a task
+    std::shuffle(order_.begin(), order_.end(), rng_);
+    next_ = 0;
+    ++epoch_;
+  }
+  for (size_t i = 0; i < want; ++i) batch.push_back(&tasks_[order_[next_++]]);
+  return batch;
+}
+
+}  // namespace metaps::worker

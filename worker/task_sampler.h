@@ -1,0 +1,71 @@
+// TaskSampler: turns an event log into per-user tasks and deals them out as meta-batches.
+//
+// Each user is a task. Their events are ordered by timestamp (ties keep input order); the support set
+// is the earliest events and the query set the events right after it:
+//   support = first min(support_size, n - min_query) events, query = next min(query_size, rest).
+// Users with fewer than min_support + min_query events are skipped. Meta-batches are T distinct tasks
+// taken in turn from a shuffled order; when fewer than T remain a new epoch reshuffles (the few left
+// over wait for a later epoch). The shuffle depends only on the seed, so a run is reproducible.
+// Owns its tasks; not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "common/config.h"
+#include "common/keys.h"
+#include "common/status.h"
+#include "worker/task_batch.h"
+
+namespace metaps::worker {
+
+struct Event {
+  uint64_t user = 0;
+  int64_t timestamp = 0;
+  float label = 0;
+  std::vector<std::vector<Key>> fields;  // one bag of keys per model field
+};
+
+struct SamplerOptions {
+  int support_size = 20;  // Default: 20
+  int query_size = 10;    // Default: 10
+  int min_support = 1;    // Default: 1
+  int min_query = 1;      // Default: 1
+  int meta_batch = 32;    // tasks per meta-batch. Default: 32
+  uint64_t seed = 1;      // Default: 1
+
+  // Reads a [tasks] table with the keys above (support_size, query_size, min_support, min_query,
+  // meta_batch, seed). InvalidArgument when min_support > support_size or min_query > query_size.
+  static Result<SamplerOptions> FromConfig(const Config& tasks);
+  Status Validate() const;
+};
+
+class TaskSampler {
+ public:
+  // Groups `events` by user. Every event must have `fields` bags. FailedPrecondition when no user
+  // has enough events.
+  static Result<TaskSampler> Create(const SamplerOptions& options, int fields, std::vector<Event> events);
+
+  // Tasks in order of first appearance of their user.
+  const std::vector<Task>& tasks() const { return tasks_; }
+  // Users skipped for having too few events.
+  int64_t skipped_users() const { return skipped_; }
+  int64_t epoch() const { return epoch_; }
+
+  // The next min(meta_batch, tasks) tasks; pointers stay valid for the sampler's lifetime.
+  std::vector<const Task*> NextMetaBatch();
+
+ private:
+  TaskSampler(SamplerOptions options, std::vector<Task> tasks, int64_t skipped);
+
+  SamplerOptions options_;
+  std::vector<Task> tasks_;
+  int64_t skipped_ = 0;
+  std::vector<size_t> order_;
+  size_t next_ = 0;
+  int64_t epoch_ = 0;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace metaps::worker
