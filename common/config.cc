@@ -177,6 +177,21 @@ Result<std::vector<int64_t>> Config::GetIntArray(std::string_view key) const {
   return out;
 }
 
+Result<Config::Floats> Config::GetDoubleArray(std::string_view key) const {
+  METAPS_CONFIG_LOOKUP(key);
+  if (!n) return NotFound(Path(key) + ": required key is missing");
+  const toml::array* a = n->as_array();
+  if (!a) return InvalidArgument(Path(key) + ": expected an array of numbers, got " + Describe(*n));
+  Floats out;
+  for (size_t i = 0; i < a->size(); ++i) {
+    const toml::node& e = *a->get(i);
+    if (e.is_floating_point()) out.push_back(e.as_floating_point()->get());
+    else if (e.is_integer()) out.push_back(static_cast<double>(e.as_integer()->get()));
+    else return InvalidArgument(Path(key) + "[" + std::to_string(i) + "]: expected a number, got " + Describe(e));
+  }
+  return out;
+}
+
 Result<std::vector<std::string>> Config::GetStringArray(std::string_view key) const {
   METAPS_CONFIG_LOOKUP(key);
   if (!n) return NotFound(Path(key) + ": required key is missing");

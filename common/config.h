@@ -46,6 +46,8 @@ class Config {
   Result<bool> GetBool(std::string_view key) const;
   Result<std::vector<int64_t>> GetIntArray(std::string_view key) const;
   Result<std::vector<std::string>> GetStringArray(std::string_view key) const;
+  using Floats = std::vector<double>;
+  Result<Floats> GetDoubleArray(std::string_view key) const;  // integers are accepted
 
   // Optional values: the fallback when absent, an error only on a wrong type.
   Result<std::string> GetString(std::string_view key, std::string fallback) const;

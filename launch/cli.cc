@@ -20,6 +20,8 @@ void RegisterCommands(CLI::App& app, Action* action) {
   RegisterServerCommand(app, action);
   RegisterSchedulerCommand(app, action);
   RegisterDatagenCommand(app, action);
+  RegisterWorkerCommand(app, action);
+  RegisterRunCommand(app, action);
   auto* bench = app.add_subcommand("bench", "Benchmarks; each ends with one JSON line on stdout");
   bench->require_subcommand(1);
   RegisterBenchPsCommand(*bench, action);

@@ -19,6 +19,8 @@ void RegisterMetaGradCommand(CLI::App& app, Action* action);      // cmd_meta_gr
 void RegisterServerCommand(CLI::App& app, Action* action);
 void RegisterSchedulerCommand(CLI::App& app, Action* action);  // also `metaps status`
 void RegisterDatagenCommand(CLI::App& app, Action* action);
+void RegisterWorkerCommand(CLI::App& app, Action* action);
+void RegisterRunCommand(CLI::App& app, Action* action);
 // Benchmarks are subcommands of `metaps bench`.
 void RegisterBenchPsCommand(CLI::App& bench, Action* action);
 void RegisterBenchWorkerCommand(CLI::App& bench, Action* action);  // cmd_bench_worker.cc

@@ -41,6 +41,7 @@ struct BenchFlags {
   double zipf_s = 0.99;
   std::string optimizer = "adam";
   std::string work_dir;
+  std::string cases;  // comma-separated subset of the case names; empty: all
   // ps-raw-server
   std::string endpoint_file;
 };
@@ -277,6 +278,7 @@ int RunBench(BenchFlags f) {
                              {"uniform_over_cache", false, true}};
   std::map<std::string, Rates> results;
   for (const auto& c : cases) {
+    if (!f.cases.empty() && ("," + f.cases + ",").find("," + c.name + ",") == std::string::npos) continue;
     int64_t space = c.over_cache ? f.over_cache_keys : f.resident_keys;
     // Resident: room for everything twice over. Over cache: a tenth of the table.
     int64_t cache = c.over_cache ? static_cast<int64_t>(space * row_bytes / 10) : static_cast<int64_t>(space * row_bytes * 2 + (64 << 20));
@@ -364,6 +366,7 @@ void RegisterBenchPsCommand(CLI::App& bench, Action* action) {
   cmd->add_option("--seconds", f->seconds, "Measuring time per phase");
   cmd->add_option("--optimizer", f->optimizer, "Server optimizer (sgd, adagrad, adam, ftrl)");
   cmd->add_option("--work-dir", f->work_dir, "Scratch directory (removed afterwards)");
+  cmd->add_option("--cases", f->cases, "Comma-separated cases to run (default: all)");
   cmd->callback([f, action] { *action = [f] { return RunBench(*f); }; });
 
   auto* raw = bench.add_subcommand("ps-raw-server", "(internal) raw ZeroMQ reference server for bench ps");

@@ -41,7 +41,7 @@ using Clock = std::chrono::steady_clock;
 struct BenchOptions {
   std::string algo = "fomaml";
   int threads = 1;
-  int tasks = 1024;
+  int tasks = 4096;
   int torch_tasks = 512;
   bool json_only = false;
   bool no_torch = false;

@@ -10,6 +10,9 @@
 #include <functional>
 #include <filesystem>
 #include <fstream>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 
@@ -205,6 +208,85 @@ constexpr uint64_t kIndexOverheadBytes = 32;
 struct DirtyRef {
   uint32_t table;
   uint32_t slot;
+};
+
+// Stage timing for performance work: on when the environment variable METAPS_PROFILE is set (to
+// a file to append to, or to "1" for stderr). Totals are printed about every 2 seconds.
+class StageProfile {
+ public:
+  enum Stage {
+    kPullLock, kPullResident, kPullMiss, kPullCopy,
+    kPushThrottle, kPushDedupe, kPushLock, kPushResident, kPushMiss, kPushLog, kPushApply,
+    kEvict, kWbSort, kWbCopy, kWbLockWait, kWbWrite, kWbTotal, kCount
+  };
+  static constexpr const char* kNames[kCount] = {
+      "pull.lock", "pull.resident", "pull.miss", "pull.copy",
+      "push.throttle", "push.dedupe", "push.lock", "push.resident", "push.miss", "push.log", "push.apply",
+      "evict", "wb.sort", "wb.copy", "wb.lockwait", "wb.write", "wb.total"};
+  StageProfile() {
+    const char* v = std::getenv("METAPS_PROFILE");
+    if (v == nullptr || *v == 0) return;
+    on_ = true;
+    if (std::string_view(v) != "1") out_ = std::fopen(v, "a");
+    if (out_ == nullptr) out_ = stderr;
+    last_ = Now();
+  }
+  bool on() const { return on_; }
+  static uint64_t Now() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  void Add(Stage s, uint64_t ns, uint64_t n = 1) {
+    ns_[s].fetch_add(ns, std::memory_order_relaxed);
+    count_[s].fetch_add(n, std::memory_order_relaxed);
+  }
+  void Op(bool push, uint64_t rows) {
+    (push ? push_ops_ : pull_ops_).fetch_add(1, std::memory_order_relaxed);
+    (push ? push_rows_ : pull_rows_).fetch_add(rows, std::memory_order_relaxed);
+    uint64_t now = Now();
+    if (now - last_ > 2'000'000'000ull) Print(now);
+  }
+
+ private:
+  void Print(uint64_t now) {
+    const double secs = (now - last_) / 1e9;
+    last_ = now;
+    const uint64_t pulls = pull_ops_.exchange(0), pushes = push_ops_.exchange(0);
+    const uint64_t pull_rows = pull_rows_.exchange(0), push_rows = push_rows_.exchange(0);
+    std::fprintf(out_, "[store profile %.1fs] pulls %lu (%lu rows) pushes %lu (%lu rows)\n", secs,
+                 (unsigned long)pulls, (unsigned long)pull_rows, (unsigned long)pushes, (unsigned long)push_rows);
+    for (int i = 0; i < kCount; ++i) {
+      uint64_t ns = ns_[i].exchange(0), c = count_[i].exchange(0);
+      if (c == 0) continue;
+      const bool is_push = i >= kPushThrottle && i <= kPushApply;
+      const uint64_t ops = i <= kPullCopy ? pulls : is_push ? pushes : 0;
+      std::fprintf(out_, "  %-14s total %8.1f ms  per-op %8.3f ms  count %lu\n", kNames[i], ns / 1e6,
+                   ops ? ns / 1e6 / ops : ns / 1e6 / c, (unsigned long)c);
+    }
+    std::fflush(out_);
+  }
+  bool on_ = false;
+  FILE* out_ = nullptr;
+  uint64_t last_ = 0;
+  std::atomic<uint64_t> ns_[kCount] = {}, count_[kCount] = {};
+  std::atomic<uint64_t> pull_ops_{0}, push_ops_{0}, pull_rows_{0}, push_rows_{0};
+};
+
+// Times a scope into a StageProfile when profiling is on.
+class StageTimer {
+ public:
+  StageTimer(StageProfile& p, StageProfile::Stage s) : p_(p), s_(s), t0_(p.on() ? StageProfile::Now() : 0) {}
+  ~StageTimer() { Stop(); }
+  void Stop() {
+    if (t0_ == 0) return;
+    p_.Add(s_, StageProfile::Now() - t0_);
+    t0_ = 0;
+  }
+
+ private:
+  StageProfile& p_;
+  StageProfile::Stage s_;
+  uint64_t t0_;
 };
 
 
@@ -482,7 +564,9 @@ struct ParamStore::Impl {
   uint64_t log_records_pending = 0;
   bool eviction_blocked = false;  // a full sweep found no victim; retry after the next write-back
   std::vector<DirtyRef> dirty;
+  bool in_push = false;  // for the profile: EnsureResident is on behalf of a push
   StoreStats stats{};
+  StageProfile prof;
   bool stop = false;
   bool writeback_requested = false;
   std::condition_variable cv;
@@ -539,11 +623,14 @@ struct ParamStore::Impl {
   // budget is soft: when every cached row is dirty, pinned or in flight, the cache grows and a
   // write-back is requested.
   uint32_t AllocateSlot(Table* t) {
-    while (cached_bytes + t->charge > options.cache_bytes && !eviction_blocked) {
-      if (!EvictOne(t)) {
-        eviction_blocked = true;
-        writeback_requested = true;
-        cv.notify_one();
+    if (cached_bytes + t->charge > options.cache_bytes && !eviction_blocked) {
+      StageTimer timer(prof, StageProfile::kEvict);
+      while (cached_bytes + t->charge > options.cache_bytes && !eviction_blocked) {
+        if (!EvictOne(t)) {
+          eviction_blocked = true;
+          writeback_requested = true;
+          cv.notify_one();
+        }
       }
     }
     uint32_t s;
@@ -567,6 +654,7 @@ struct ParamStore::Impl {
   // Makes every key resident and pinned for this epoch; slots_out[i] is keys[i]'s slot. Rows read
   // from storage or initialized are clean. Misses are fetched with one MultiGet.
   Status EnsureResident(Table* t, std::span<const Key> keys, uint32_t* slots_out) {
+    StageTimer hit_timer(prof, in_push ? StageProfile::kPushResident : StageProfile::kPullResident);
     miss_idx.clear();
     const size_t n = keys.size();
     constexpr size_t kAhead = 8;
@@ -595,6 +683,8 @@ struct ParamStore::Impl {
     }
     stats.cache_hits += n - miss_idx.size();
     if (miss_idx.empty()) return Status::Ok();
+    hit_timer.Stop();
+    StageTimer miss_timer(prof, in_push ? StageProfile::kPushMiss : StageProfile::kPullMiss);
 
     // Unique missing keys.
     miss_map.Reset(miss_idx.size());
@@ -713,6 +803,7 @@ struct ParamStore::Impl {
   // that are newer than the cut, which replay handles the same way.
   Status WriteBack() {
     std::lock_guard<std::mutex> wb_lock(wb_mu);
+    StageTimer total_timer(prof, StageProfile::kWbTotal);
     constexpr size_t kChunkBytes = 1 << 20;
     uint64_t cut;
     std::vector<DirtyRef> todo;
@@ -720,6 +811,7 @@ struct ParamStore::Impl {
       std::lock_guard<std::mutex> lock(mu);
       if (dirty.empty() && applied_seq == written_seq) return Status::Ok();
       cut = applied_seq;
+      StageTimer sort_timer(prof, StageProfile::kWbSort);
       todo.swap(dirty);  // rows keep kDirty (not evictable) until their chunk is copied
       dirty_bytes = 0;
       // In key order: RocksDB's memtable inserts sorted keys much faster (its skiplist reuses the
@@ -741,7 +833,10 @@ struct ParamStore::Impl {
     while (st.ok()) {
       size_t chunk_begin = pos;
       {
+        StageTimer wait_timer(prof, StageProfile::kWbLockWait);
         std::lock_guard<std::mutex> lock(mu);
+        wait_timer.Stop();
+        StageTimer copy_timer(prof, StageProfile::kWbCopy);
         batch.Clear();
         while (pos < todo.size() && batch.ByteSize() < kChunkBytes) {
           const DirtyRef& d = todo[pos++];
@@ -770,7 +865,10 @@ struct ParamStore::Impl {
         }
       }
       // The last batch carries the cut; with `sync` it must reach the disk before log files go.
-      st = storage->Write(batch, options.sync && pos == todo.size());
+      {
+        StageTimer write_timer(prof, StageProfile::kWbWrite);
+        st = storage->Write(batch, options.sync && pos == todo.size());
+      }
       {
         std::lock_guard<std::mutex> lock(mu);
         for (size_t i = chunk_begin; i < pos; ++i) {
@@ -1017,10 +1115,16 @@ struct ParamStore::Impl {
     const size_t n = keys.size();
     const uint32_t dim = t->spec.dim;
     {
+      StageTimer lock_timer(prof, StageProfile::kPushLock);
       std::lock_guard<std::mutex> lock(mu);
+      lock_timer.Stop();
       ++epoch;
       slots.resize(n);
-      METAPS_RETURN_IF_ERROR(EnsureResident(t, keys, slots.data()));
+      in_push = true;
+      Status rs = EnsureResident(t, keys, slots.data());
+      in_push = false;
+      METAPS_RETURN_IF_ERROR(rs);
+      StageTimer log_timer(prof, StageProfile::kPushLog);
       const uint64_t seq = next_seq;
       LogHeader h{kLogMagic, t->id, step, static_cast<uint32_t>(n), dim};
       const size_t bytes = sizeof(h) + n * 8 + n * size_t{dim} * 4;
@@ -1039,7 +1143,11 @@ struct ParamStore::Impl {
         METAPS_RETURN_IF_ERROR(storage->Write(log_batch, options.sync).WithContext("appending the push to the log"));
       }
       next_seq = seq + 1;
-      ApplyToRows(t, seq, step, n, slots.data(), grads);
+      log_timer.Stop();
+      {
+        StageTimer apply_timer(prof, StageProfile::kPushApply);
+        ApplyToRows(t, seq, step, n, slots.data(), grads);
+      }
       ++stats.log_records;
       AddPendingLog(seq, bytes);
       if (log_batch.ByteSize() > (64u << 20)) log_batch = StorageBatch();
@@ -1054,6 +1162,7 @@ struct ParamStore::Impl {
   // Backpressure: when the cache has grown a quarter over its budget because too few rows were
   // clean to evict (the writer is falling behind), the pusher writes back itself.
   Status MaybeThrottle() {
+    StageTimer timer(prof, StageProfile::kPushThrottle);
     bool over;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -1229,13 +1338,19 @@ Status ParamStore::Pull(std::string_view table, std::span<const Key> keys, float
   METAPS_ASSIGN_OR_RETURN(Impl::Table * t, impl_->FindOrError(table, false));
   if (keys.empty()) return Status::Ok();
   Impl& m = *impl_;
+  StageTimer lock_timer(m.prof, StageProfile::kPullLock);
   std::lock_guard<std::mutex> lock(m.mu);
+  lock_timer.Stop();
   ++m.epoch;
   m.slots.resize(keys.size());
   METAPS_RETURN_IF_ERROR(m.EnsureResident(t, keys, m.slots.data()));
-  const uint32_t dim = t->spec.dim;
-  const size_t bytes = size_t{dim} * 4;
-  for (size_t i = 0; i < keys.size(); ++i) std::memcpy(out + i * dim, t->Weights(m.slots[i]), bytes);
+  {
+    StageTimer copy_timer(m.prof, StageProfile::kPullCopy);
+    const uint32_t dim = t->spec.dim;
+    const size_t bytes = size_t{dim} * 4;
+    for (size_t i = 0; i < keys.size(); ++i) std::memcpy(out + i * dim, t->Weights(m.slots[i]), bytes);
+  }
+  if (m.prof.on()) m.prof.Op(false, keys.size());
   return Status::Ok();
 }
 
@@ -1251,6 +1366,8 @@ Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::
   if (keys.empty()) return Status::Ok();
   Impl& m = *impl_;
   METAPS_RETURN_IF_ERROR(m.MaybeThrottle());
+  if (m.prof.on()) m.prof.Op(true, keys.size());
+  StageTimer dedupe_timer(m.prof, StageProfile::kPushDedupe);
   // Sum duplicates (first occurrence order). Only this thread touches the scratch buffers.
   m.dedupe.Reset(keys.size());
   size_t nuniq = 0;
@@ -1262,7 +1379,10 @@ Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::
       dups = true;
     }
   }
-  if (!dups) return m.PushUnique(t, keys, grads.data(), step);
+  if (!dups) {
+    dedupe_timer.Stop();
+    return m.PushUnique(t, keys, grads.data(), step);
+  }
   m.uniq_keys.resize(nuniq);
   m.uniq_grads.assign(nuniq * size_t{dim}, 0.0f);
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -1272,6 +1392,7 @@ Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::
     const float* src = grads.data() + i * dim;
     for (uint32_t d = 0; d < dim; ++d) dst[d] += src[d];
   }
+  dedupe_timer.Stop();
   return m.PushUnique(t, m.uniq_keys, m.uniq_grads.data(), step);
 }
 

@@ -1,9 +1,53 @@
 #include "ps/server.h"
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
 #include <nlohmann/json.hpp>
 
 namespace metaps::ps {
 namespace {
+
+// Request-loop timing for performance work: on when METAPS_PROFILE is set (a file to append to,
+// or "1" for stderr); totals about every 2 seconds.
+struct LoopProfile {
+  enum Stage { kRecv, kDecode, kPull, kPush, kOther, kSend, kCount };
+  static constexpr const char* kNames[kCount] = {"recv(wait)", "decode", "handle.pull", "handle.push", "handle.other",
+                                                 "send"};
+  bool on = false;
+  FILE* out = nullptr;
+  uint64_t last = 0;
+  uint64_t ns[kCount] = {}, count[kCount] = {};
+  LoopProfile() {
+    const char* v = std::getenv("METAPS_PROFILE");
+    if (v == nullptr || *v == 0) return;
+    on = true;
+    if (std::string_view(v) != "1") out = std::fopen(v, "a");
+    if (out == nullptr) out = stderr;
+    last = Now();
+  }
+  static uint64_t Now() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  void Add(Stage s, uint64_t t0, uint64_t t1) {
+    ns[s] += t1 - t0;
+    ++count[s];
+  }
+  void MaybePrint(uint64_t now) {
+    if (now - last < 2'000'000'000ull) return;
+    std::fprintf(out, "[server profile %.1fs]\n", (now - last) / 1e9);
+    last = now;
+    for (int i = 0; i < kCount; ++i) {
+      if (count[i] == 0) continue;
+      std::fprintf(out, "  %-13s total %8.1f ms  per-call %8.3f ms  count %lu\n", kNames[i], ns[i] / 1e6,
+                   ns[i] / 1e6 / count[i], (unsigned long)count[i]);
+      ns[i] = count[i] = 0;
+    }
+    std::fflush(out);
+  }
+};
 
 Message ReplyTo(const Header& request, MsgType type) {
   Message m;
@@ -69,8 +113,12 @@ void Server::Stop() {
 
 Status Server::Serve() {
   logger_->info("shard {} serving", options_.shard_id);
+  LoopProfile prof;
   while (!stop_) {
+    const uint64_t t0 = prof.on ? LoopProfile::Now() : 0;
     auto env = transport_->Recv(std::chrono::milliseconds(500));
+    const uint64_t t1 = prof.on ? LoopProfile::Now() : 0;
+    if (prof.on) prof.Add(LoopProfile::kRecv, t0, t1);
     if (!env.ok()) {
       if (env.status().code() == StatusCode::kDeadlineExceeded || env.status().code() == StatusCode::kCancelled) {
         continue;
@@ -80,6 +128,8 @@ Status Server::Serve() {
     }
     std::string peer = std::move(env->peer);
     auto msg = FromFrames(std::move(env->frames));
+    const uint64_t t2 = prof.on ? LoopProfile::Now() : 0;
+    if (prof.on) prof.Add(LoopProfile::kDecode, t1, t2);
     Message reply;
     bool reply_needed = true, shutdown = false;
     if (!msg.ok()) {
@@ -90,9 +140,19 @@ Status Server::Serve() {
     } else {
       reply = Handle(*msg, &reply_needed, &shutdown);
     }
+    const uint64_t t3 = prof.on ? LoopProfile::Now() : 0;
+    if (prof.on) {
+      const MsgType type = msg.ok() ? msg->header.type : MsgType::kError;
+      prof.Add(type == MsgType::kPull ? LoopProfile::kPull : type == MsgType::kPush ? LoopProfile::kPush : LoopProfile::kOther, t2, t3);
+    }
     if (reply_needed) {
       Status s = transport_->Send({peer, ToFrames(reply)});
       if (!s.ok()) logger_->warn("reply could not be sent: {}", s.ToString());
+    }
+    if (prof.on) {
+      const uint64_t t4 = LoopProfile::Now();
+      prof.Add(LoopProfile::kSend, t3, t4);
+      prof.MaybePrint(t4);
     }
     if (shutdown) break;
   }

@@ -188,9 +188,14 @@ Result<nlohmann::json> Scheduler::HandleControl(const std::string& peer, const H
     progress_[w].round = c;
     if (auto it = nodes_.find(NodeKey("worker", w)); it != nodes_.end()) it->second.last_seen = now;
     if (options_.total_rounds > 0 && c >= options_.total_rounds) {
-      clock_.Restore(w, c);
+      // The end is a barrier in every mode: evaluation and checkpoints see every worker's last push.
+      auto released = clock_.Advance(w, c);
       SaveState();
-      return nlohmann::json{{"clock", c}, {"stop", true}};
+      final_waiters_[w] = {peer, h};
+      *deferred = true;
+      ReleaseClockWaiters(released);
+      ReleaseFinalWaiters();
+      return nlohmann::json::object();
     }
     auto released = clock_.Advance(w, c);
     SaveState();
@@ -221,6 +226,7 @@ Result<nlohmann::json> Scheduler::HandleControl(const std::string& peer, const H
     worker_done_[w] = true;
     logger_->info("worker {} is done", w);
     ReleaseClockWaiters(clock_.SetAlive(w, false));
+    ReleaseFinalWaiters();
     if (AllWorkersDone() && !finished_) {
       finished_ = true;
       finished_at_ = now;
@@ -260,6 +266,13 @@ void Scheduler::ReleaseClockWaiters(const std::vector<std::pair<int, uint64_t>>&
   }
 }
 
+void Scheduler::ReleaseFinalWaiters() {
+  if (final_waiters_.empty() || clock_.MinClock() < options_.total_rounds) return;
+  auto waiters = std::move(final_waiters_);
+  final_waiters_.clear();
+  for (const auto& [w, d] : waiters) Reply(d.peer, d.request, nlohmann::json{{"clock", options_.total_rounds}, {"stop", true}});
+}
+
 void Scheduler::CheckLiveness() {
   auto now = Clock::now();
   auto timeout = std::chrono::milliseconds(options_.heartbeat_timeout_ms);
@@ -272,7 +285,9 @@ void Scheduler::CheckLiveness() {
                   options_.heartbeat_timeout_ms, epoch_);
     if (n.role == "worker") {
       clock_waiters_.erase(n.id);
+      final_waiters_.erase(n.id);
       ReleaseClockWaiters(clock_.SetAlive(n.id, false));
+      ReleaseFinalWaiters();
     }
   }
 }
@@ -280,7 +295,7 @@ void Scheduler::CheckLiveness() {
 nlohmann::json Scheduler::BuildStatus() const {
   double elapsed = std::chrono::duration<double>(Clock::now() - started_).count();
   nlohmann::json workers = nlohmann::json::array(), servers = nlohmann::json::array();
-  uint64_t tasks = 0, pulled = 0, pushed = 0;
+  uint64_t tasks = 0, pulled = 0, pushed = 0, max_round = 0;
   double tps = 0, loss = 0;
   int reporting = 0;
   for (int w = 0; w < options_.num_workers; ++w) {
@@ -297,6 +312,7 @@ nlohmann::json Scheduler::BuildStatus() const {
                        {"tasks_per_s", p.tasks_per_s},
                        {"extra", p.extra}});
     tasks += p.tasks;
+    max_round = std::max(max_round, p.round);
     pulled += p.rows_pulled;
     pushed += p.rows_pushed;
     if (!worker_done_[w]) tps += p.tasks_per_s;
@@ -321,6 +337,7 @@ nlohmann::json Scheduler::BuildStatus() const {
           {"staleness", options_.staleness},
           {"total_rounds", options_.total_rounds},
           {"min_round", clock_.MinClock()},
+          {"round", max_round},
           {"tasks", tasks},
           {"tasks_per_s", tps},
           {"train_loss", reporting ? loss / reporting : 0.0},

@@ -90,6 +90,8 @@ class Scheduler {
   void ReleaseMembershipWaiters();
   void ReleaseClockWaiters(const std::vector<std::pair<int, uint64_t>>& released);
   void CheckLiveness();
+  // Answers "stop" to the workers past the last round once every live worker is past it.
+  void ReleaseFinalWaiters();
   nlohmann::json MembershipBody() const;
   nlohmann::json BuildStatus() const;  // REQUIRES: loop thread
   void PublishSnapshot();
@@ -114,6 +116,7 @@ class Scheduler {
   std::vector<WorkerProgress> progress_;
   std::vector<Deferred> membership_waiters_;
   std::map<int, Deferred> clock_waiters_;  // worker -> its pending clock request
+  std::map<int, Deferred> final_waiters_;  // workers past the last round, waiting for the others
   uint64_t rejected_ = 0;
 
   mutable std::mutex snapshot_mu_;

@@ -123,7 +123,7 @@ TEST_F(SchedulerTest, JobFinishesWhenEveryWorkerIsDoneAndServersAreToldToStop) {
   Register(*s, "tcp://127.0.0.1:1");
   Register(*w);
   auto stop = w->Call("clock", {{"worker", 0}, {"clock", 2}}, milliseconds(1000));
-  ASSERT_TRUE(stop.ok());
+  ASSERT_TRUE(stop.ok()) << stop.status();
   EXPECT_TRUE((*stop)["stop"].get<bool>()) << "round 2 of 2 is past the end";
   ASSERT_TRUE(w->Call("done", {{"worker", 0}}, milliseconds(1000)).ok());
   auto hb = s->Call("heartbeat", {{"role", "server"}, {"id", 0}}, milliseconds(1000));
@@ -131,6 +131,23 @@ TEST_F(SchedulerTest, JobFinishesWhenEveryWorkerIsDoneAndServersAreToldToStop) {
   EXPECT_TRUE((*hb)["stop"].get<bool>());
   loop_.join();  // Serve returns by itself once the servers were told
   EXPECT_TRUE(scheduler_->finished());
+}
+
+TEST_F(SchedulerTest, TheEndIsABarrierEvenUnderAsp) {
+  Start({.num_servers = 1, .num_workers = 2, .consistency = Consistency::kAsp, .total_rounds = 1});
+  auto w0 = Link("worker", 0), w1 = Link("worker", 1);
+  Register(*w0);
+  Register(*w1);
+  EXPECT_TRUE(w1->Call("clock", {{"worker", 1}, {"clock", 0}}, milliseconds(1000)).ok());
+  auto end0 = std::async(std::launch::async,
+                         [&] { return w0->Call("clock", {{"worker", 0}, {"clock", 1}}, milliseconds(5000)); });
+  EXPECT_EQ(end0.wait_for(milliseconds(300)), std::future_status::timeout) << "worker 1 is still in round 0";
+  auto end1 = w1->Call("clock", {{"worker", 1}, {"clock", 1}}, milliseconds(5000));
+  ASSERT_TRUE(end1.ok());
+  EXPECT_TRUE((*end1)["stop"].get<bool>());
+  auto r0 = end0.get();
+  ASSERT_TRUE(r0.ok());
+  EXPECT_TRUE((*r0)["stop"].get<bool>());
 }
 
 TEST_F(SchedulerTest, StrangersAreDroppedAndBadBodiesGetTypedErrors) {

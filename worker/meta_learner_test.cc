@@ -141,12 +141,18 @@ TEST(MetaLearnerTest, SecondOrderGradientsMatchCentralDifferences) {
         double norm = 0;
         if (target) {
           dir.resize(target->size());
-          for (float& x : dir) norm += double(x = normal(rng)) * x;
+          for (float& x : dir) {
+            x = normal(rng);
+            norm += double(x) * x;
+          }
         } else {
           for (Key k : base.batch.keys) {
             std::vector<float>& d = dir_emb[k];
             d.resize(p.emb[k].size());
-            for (float& x : d) norm += double(x = normal(rng)) * x;
+            for (float& x : d) {
+              x = normal(rng);
+              norm += double(x) * x;
+            }
           }
         }
         // A unit direction, so the step stays small enough not to cross many ReLU kinks.

@@ -161,7 +161,6 @@ struct OneDnnKernels::State {
 };
 
 void SetKernelThreads(int n) { omp_set_num_threads(n < 1 ? 1 : n); }
-int KernelThreads() { return omp_get_max_threads(); }
 
 Result<std::unique_ptr<OneDnnKernels>> OneDnnKernels::Create() {
   try {

@@ -22,8 +22,6 @@ namespace metaps::worker {
 // Sets how many threads oneDNN primitives and the engine's own parallel loops use (Debian's oneDNN
 // runs on OpenMP, so this is the OpenMP thread count of the calling thread). n >= 1.
 void SetKernelThreads(int n);
-// The count SetKernelThreads last set (or OpenMP's default).
-int KernelThreads();
 
 class OneDnnKernels final : public Kernels {
  public:

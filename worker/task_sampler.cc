@@ -37,20 +37,17 @@ Status SamplerOptions::Validate() const {
   return Status::Ok();
 }
 
-Result<TaskSampler> TaskSampler::Create(const SamplerOptions& options, int fields, std::vector<Event> events) {
+template <typename Source>
+Result<TaskSampler> TaskSampler::Build(const SamplerOptions& options, int fields, size_t n, const Source& source) {
   METAPS_RETURN_IF_ERROR(options.Validate());
   std::unordered_map<uint64_t, size_t> user_index;
   std::vector<std::vector<size_t>> by_user;
   std::vector<uint64_t> users;
-  for (size_t i = 0; i < events.size(); ++i) {
-    if (static_cast<int>(events[i].fields.size()) != fields) {
-      return InvalidArgument("event " + std::to_string(i) + " has " + std::to_string(events[i].fields.size()) +
-                             " fields, expected " + std::to_string(fields));
-    }
-    auto [it, inserted] = user_index.emplace(events[i].user, by_user.size());
+  for (size_t i = 0; i < n; ++i) {
+    auto [it, inserted] = user_index.emplace(source.user(i), by_user.size());
     if (inserted) {
       by_user.emplace_back();
-      users.push_back(events[i].user);
+      users.push_back(source.user(i));
     }
     by_user[it->second].push_back(i);
   }
@@ -58,21 +55,26 @@ Result<TaskSampler> TaskSampler::Create(const SamplerOptions& options, int field
   int64_t skipped = 0;
   for (size_t u = 0; u < by_user.size(); ++u) {
     std::vector<size_t>& idx = by_user[u];
-    const int n = static_cast<int>(idx.size());
-    if (n < options.min_support + options.min_query) {
+    const int count = static_cast<int>(idx.size());
+    if (count < options.min_support + options.min_query) {
       ++skipped;
       continue;
     }
     std::stable_sort(idx.begin(), idx.end(),
-                     [&](size_t a, size_t b) { return events[a].timestamp < events[b].timestamp; });
+                     [&](size_t a, size_t b) { return source.timestamp(a) < source.timestamp(b); });
     Task task;
     task.user = users[u];
     task.fields = fields;
-    task.num_support = std::min(options.support_size, n - options.min_query);
-    task.num_query = std::min(options.query_size, n - task.num_support);
+    task.num_support = std::min(options.support_size, count - options.min_query);
+    task.num_query = std::min(options.query_size, count - task.num_support);
     for (int r = 0; r < task.num_support + task.num_query; ++r) {
-      const Event& e = events[idx[r]];
-      task.AddRow(e.fields, e.label);
+      const size_t e = idx[r];
+      for (int f = 0; f < fields; ++f) {
+        const auto bag = source.bag(e, f);
+        task.keys.insert(task.keys.end(), bag.begin(), bag.end());
+        task.offsets.push_back(static_cast<int32_t>(task.keys.size()));
+      }
+      task.labels.push_back(source.label(e));
     }
     tasks.push_back(std::move(task));
   }
@@ -81,6 +83,41 @@ Result<TaskSampler> TaskSampler::Create(const SamplerOptions& options, int field
                               std::to_string(options.min_support + options.min_query) + " events");
   }
   return TaskSampler(options, std::move(tasks), skipped);
+}
+
+Result<TaskSampler> TaskSampler::Create(const SamplerOptions& options, int fields, std::vector<Event> events) {
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (static_cast<int>(events[i].fields.size()) != fields) {
+      return InvalidArgument("event " + std::to_string(i) + " has " + std::to_string(events[i].fields.size()) +
+                             " fields, expected " + std::to_string(fields));
+    }
+  }
+  struct Source {
+    const std::vector<Event>& e;
+    uint64_t user(size_t i) const { return e[i].user; }
+    int64_t timestamp(size_t i) const { return e[i].timestamp; }
+    float label(size_t i) const { return e[i].label; }
+    std::span<const Key> bag(size_t i, int f) const { return e[i].fields[f]; }
+  };
+  return Build(options, fields, events.size(), Source{events});
+}
+
+Result<TaskSampler> TaskSampler::Create(const SamplerOptions& options, const data::Dataset& dataset,
+                                        std::span<const size_t> events) {
+  for (size_t e : events) {
+    if (e >= dataset.size()) return OutOfRange("event index " + std::to_string(e) + " outside the dataset");
+  }
+  struct Source {
+    const data::Dataset& d;
+    std::span<const size_t> pick;
+    size_t at(size_t i) const { return pick.empty() ? i : pick[i]; }
+    uint64_t user(size_t i) const { return d.user(at(i)); }
+    int64_t timestamp(size_t i) const { return d.timestamp(at(i)); }
+    float label(size_t i) const { return d.label(at(i)); }
+    std::span<const Key> bag(size_t i, int f) const { return d.keys(at(i), f); }
+  };
+  const size_t n = events.empty() ? dataset.size() : events.size();
+  return Build(options, static_cast<int>(dataset.num_fields()), n, Source{dataset, events});
 }
 
 TaskSampler::TaskSampler(SamplerOptions options, std::vector<Task> tasks, int64_t skipped)

@@ -16,6 +16,7 @@
 #include "common/config.h"
 #include "common/keys.h"
 #include "common/status.h"
+#include "worker/data/events.h"
 #include "worker/task_batch.h"
 
 namespace metaps::worker {
@@ -46,6 +47,10 @@ class TaskSampler {
   // Groups `events` by user. Every event must have `fields` bags. FailedPrecondition when no user
   // has enough events.
   static Result<TaskSampler> Create(const SamplerOptions& options, int fields, std::vector<Event> events);
+  // The same from a data layer Dataset (fields in schema order): all its events, or only `events`
+  // (indices, e.g. a split's training users) when not empty.
+  static Result<TaskSampler> Create(const SamplerOptions& options, const data::Dataset& dataset,
+                                    std::span<const size_t> events = {});
 
   // Tasks in order of first appearance of their user.
   const std::vector<Task>& tasks() const { return tasks_; }
@@ -58,6 +63,10 @@ class TaskSampler {
 
  private:
   TaskSampler(SamplerOptions options, std::vector<Task> tasks, int64_t skipped);
+  // Groups events 0..n-1 by user through accessors: user(i), timestamp(i), label(i), and
+  // bag(i, f) -> a range of keys.
+  template <typename Source>
+  static Result<TaskSampler> Build(const SamplerOptions& options, int fields, size_t n, const Source& source);
 
   SamplerOptions options_;
   std::vector<Task> tasks_;

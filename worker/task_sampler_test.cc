@@ -84,6 +84,37 @@ TEST(TaskSamplerTest, ConfigAndInputErrorsAreReported) {
   EXPECT_EQ(TaskSampler::Create(Options(), 1, Events({1, 2})).status().code(), StatusCode::kFailedPrecondition);
 }
 
+TEST(TaskSamplerTest, DatasetEventsGiveTheSameTasks) {
+  const std::vector<Event> events = Events({6, 3, 1});
+  data::Dataset dataset({data::FieldSpec{.name = "item"}});
+  for (const Event& e : events) {
+    dataset.BeginEvent(e.user, 0, e.label, e.timestamp);
+    for (Key k : e.fields[0]) dataset.AddKey(k);
+    dataset.EndField();
+  }
+  auto from_events = TaskSampler::Create(Options(), 1, events);
+  auto from_dataset = TaskSampler::Create(Options(), dataset);
+  ASSERT_TRUE(from_events.ok() && from_dataset.ok());
+  ASSERT_EQ(from_events->tasks().size(), from_dataset->tasks().size());
+  for (size_t i = 0; i < from_events->tasks().size(); ++i) {
+    const Task& a = from_events->tasks()[i];
+    const Task& b = from_dataset->tasks()[i];
+    EXPECT_EQ(a.user, b.user);
+    EXPECT_EQ(a.keys, b.keys);
+    EXPECT_EQ(a.labels, b.labels);
+    EXPECT_EQ(a.num_support, b.num_support);
+  }
+  // A subset of events: only user 0's.
+  std::vector<size_t> pick;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (events[i].user == 0) pick.push_back(i);
+  }
+  auto subset = TaskSampler::Create(Options(), dataset, pick);
+  ASSERT_TRUE(subset.ok()) << subset.status();
+  ASSERT_EQ(subset->tasks().size(), 1u);
+  EXPECT_EQ(subset->tasks()[0].user, 0u);
+}
+
 TEST(TaskBatchBuilderTest, DeduplicatesKeysAndPadsTasks) {
   ModelSpec model;
   model.fields = {{"user", 2, Pooling::kSum}, {"tags", 3, Pooling::kMean}};

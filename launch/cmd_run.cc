@@ -1,0 +1,347 @@
+// `metaps run job.toml`: a whole job on this machine. Starts the scheduler, S servers and W workers
+// as processes on loopback (ports chosen automatically), shows live progress, supervises them and
+// writes the run directory:
+//   job.toml         the resolved config (overrides applied, tables and rounds filled in)
+//   token            the job's secret (mode 0600); every process must present it
+//   logs/<role>.log  each process's output
+//   metrics.csv      progress over time; curves.svg the same as a plot
+//   report.json      test metrics of meta-learning and the baselines (written by worker 0)
+//   checkpoint/      the final checkpoint of every shard; servers/shard-<i>/ their data
+// Exit code: 0 when every role finished cleanly, 1 when one failed (the others are stopped).
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/http_server.h"
+#include "common/subprocess.h"
+#include "launch/cli.h"
+#include "launch/job_config.h"
+#include "worker/data/datagen.h"
+#include "worker/data/readers.h"
+#include "worker/data/split.h"
+#include "worker/job.h"
+#include "worker/task_sampler.h"
+
+namespace metaps::launch {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct RunFlags {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  std::string run_dir;
+  bool quiet = false;
+};
+
+struct Child {
+  std::string name;
+  Subprocess proc;
+  bool required_success = true;
+};
+
+std::string Timestamp() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y%m%d-%H%M%S", std::localtime(&t));
+  return buf;
+}
+
+Result<std::string> MakeToken() {
+  std::ifstream r("/dev/urandom", std::ios::binary);
+  unsigned char b[16];
+  if (!r.read(reinterpret_cast<char*>(b), sizeof(b))) return Internal("cannot read /dev/urandom");
+  std::ostringstream os;
+  for (unsigned char c : b) os << std::hex << std::setw(2) << std::setfill('0') << static_cast<int>(c);
+  return os.str();
+}
+
+// Relative data paths are read against `base`.
+Status ResolveDataPaths(Config& cfg, const fs::path& base) {
+  for (const char* key : {"data.path", "data.dir", "eval.validation_users", "eval.test_users"}) {
+    if (!cfg.Has(key)) continue;
+    METAPS_ASSIGN_OR_RETURN(std::string p, cfg.GetString(key));
+    if (!p.empty() && fs::path(p).is_relative()) {
+      METAPS_RETURN_IF_ERROR(cfg.Set(std::string(key) + "=\"" + (base / p).lexically_normal().string() + "\""));
+    }
+  }
+  return Status::Ok();
+}
+
+// [datagen]: writes a synthetic set where data.path points, unless it is already there.
+Status MaybeGenerate(const Config& cfg) {
+  if (!cfg.Has("datagen")) return Status::Ok();
+  METAPS_ASSIGN_OR_RETURN(Config g, cfg.GetTable("datagen"));
+  METAPS_RETURN_IF_ERROR(g.CheckKnownKeys({"users", "items", "events_per_user", "seed", "binary", "noise"}));
+  METAPS_ASSIGN_OR_RETURN(std::string path, cfg.GetString("data.path"));
+  if (fs::exists(path)) return Status::Ok();
+  data::DatagenOptions o;
+  METAPS_ASSIGN_OR_RETURN(int64_t users, g.GetIntIn("users", o.users, 1, 100000000));
+  METAPS_ASSIGN_OR_RETURN(int64_t items, g.GetIntIn("items", o.items, 1, 100000000));
+  METAPS_ASSIGN_OR_RETURN(int64_t events, g.GetIntIn("events_per_user", o.events_per_user, 1, 100000));
+  METAPS_ASSIGN_OR_RETURN(int64_t seed, g.GetInt("seed", static_cast<int64_t>(o.seed)));
+  METAPS_ASSIGN_OR_RETURN(o.binary, g.GetBool("binary", o.binary));
+  METAPS_ASSIGN_OR_RETURN(double noise, g.GetDouble("noise", o.noise));
+  o.users = static_cast<uint32_t>(users);
+  o.items = static_cast<uint32_t>(items);
+  o.events_per_user = static_cast<uint32_t>(events);
+  o.seed = static_cast<uint64_t>(seed);
+  o.noise = noise;
+  METAPS_ASSIGN_OR_RETURN(data::SyntheticSet set, data::GenerateSynthetic(o));
+  return data::WriteSynthetic(set, fs::path(path).parent_path().string());
+}
+
+void WriteSvg(const std::string& path, const std::vector<std::vector<double>>& rows) {
+  // rows: round, train_loss, val_mae
+  std::ofstream svg(path);
+  const int W = 720, H = 300, pad = 50;
+  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << 2 * H << "\" "
+      << "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  auto panel = [&](int col, const char* title, const char* color, int y0) {
+    std::vector<std::pair<double, double>> pts;
+    for (const auto& r : rows) {
+      if (r.size() > static_cast<size_t>(col) && std::isfinite(r[col]) && r[col] != 0) pts.emplace_back(r[0], r[col]);
+    }
+    svg << "<text x=\"" << pad << "\" y=\"" << y0 + 20 << "\">" << title << "</text>\n";
+    svg << "<rect x=\"" << pad << "\" y=\"" << y0 + 30 << "\" width=\"" << W - 2 * pad << "\" height=\"" << H - 70
+        << "\" fill=\"none\" stroke=\"#999\"/>\n";
+    if (pts.empty()) return;
+    double x0 = pts.front().first, x1 = pts.back().first, lo = pts[0].second, hi = pts[0].second;
+    for (auto& p : pts) lo = std::min(lo, p.second), hi = std::max(hi, p.second);
+    if (x1 <= x0) x1 = x0 + 1;
+    if (hi <= lo) hi = lo + 1e-9;
+    svg << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\" points=\"";
+    for (auto& p : pts) {
+      double x = pad + (p.first - x0) / (x1 - x0) * (W - 2 * pad);
+      double y = y0 + 30 + (1 - (p.second - lo) / (hi - lo)) * (H - 70);
+      svg << x << "," << y << " ";
+    }
+    svg << "\"/>\n<text x=\"" << pad - 45 << "\" y=\"" << y0 + 40 << "\">" << std::setprecision(4) << hi << "</text>\n"
+        << "<text x=\"" << pad - 45 << "\" y=\"" << y0 + H - 40 << "\">" << lo << "</text>\n"
+        << "<text x=\"" << W - pad - 60 << "\" y=\"" << y0 + H - 25 << "\">round " << x1 << "</text>\n";
+  };
+  panel(1, "train query loss (mean over workers)", "#1f77b4", 0);
+  panel(2, "validation MAE (worker 0, adapted)", "#d62728", H);
+  svg << "</svg>\n";
+}
+
+void StopAll(std::vector<Child>& children) {
+  for (auto& c : children) {
+    if (c.proc.running()) (void)c.proc.Signal(SIGTERM);
+  }
+  for (auto& c : children) {
+    if (!c.proc.Wait(std::chrono::seconds(10)).ok()) (void)c.proc.Signal(SIGKILL), (void)c.proc.Wait(std::chrono::seconds(5));
+  }
+}
+
+int Fail(const std::string& what) {
+  std::cerr << "metaps run: " << what << "\n";
+  return 1;
+}
+
+int RunJob(const RunFlags& f) {
+  auto loaded = LoadJobConfig(f.config_path, f.overrides);
+  if (!loaded.ok()) return Fail(loaded.status().message()), 2;
+  Config cfg = std::move(loaded).value();
+  auto sched = SchedulerSettingsFromConfig(cfg);
+  if (!sched.ok()) return Fail(sched.status().message()), 2;
+  const int servers = sched->scheduler.num_servers, workers = sched->scheduler.num_workers;
+  const std::string job_id = sched->scheduler.job_id;
+
+  fs::path run_dir = f.run_dir.empty() ? fs::path("runs") / (job_id + "-" + Timestamp()) : fs::path(f.run_dir);
+  run_dir = fs::absolute(run_dir);
+  std::error_code ec;
+  fs::create_directories(run_dir / "logs", ec);
+  if (ec) return Fail("cannot create " + run_dir.string() + ": " + ec.message());
+  fs::path config_dir = fs::absolute(f.config_path).parent_path();
+  Status st = ResolveDataPaths(cfg, cfg.Has("datagen") ? run_dir : config_dir);
+  if (st.ok()) st = MaybeGenerate(cfg);
+  if (!st.ok()) return Fail(st.message()), 2;
+
+  // Load once here: bad config or data fails before any process starts, and the model's tables
+  // and the number of rounds follow from the data.
+  auto data_cfg = cfg.GetTable("data", true);
+  if (!data_cfg.ok()) return Fail(data_cfg.status().message()), 2;
+  uint64_t bad_shown = 0;
+  auto dataset = data::LoadDataset(*data_cfg, [&](const std::string& line) {
+    if (++bad_shown <= 10) std::cerr << "bad input: " << line << "\n";
+  });
+  if (!dataset.ok()) return Fail(dataset.status().message()), 2;
+  auto eval_cfg = cfg.GetTable("eval");
+  auto split_options = eval_cfg.ok() ? data::SplitOptionsFromConfig(*eval_cfg) : Result<data::SplitOptions>(eval_cfg.status());
+  if (!split_options.ok()) return Fail(split_options.status().message()), 2;
+  auto split = data::SplitUsers(*dataset, *split_options);
+  if (!split.ok()) return Fail(split.status().message()), 2;
+  auto job = worker::BuildJobModel(cfg, *dataset);
+  if (!job.ok()) return Fail(job.status().message()), 2;
+  auto tables = worker::TablesToml(cfg, *job);
+  if (!tables.ok()) return Fail(tables.status().message()), 2;
+  auto tasks_cfg = cfg.GetTable("tasks");
+  auto sampler = tasks_cfg.ok() ? worker::SamplerOptions::FromConfig(*tasks_cfg)
+                                : Result<worker::SamplerOptions>(tasks_cfg.status());
+  if (!sampler.ok()) return Fail(sampler.status().message()), 2;
+  if (!cfg.Has("train.rounds")) {
+    auto epochs = cfg.GetTable("train")->GetIntIn("epochs", 5, 1, 1 << 20);
+    if (!epochs.ok()) return Fail(epochs.status().message()), 2;
+    int64_t per_round = static_cast<int64_t>(workers) * sampler->meta_batch;
+    int64_t rounds = std::max<int64_t>(1, (*epochs * static_cast<int64_t>(split->train.size()) + per_round - 1) / per_round);
+    (void)cfg.Set("train.rounds=" + std::to_string(rounds));
+  }
+  const int64_t rounds = *cfg.GetInt("train.rounds");
+  (void)cfg.Set("scheduler.state_file=\"" + (run_dir / "scheduler.state").string() + "\"");
+  std::string job_toml = (run_dir / "job.toml").string();
+  std::ofstream(job_toml) << "# Resolved by `metaps run` from " << f.config_path << "\n"
+                          << cfg.ToToml() << "\n\n# Parameter tables derived from the model\n" << *tables;
+  auto token = MakeToken();
+  if (!token.ok()) return Fail(token.status().message());
+  std::string token_file = (run_dir / "token").string();
+  {
+    std::ofstream(token_file) << *token << "\n";
+    chmod(token_file.c_str(), 0600);
+  }
+  std::cout << "metaps run: job '" << job_id << "' in " << run_dir.string() << "\n"
+            << "  data: " << dataset->size() << " events, " << split->train.size() << " train / "
+            << split->validation.size() << " validation / " << split->test.size() << " test users"
+            << (dataset->bad.bad ? ", " + std::to_string(dataset->bad.bad) + " malformed lines skipped" : "") << "\n"
+            << "  " << servers << " servers, " << workers << " workers, " << rounds << " rounds, algo "
+            << worker::AlgoName(job->meta.algo) << "\n";
+  setenv("OMP_NUM_THREADS", "1", 0);  // one core per worker unless the user says otherwise
+
+  const std::string exe = SelfExecutable();
+  std::vector<Child> children;
+  auto spawn = [&](const std::string& name, std::vector<std::string> argv) -> Status {
+    argv.insert(argv.begin(), exe);
+    METAPS_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, (run_dir / "logs" / (name + ".log")).string()));
+    children.push_back({name, std::move(p)});
+    return Status::Ok();
+  };
+  std::string ep_file = (run_dir / "scheduler.endpoint").string(), http_file = (run_dir / "scheduler.http").string();
+  fs::remove(ep_file, ec);
+  fs::remove(http_file, ec);
+  if (Status s = spawn("scheduler", {"scheduler", "-c", job_toml, "--endpoint-file", ep_file, "--http-file", http_file,
+                                     "--token-file", token_file});
+      !s.ok()) {
+    return Fail(s.message());
+  }
+  auto sched_ep = WaitForFileLine(ep_file, std::chrono::seconds(30), &children[0].proc);
+  auto http_port = WaitForFileLine(http_file, std::chrono::seconds(30), &children[0].proc);
+  if (!sched_ep.ok() || !http_port.ok()) {
+    StopAll(children);
+    return Fail("the scheduler did not start; see " + (run_dir / "logs/scheduler.log").string());
+  }
+  for (int s = 0; s < servers; ++s) {
+    Status sp = spawn("server-" + std::to_string(s),
+                      {"server", "-c", job_toml, "--data-dir", (run_dir / "servers" / ("shard-" + std::to_string(s))).string(),
+                       "--shard-id", std::to_string(s), "--scheduler", *sched_ep, "--token-file", token_file,
+                       "--job-id", job_id});
+    if (!sp.ok()) return StopAll(children), Fail(sp.message());
+  }
+  for (int w = 0; w < workers; ++w) {
+    Status sp = spawn("worker-" + std::to_string(w), {"worker", "-c", job_toml, "--id", std::to_string(w), "--scheduler",
+                                                      *sched_ep, "--token-file", token_file, "--run-dir",
+                                                      run_dir.string()});
+    if (!sp.ok()) return StopAll(children), Fail(sp.message());
+  }
+  std::cout << "  status: metaps status " << run_dir.string() << "   (http://127.0.0.1:" << *http_port << "/status)\n";
+
+  std::ofstream csv(run_dir / "metrics.csv");
+  csv << "elapsed_s,round,tasks,tasks_per_s,train_loss,val_mae,val_rmse,rows_pulled,rows_pushed\n";
+  std::vector<std::vector<double>> curve;
+  auto start = Clock::now();
+  int port = std::stoi(*http_port);
+  std::string failure;
+  double last_val_round = -1;
+  while (true) {
+    bool all_done = true;
+    for (auto& c : children) {
+      if (c.proc.running()) {
+        all_done = false;
+        continue;
+      }
+      if (c.proc.exit_code().value_or(1) != 0 && failure.empty()) {
+        failure = c.name + " exited with code " + std::to_string(*c.proc.exit_code()) + "; see logs/" + c.name + ".log";
+      }
+    }
+    if (!failure.empty() || all_done) break;
+    auto body = HttpGet("127.0.0.1", port, "/status", 2000);
+    if (body.ok()) {
+      auto j = nlohmann::json::parse(*body, nullptr, false);
+      if (!j.is_discarded()) {
+        double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+        uint64_t round = j.value("round", uint64_t{0});
+        const auto& v = j["validation"];
+        double val_mae = v.is_object() ? v.value("val_mae", NAN) : NAN;
+        double val_rmse = v.is_object() ? v.value("val_rmse", NAN) : NAN;
+        double val_round = v.is_object() ? v.value("val_round", -1.0) : -1.0;
+        csv << elapsed << "," << round << "," << j.value("tasks", 0) << "," << j.value("tasks_per_s", 0.0) << ","
+            << j.value("train_loss", 0.0) << "," << val_mae << "," << val_rmse << "," << j.value("rows_pulled", 0) << ","
+            << j.value("rows_pushed", 0) << "\n";
+        csv.flush();
+        curve.push_back({static_cast<double>(round), j.value("train_loss", 0.0),
+                         val_round != last_val_round ? val_mae : NAN});
+        last_val_round = val_round;
+        if (!f.quiet) {
+          int alive = 0;
+          for (const auto& n : j["workers"]) alive += n.value("alive", false);
+          for (const auto& n : j["servers"]) alive += n.value("alive", false);
+          std::printf("\r  round %4llu/%lld | %8.1f tasks/s | train loss %.4f | val MAE %s | %d/%d nodes alive   ",
+                      static_cast<unsigned long long>(round), static_cast<long long>(rounds), j.value("tasks_per_s", 0.0),
+                      j.value("train_loss", 0.0), std::isnan(val_mae) ? "  -   " : std::to_string(val_mae).substr(0, 6).c_str(),
+                      alive, servers + workers);
+          std::fflush(stdout);
+        }
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  if (!f.quiet) std::printf("\n");
+  WriteSvg((run_dir / "curves.svg").string(), curve);
+  if (!failure.empty()) {
+    StopAll(children);
+    return Fail("job failed: " + failure);
+  }
+  std::ifstream rep(run_dir / "report.json");
+  auto report = nlohmann::json::parse(rep, nullptr, false);
+  if (report.is_discarded()) return Fail("no report.json was written");
+  std::cout << "  test users: " << report.value("test_users", 0) << "\n";
+  std::cout << "  " << std::left << std::setw(18) << "method";
+  std::vector<std::string> cols;
+  for (auto& [k, v] : report["methods"]["meta"].items()) cols.push_back(k);
+  for (auto& c : cols) std::cout << std::setw(10) << c;
+  std::cout << "\n";
+  for (const char* m : {"meta", "global", "global_finetune", "item_mean", "global_mean"}) {
+    std::cout << "  " << std::setw(18) << m;
+    for (auto& c : cols) std::cout << std::setw(10) << std::setprecision(4) << report["methods"][m].value(c, NAN);
+    std::cout << "\n";
+  }
+  std::cout << "  report: " << (run_dir / "report.json").string() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+void RegisterRunCommand(CLI::App& app, Action* action) {
+  auto f = std::make_shared<RunFlags>();
+  auto* cmd = app.add_subcommand("run", "Run a whole training job on this machine");
+  cmd->add_option("config", f->config_path, "Job config (TOML)")->required();
+  cmd->add_option("--set", f->overrides, "Override any config key, e.g. --set data.dir=/path (repeatable)");
+  cmd->add_option("--run-dir", f->run_dir, "Run directory (default runs/<job.id>-<time>)");
+  cmd->add_flag("--quiet", f->quiet, "No live progress line");
+  cmd->callback([f, action] { *action = [f] { return RunJob(*f); }; });
+}
+
+}  // namespace metaps::launch

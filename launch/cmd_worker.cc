@@ -1,0 +1,125 @@
+// `metaps worker`: one training worker of a job.
+#include <iostream>
+
+#include "common/zmq_transport.h"
+#include "launch/cli.h"
+#include "launch/job_config.h"
+#include "ps/client.h"
+#include "worker/node.h"
+#include "worker/onednn_kernels.h"
+
+namespace metaps::launch {
+namespace {
+
+// worker::ParamClient over the real parameter-server client.
+class PsParams final : public worker::ParamClient {
+ public:
+  explicit PsParams(std::unique_ptr<ps::PsClient> client) : client_(std::move(client)) {}
+  std::future<Result<std::vector<float>>> Pull(const std::string& table, std::span<const Key> keys) override {
+    // Adapt the value type; the async work stays on the client's I/O thread.
+    auto f = std::make_shared<std::future<Result<ps::PullResult>>>(client_->Pull(table, keys));
+    return std::async(std::launch::deferred, [f]() -> Result<std::vector<float>> {
+      auto r = f->get();
+      if (!r.ok()) return r.status();
+      return std::move(r->values);
+    });
+  }
+  std::future<Status> Push(const std::string& table, std::span<const Key> keys, std::span<const float> grads,
+                           uint64_t step) override {
+    return client_->Push(table, keys, grads, step);
+  }
+  std::future<Result<std::vector<float>>> PullDense(const std::string& tensor) override {
+    return client_->PullDense(tensor);
+  }
+  std::future<Status> PushDense(const std::string& tensor, std::span<const float> grads, uint64_t step) override {
+    return client_->PushDense(tensor, grads, step);
+  }
+  ps::PsClient& client() { return *client_; }
+
+ private:
+  std::unique_ptr<ps::PsClient> client_;
+};
+
+struct WorkerFlags {
+  std::string config_path, scheduler, token_file, log_file, run_dir, job_id;
+  std::vector<std::string> overrides;
+  int64_t id = 0;
+};
+
+int RunWorker(const WorkerFlags& f) {
+  auto cfg = LoadJobConfig(f.config_path, f.overrides);
+  if (!cfg.ok()) {
+    std::cerr << "metaps worker: " << cfg.status().message() << "\n";
+    return 2;
+  }
+  auto sched = SchedulerSettingsFromConfig(*cfg);
+  if (!sched.ok()) {
+    std::cerr << "metaps worker: " << sched.status().message() << "\n";
+    return 2;
+  }
+  std::string auth;
+  if (!f.token_file.empty()) {
+    auto t = ReadTokenFile(f.token_file);
+    if (!t.ok()) {
+      std::cerr << "metaps worker: " << t.status().message() << "\n";
+      return 2;
+    }
+    auth = *t;
+  }
+  std::string job_id = f.job_id.empty() ? sched->scheduler.job_id : f.job_id;
+  Logger log = MakeLogger("worker-" + std::to_string(f.id), f.log_file, sched->log_level);
+  auto kernels = worker::OneDnnKernels::Create();
+  if (!kernels.ok()) {
+    log->error("oneDNN: {}", kernels.status().ToString());
+    return 1;
+  }
+  int32_t id = static_cast<int32_t>(f.id);
+  PsParams* live = nullptr;
+  worker::WorkerEnv env;
+  env.logger = log;
+  env.kernels = kernels->get();
+  env.control = [&] {
+    return std::make_unique<ControlLink>(std::make_unique<ZmqTransport>(), f.scheduler,
+                                         NodeIdentity{job_id, auth, "worker", id, "worker-" + std::to_string(id)});
+  };
+  env.params = [&](const std::vector<std::string>& servers,
+                   uint64_t epoch) -> Result<std::unique_ptr<worker::ParamClient>> {
+    auto c = std::make_unique<ps::PsClient>(
+        ps::ClientOptions{.job_id = job_id, .sender = "worker-" + std::to_string(id), .auth = auth, .worker_id = id},
+        std::make_unique<ZmqTransport>(), ShardMap{epoch, servers});
+    METAPS_RETURN_IF_ERROR(c->Start());
+    auto p = std::make_unique<PsParams>(std::move(c));
+    live = p.get();
+    return std::unique_ptr<worker::ParamClient>(std::move(p));
+  };
+  env.checkpoint = [&](const std::string& dir) -> Status {
+    if (!live) return FailedPrecondition("no server connection");
+    return live->client().Checkpoint(dir).get();
+  };
+  worker::WorkerNode node({.worker_id = id, .num_workers = sched->scheduler.num_workers, .run_dir = f.run_dir},
+                          *cfg, std::move(env));
+  Status s = node.Run();
+  if (!s.ok()) {
+    log->error("worker {} failed: {}", id, s.ToString());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void RegisterWorkerCommand(CLI::App& app, Action* action) {
+  auto f = std::make_shared<WorkerFlags>();
+  auto* cmd = app.add_subcommand("worker", "Run one training worker of a job");
+  cmd->add_option("-c,--config", f->config_path, "Job config (TOML)")->required();
+  cmd->add_option("--set", f->overrides, "Override a config key");
+  cmd->add_option("--id", f->id, "Worker id, 0..job.workers-1")->required();
+  cmd->add_option("--scheduler", f->scheduler, "Scheduler endpoint")->required();
+  cmd->add_option("--token-file", f->token_file, "Job token file");
+  cmd->add_option("--job-id", f->job_id, "Job id (job.id)");
+  cmd->add_option("--run-dir", f->run_dir, "Where worker 0 writes report.json and the final checkpoint");
+  cmd->add_option("--log-file", f->log_file, "Also write the log here");
+  cmd->callback([f, action] { *action = [f] { return RunWorker(*f); }; });
+}
+
+}  // namespace metaps::launch

@@ -1,0 +1,126 @@
+#include "worker/job.h"
+
+#include <cmath>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "worker/task_sampler.h"
+
+namespace metaps::worker {
+
+std::vector<float> JobModel::InitialWeights() const {
+  std::vector<float> w(model.num_params(), 0.f);
+  std::mt19937_64 rng(init_seed);
+  auto layout = model.param_layout();
+  // Slots alternate W, b per layer; weights get He-normal values, biases stay zero.
+  for (size_t s = 0; s < layout.size(); s += 2) {
+    const TensorSlot& slot = layout[s];
+    std::normal_distribution<double> n(0.0, std::sqrt(2.0 / static_cast<double>(slot.rows)));
+    for (int64_t i = 0; i < slot.size(); ++i) w[slot.offset + i] = static_cast<float>(n(rng));
+  }
+  return w;
+}
+
+Result<JobModel> BuildJobModel(const Config& root, const data::Dataset& dataset) {
+  JobModel j;
+  METAPS_ASSIGN_OR_RETURN(Config m, root.GetTable("model"));
+  METAPS_RETURN_IF_ERROR(m.CheckKnownKeys({"hidden", "loss", "init_seed"}));
+  std::vector<int64_t> hidden = {64, 32};
+  if (m.Has("hidden")) {
+    METAPS_ASSIGN_OR_RETURN(hidden, m.GetIntArray("hidden"));
+  }
+  for (size_t i = 0; i < hidden.size(); ++i) {
+    if (hidden[i] < 1 || hidden[i] > 65536) {
+      return InvalidArgument(m.Path("hidden") + "[" + std::to_string(i) + "]: width must be in [1, 65536]");
+    }
+  }
+  METAPS_ASSIGN_OR_RETURN(std::string loss, m.GetString("loss", dataset.binary_labels() ? "bce" : "mse"));
+  auto l = ParseLoss(loss);
+  if (!l.ok()) return InvalidArgument(m.Path("loss") + ": " + l.status().message());
+  j.model.loss = *l;
+  METAPS_ASSIGN_OR_RETURN(int64_t seed, m.GetInt("init_seed", 7));
+  j.init_seed = static_cast<uint64_t>(seed);
+  int input = 0;
+  for (const auto& f : dataset.schema()) {
+    FieldSpec fs;
+    fs.name = f.name;
+    fs.dim = static_cast<int>(f.dim);
+    fs.pooling = f.pooling == data::FieldSpec::Pooling::kMean ? Pooling::kMean : Pooling::kSum;
+    j.model.fields.push_back(fs);
+    input += fs.dim;
+    j.sparse_tables[JobModel::TableFor(f.dim)] = f.dim;
+  }
+  j.model.layers.push_back(input);
+  for (int64_t h : hidden) j.model.layers.push_back(static_cast<int>(h));
+  j.model.layers.push_back(1);
+  METAPS_RETURN_IF_ERROR(j.model.Validate().WithContext(m.Path("hidden")));
+  METAPS_ASSIGN_OR_RETURN(Config meta, root.GetTable("meta"));
+  METAPS_ASSIGN_OR_RETURN(j.meta, MetaOptions::FromConfig(meta));
+  j.dense_tensors["mlp"] = static_cast<size_t>(j.model.num_params());
+  if (j.meta.algo == Algo::kMetaSgd) j.dense_tensors["alpha"] = static_cast<size_t>(j.model.num_params());
+  return j;
+}
+
+Result<std::string> TablesToml(const Config& root, const JobModel& job) {
+  METAPS_ASSIGN_OR_RETURN(Config o, root.GetTable("optimizer"));
+  METAPS_RETURN_IF_ERROR(o.CheckKnownKeys({"optimizer", "lr", "beta1", "beta2", "eps", "l1", "l2", "init_scale",
+                                           "dense_lr"}));
+  METAPS_ASSIGN_OR_RETURN(std::string name, o.GetString("optimizer", "adam"));
+  METAPS_ASSIGN_OR_RETURN(double lr, o.GetDouble("lr", 0.001));
+  METAPS_ASSIGN_OR_RETURN(double dense_lr, o.GetDouble("dense_lr", lr));
+  METAPS_ASSIGN_OR_RETURN(double init_scale, o.GetDouble("init_scale", 0.01));
+  std::ostringstream t;
+  auto hyper = [&](std::ostream& os) -> Status {
+    for (const char* k : {"beta1", "beta2", "eps", "l1", "l2"}) {
+      if (o.Has(k)) {
+        METAPS_ASSIGN_OR_RETURN(double v, o.GetDouble(k));
+        os << k << " = " << v << "\n";
+      }
+    }
+    return Status::Ok();
+  };
+  for (const auto& [table, dim] : job.sparse_tables) {
+    t << "[[tables]]\nname = \"" << table << "\"\ndim = " << dim << "\noptimizer = \"" << name << "\"\nlr = " << lr
+      << "\ninit = \"normal\"\ninit_scale = " << init_scale << "\n";
+    METAPS_RETURN_IF_ERROR(hyper(t));
+    t << "\n";
+  }
+  for (const auto& [tensor, size] : job.dense_tensors) {
+    t << "[[tables]]\nname = \"" << tensor << "\"\ndim = " << size << "\ndense = true\noptimizer = \"" << name
+      << "\"\nlr = " << dense_lr << "\ninit = \"zeros\"\n";
+    METAPS_RETURN_IF_ERROR(hyper(t));
+    t << "\n";
+  }
+  return t.str();
+}
+
+Task MakeTask(const data::Dataset& dataset, uint64_t user, std::span<const uint32_t> support,
+              std::span<const uint32_t> query) {
+  Task t;
+  t.user = user;
+  t.fields = static_cast<int>(dataset.num_fields());
+  for (uint32_t e : support) t.AddRow(dataset.FieldBags(e), dataset.label(e));
+  for (uint32_t e : query) t.AddRow(dataset.FieldBags(e), dataset.label(e));
+  t.num_support = static_cast<int>(support.size());
+  t.num_query = static_cast<int>(query.size());
+  return t;
+}
+
+std::vector<Event> PartitionEvents(const data::Dataset& dataset, const data::Split& split, int worker, int workers) {
+  std::vector<Event> out;
+  for (size_t u = 0; u < split.train.size(); ++u) {
+    if (static_cast<int>(u % workers) != worker) continue;
+    for (uint32_t e : split.train[u].events) {
+      Event ev;
+      ev.user = split.train[u].user;
+      ev.timestamp = dataset.timestamp(e);
+      ev.label = dataset.label(e);
+      ev.fields = dataset.FieldBags(e);
+      out.push_back(std::move(ev));
+    }
+  }
+  return out;
+}
+
+}  // namespace metaps::worker
