@@ -34,6 +34,7 @@
 #include "worker/data/split.h"
 #include "worker/job.h"
 #include "worker/task_sampler.h"
+#include "scheduler/scheduler.h"
 
 namespace metaps::launch {
 namespace {
@@ -45,13 +46,17 @@ struct RunFlags {
   std::string config_path;
   std::vector<std::string> overrides;
   std::string run_dir;
+  std::string resume;
+  int max_restarts = 3;
   bool quiet = false;
 };
 
+// A supervised process: how to start it again, and how often it was.
 struct Child {
   std::string name;
+  std::vector<std::string> argv;
   Subprocess proc;
-  bool required_success = true;
+  int restarts = 0;
 };
 
 std::string Timestamp() {
@@ -148,6 +153,18 @@ void StopAll(std::vector<Child>& children) {
   }
 }
 
+// Set by SIGTERM/SIGINT: the supervisor stops the job's processes and exits (resumable).
+volatile sig_atomic_t g_stop_requested = 0;
+void OnStopSignal(int) { g_stop_requested = 1; }
+
+struct LaunchPlan {
+  std::vector<uint64_t> start_round;       // per worker
+  std::vector<std::string> restore_from;   // per shard; empty: the shard's own data directory
+};
+
+int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job_toml, const std::string& token_file,
+              const std::string& job_id, int servers, int workers, int64_t rounds, const LaunchPlan& plan);
+
 int Fail(const std::string& what) {
   std::cerr << "metaps run: " << what << "\n";
   return 1;
@@ -219,21 +236,80 @@ int RunJob(const RunFlags& f) {
             << (dataset->bad.bad ? ", " + std::to_string(dataset->bad.bad) + " malformed lines skipped" : "") << "\n"
             << "  " << servers << " servers, " << workers << " workers, " << rounds << " rounds, algo "
             << worker::AlgoName(job->meta.algo) << "\n";
-  setenv("OMP_NUM_THREADS", "1", 0);  // one core per worker unless the user says otherwise
+  // A fresh run: every worker starts at round 0, every shard from its (new) data directory.
+  LaunchPlan plan;
+  plan.start_round.assign(workers, 0);
+  return Supervise(f, run_dir, job_toml, token_file, job_id, servers, workers, rounds, plan);
+}
 
+// Resuming RUN_DIR: from its newest complete checkpoint when there is one (servers restored from
+// it into fresh data directories, scheduler clocks and worker positions set to its round);
+// otherwise from the servers' own data and the scheduler's saved clocks.
+int ResumeJob(const RunFlags& f) {
+  fs::path run_dir = fs::absolute(f.resume);
+  std::string job_toml = (run_dir / "job.toml").string(), token_file = (run_dir / "token").string();
+  auto cfg = LoadJobConfig(job_toml, f.overrides);
+  if (!cfg.ok()) return Fail(cfg.status().message()), 2;
+  auto sched = SchedulerSettingsFromConfig(*cfg);
+  if (!sched.ok()) return Fail(sched.status().message()), 2;
+  const int servers = sched->scheduler.num_servers, workers = sched->scheduler.num_workers;
+  auto rounds = cfg->GetInt("train.rounds");
+  if (!rounds.ok()) return Fail(rounds.status().message()), 2;
+  LaunchPlan plan;
+  plan.start_round.assign(workers, 0);
+  std::string state_file = (run_dir / "scheduler.state").string();
+  auto latest = scheduler::LatestCheckpoint((run_dir / "checkpoints").string());
+  std::error_code ec;
+  if (latest.ok()) {
+    std::cout << "metaps run: resuming " << run_dir.string() << " from the checkpoint of round " << latest->first << "\n";
+    for (int s = 0; s < servers; ++s) {
+      fs::remove_all(run_dir / "servers" / ("shard-" + std::to_string(s)), ec);
+      plan.restore_from.push_back(latest->second + "/shard-" + std::to_string(s));
+    }
+    plan.start_round.assign(workers, latest->first);
+    nlohmann::json state = {{"clocks", plan.start_round}, {"done", std::vector<bool>(workers, false)}, {"epoch", 1}};
+    std::ofstream(state_file) << state.dump();
+  } else {
+    std::cout << "metaps run: resuming " << run_dir.string() << " from the servers' data (no checkpoint)\n";
+    std::ifstream in(state_file);
+    auto state = nlohmann::json::parse(in, nullptr, false);
+    if (!state.is_discarded() && state.contains("clocks")) {
+      auto clocks = state["clocks"].get<std::vector<uint64_t>>();
+      for (int w = 0; w < workers && w < static_cast<int>(clocks.size()); ++w) plan.start_round[w] = clocks[w];
+    }
+    nlohmann::json fresh = {{"clocks", plan.start_round}, {"done", std::vector<bool>(workers, false)}, {"epoch", 1}};
+    std::ofstream(state_file) << fresh.dump();
+  }
+  fs::remove(run_dir / "report.json", ec);
+  return Supervise(f, run_dir, job_toml, token_file, sched->scheduler.job_id, servers, workers, *rounds, plan);
+}
+
+int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job_toml, const std::string& token_file,
+              const std::string& job_id, int servers, int workers, int64_t rounds, const LaunchPlan& plan) {
+  setenv("OMP_NUM_THREADS", "1", 0);  // one core per worker unless the user says otherwise
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
   const std::string exe = SelfExecutable();
   std::vector<Child> children;
-  auto spawn = [&](const std::string& name, std::vector<std::string> argv) -> Status {
-    argv.insert(argv.begin(), exe);
-    METAPS_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, (run_dir / "logs" / (name + ".log")).string()));
-    children.push_back({name, std::move(p)});
+  std::error_code ec;
+  auto start_child = [&](Child& c) -> Status {
+    METAPS_ASSIGN_OR_RETURN(c.proc, Subprocess::Spawn(c.argv, (run_dir / "logs" / (c.name + ".log")).string()));
     return Status::Ok();
+  };
+  auto add = [&](const std::string& name, std::vector<std::string> argv) -> Status {
+    argv.insert(argv.begin(), exe);
+    children.push_back({name, std::move(argv)});
+    return start_child(children.back());
   };
   std::string ep_file = (run_dir / "scheduler.endpoint").string(), http_file = (run_dir / "scheduler.http").string();
   fs::remove(ep_file, ec);
   fs::remove(http_file, ec);
-  if (Status s = spawn("scheduler", {"scheduler", "-c", job_toml, "--endpoint-file", ep_file, "--http-file", http_file,
-                                     "--token-file", token_file});
+  fs::create_directories(run_dir / "logs", ec);
+  if (Status s = add("scheduler", {"scheduler", "-c", job_toml, "--endpoint-file", ep_file, "--http-file", http_file,
+                                   "--token-file", token_file, "--set",
+                                   "checkpoint.dir=\"" + (run_dir / "checkpoints").string() + "\""});
       !s.ok()) {
     return Fail(s.message());
   }
@@ -243,22 +319,49 @@ int RunJob(const RunFlags& f) {
     StopAll(children);
     return Fail("the scheduler did not start; see " + (run_dir / "logs/scheduler.log").string());
   }
+  // A restarted scheduler must come back where everyone looks for it.
+  children[0].argv.insert(children[0].argv.end(), {"--bind", *sched_ep, "--http-port", *http_port});
   for (int s = 0; s < servers; ++s) {
-    Status sp = spawn("server-" + std::to_string(s),
-                      {"server", "-c", job_toml, "--data-dir", (run_dir / "servers" / ("shard-" + std::to_string(s))).string(),
-                       "--shard-id", std::to_string(s), "--scheduler", *sched_ep, "--token-file", token_file,
-                       "--job-id", job_id});
-    if (!sp.ok()) return StopAll(children), Fail(sp.message());
+    std::string shard = "shard-" + std::to_string(s);
+    std::vector<std::string> argv = {"server", "-c", job_toml, "--data-dir", (run_dir / "servers" / shard).string(),
+                                     "--shard-id", std::to_string(s), "--scheduler", *sched_ep, "--token-file",
+                                     token_file, "--job-id", job_id, "--endpoint-file",
+                                     (run_dir / "servers" / (shard + ".endpoint")).string()};
+    if (static_cast<size_t>(s) < plan.restore_from.size()) argv.insert(argv.end(), {"--restore-from", plan.restore_from[s]});
+    fs::create_directories(run_dir / "servers", ec);
+    if (Status sp = add("server-" + std::to_string(s), argv); !sp.ok()) return StopAll(children), Fail(sp.message());
   }
   for (int w = 0; w < workers; ++w) {
-    Status sp = spawn("worker-" + std::to_string(w), {"worker", "-c", job_toml, "--id", std::to_string(w), "--scheduler",
-                                                      *sched_ep, "--token-file", token_file, "--run-dir",
-                                                      run_dir.string()});
+    Status sp = add("worker-" + std::to_string(w),
+                    {"worker", "-c", job_toml, "--id", std::to_string(w), "--scheduler", *sched_ep, "--token-file",
+                     token_file, "--run-dir", run_dir.string(), "--start-round", std::to_string(plan.start_round[w])});
     if (!sp.ok()) return StopAll(children), Fail(sp.message());
   }
   std::cout << "  status: metaps status " << run_dir.string() << "   (http://127.0.0.1:" << *http_port << "/status)\n";
 
-  std::ofstream csv(run_dir / "metrics.csv");
+  // Restarting a child: servers on their port and data directory (every acknowledged push is
+  // there), workers from the newest checkpoint's round.
+  auto restart = [&](Child& c) -> Status {
+    std::vector<std::string> argv = c.argv;
+    if (c.name.rfind("server-", 0) == 0) {
+      std::string shard = "shard-" + c.name.substr(7);
+      auto ep = WaitForFileLine((run_dir / "servers" / (shard + ".endpoint")).string(), std::chrono::seconds(1));
+      if (ep.ok()) argv.insert(argv.end(), {"--bind", *ep});
+      // Restoring again would throw away the shard's own newer data.
+      for (size_t i = 0; i + 1 < argv.size(); ++i) {
+        if (argv[i] == "--restore-from") argv.erase(argv.begin() + i, argv.begin() + i + 2);
+      }
+      c.argv = argv;
+    } else if (c.name.rfind("worker-", 0) == 0) {
+      auto latest = scheduler::LatestCheckpoint((run_dir / "checkpoints").string());
+      for (size_t i = 0; i + 1 < argv.size(); ++i) {
+        if (argv[i] == "--start-round") argv[i + 1] = std::to_string(latest.ok() ? latest->first : 0);
+      }
+    }
+    METAPS_ASSIGN_OR_RETURN(c.proc, Subprocess::Spawn(argv, (run_dir / "logs" / (c.name + ".log")).string()));
+    return Status::Ok();
+  };
+  std::ofstream csv(run_dir / "metrics.csv", std::ios::app);
   csv << "elapsed_s,round,tasks,tasks_per_s,train_loss,val_mae,val_rmse,rows_pulled,rows_pushed\n";
   std::vector<std::vector<double>> curve;
   auto start = Clock::now();
@@ -272,11 +375,25 @@ int RunJob(const RunFlags& f) {
         all_done = false;
         continue;
       }
-      if (c.proc.exit_code().value_or(1) != 0 && failure.empty()) {
-        failure = c.name + " exited with code " + std::to_string(*c.proc.exit_code()) + "; see logs/" + c.name + ".log";
+      int code = c.proc.exit_code().value_or(1);
+      if (code == 0 || !failure.empty()) continue;
+      if (c.restarts < f.max_restarts) {
+        ++c.restarts;
+        std::cerr << "\nmetaps run: " << c.name << " died (exit code " << code << "); restarting it (" << c.restarts
+                  << "/" << f.max_restarts << ")\n";
+        if (Status rs = restart(c); rs.ok()) {
+          all_done = false;
+          continue;
+        }
       }
+      failure = c.name + " exited with code " + std::to_string(code) + "; see logs/" + c.name + ".log";
     }
     if (!failure.empty() || all_done) break;
+    if (g_stop_requested) {
+      StopAll(children);
+      std::cerr << "\nmetaps run: stopped; continue with: metaps run --resume " << run_dir.string() << "\n";
+      return 130;
+    }
     auto body = HttpGet("127.0.0.1", port, "/status", 2000);
     if (body.ok()) {
       auto j = nlohmann::json::parse(*body, nullptr, false);
@@ -337,11 +454,19 @@ int RunJob(const RunFlags& f) {
 void RegisterRunCommand(CLI::App& app, Action* action) {
   auto f = std::make_shared<RunFlags>();
   auto* cmd = app.add_subcommand("run", "Run a whole training job on this machine");
-  cmd->add_option("config", f->config_path, "Job config (TOML)")->required();
+  auto* config = cmd->add_option("config", f->config_path, "Job config (TOML)");
+  cmd->add_option("--resume", f->resume, "Continue the stopped job of this run directory");
+  cmd->add_option("--max-restarts", f->max_restarts, "Restarts allowed per process before the job fails");
   cmd->add_option("--set", f->overrides, "Override any config key, e.g. --set data.dir=/path (repeatable)");
   cmd->add_option("--run-dir", f->run_dir, "Run directory (default runs/<job.id>-<time>)");
   cmd->add_flag("--quiet", f->quiet, "No live progress line");
-  cmd->callback([f, action] { *action = [f] { return RunJob(*f); }; });
+  cmd->callback([f, action, config] {
+    *action = [f, config] {
+      if (!f->resume.empty()) return ResumeJob(*f);
+      if (config->count() == 0) return Fail("give a job config, or --resume RUN_DIR"), 2;
+      return RunJob(*f);
+    };
+  });
 }
 
 }  // namespace metaps::launch

@@ -44,6 +44,7 @@ struct WorkerFlags {
   std::string config_path, scheduler, token_file, log_file, run_dir, job_id;
   std::vector<std::string> overrides;
   int64_t id = 0;
+  uint64_t start_round = 0;
 };
 
 int RunWorker(const WorkerFlags& f) {
@@ -96,7 +97,7 @@ int RunWorker(const WorkerFlags& f) {
     if (!live) return FailedPrecondition("no server connection");
     return live->client().Checkpoint(dir).get();
   };
-  worker::WorkerNode node({.worker_id = id, .num_workers = sched->scheduler.num_workers, .run_dir = f.run_dir},
+  worker::WorkerNode node({.worker_id = id, .num_workers = sched->scheduler.num_workers, .run_dir = f.run_dir, .start_round = f.start_round},
                           *cfg, std::move(env));
   Status s = node.Run();
   if (!s.ok()) {
@@ -119,6 +120,7 @@ void RegisterWorkerCommand(CLI::App& app, Action* action) {
   cmd->add_option("--job-id", f->job_id, "Job id (job.id)");
   cmd->add_option("--run-dir", f->run_dir, "Where worker 0 writes report.json and the final checkpoint");
   cmd->add_option("--log-file", f->log_file, "Also write the log here");
+  cmd->add_option("--start-round", f->start_round, "Resume at this round (a checkpoint's)");
   cmd->callback([f, action] { *action = [f] { return RunWorker(*f); }; });
 }
 

@@ -64,6 +64,15 @@ Result<SchedulerSettings> SchedulerSettingsFromConfig(const Config& root) {
   s.scheduler.heartbeat_timeout_ms = static_cast<uint32_t>(hb);
   METAPS_ASSIGN_OR_RETURN(s.scheduler.state_file, sc.GetString("state_file", ""));
   METAPS_ASSIGN_OR_RETURN(s.log_level, sc.GetString("log_level", "info"));
+  METAPS_ASSIGN_OR_RETURN(Config ck, root.GetTable("checkpoint"));
+  METAPS_RETURN_IF_ERROR(ck.CheckKnownKeys({"every_rounds", "every_seconds", "keep", "dir"}));
+  METAPS_ASSIGN_OR_RETURN(int64_t every_rounds, ck.GetIntIn("every_rounds", 0, 0, 1LL << 40));
+  METAPS_ASSIGN_OR_RETURN(int64_t every_seconds, ck.GetIntIn("every_seconds", 0, 0, 1 << 30));
+  METAPS_ASSIGN_OR_RETURN(int64_t keep, ck.GetIntIn("keep", 2, 1, 1000));
+  METAPS_ASSIGN_OR_RETURN(s.scheduler.checkpoint_dir, ck.GetString("dir", ""));
+  s.scheduler.checkpoint_every_rounds = static_cast<uint64_t>(every_rounds);
+  s.scheduler.checkpoint_every_seconds = static_cast<uint32_t>(every_seconds);
+  s.scheduler.checkpoint_keep = static_cast<uint32_t>(keep);
   return s;
 }
 

@@ -1,5 +1,6 @@
 #include "scheduler/scheduler.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -86,6 +87,10 @@ void Scheduler::HandleEnvelope(Envelope env) {
     return;
   }
   const Header& h = msg->header;
+  if (!peer.empty() && peer[0] != '@') {  // a reply on one of our connections to a server
+    HandleServerReply(peer, *msg);
+    return;
+  }
   if ((!options_.job_id.empty() && h.job_id != options_.job_id) || (!options_.auth.empty() && h.auth != options_.auth)) {
     ++rejected_;
     logger_->warn("dropped {} '{}' from '{}': {}", MsgTypeName(h.type), h.table, h.sender,
@@ -148,6 +153,11 @@ Result<nlohmann::json> Scheduler::HandleControl(const std::string& peer, const H
       std::string ep = body.value("endpoint", "");
       if (ep.empty()) return InvalidArgument("register: a server must give its endpoint");
       if (again && n.endpoint != ep) ++epoch_;  // a restarted shard: the shard map changed
+      if (n.endpoint != ep) {
+        std::string link = "shard-" + std::to_string(id);
+        (void)transport_->Disconnect(link);
+        METAPS_RETURN_IF_ERROR(transport_->Connect(link, ep));
+      }
       n.endpoint = ep;
       server_endpoints_[id] = ep;
     } else {
@@ -197,17 +207,15 @@ Result<nlohmann::json> Scheduler::HandleControl(const std::string& peer, const H
       ReleaseFinalWaiters();
       return nlohmann::json::object();
     }
+    MaybeScheduleCheckpoint(c);
     auto released = clock_.Advance(w, c);
     SaveState();
-    bool self = false;
-    for (auto& [rw, rc] : released) self |= (rw == w);
-    if (!self) {
-      clock_waiters_[w] = {peer, h};
-      *deferred = true;
-    }
-    ReleaseClockWaiters(released);
-    if (*deferred) return nlohmann::json::object();
-    return nlohmann::json{{"clock", c}, {"stop", false}};
+    // Every request is answered through the waiter list, so a held one stays held.
+    clock_waiters_[w] = {peer, h};
+    *deferred = true;
+    Release(released);
+    MaybeStartCheckpoint();
+    return nlohmann::json::object();
   }
   if (kind == "progress") {
     METAPS_ASSIGN_OR_RETURN(int32_t w, IdIn(body, "worker", options_.num_workers, kind));
@@ -225,8 +233,9 @@ Result<nlohmann::json> Scheduler::HandleControl(const std::string& peer, const H
     METAPS_ASSIGN_OR_RETURN(int32_t w, IdIn(body, "worker", options_.num_workers, kind));
     worker_done_[w] = true;
     logger_->info("worker {} is done", w);
-    ReleaseClockWaiters(clock_.SetAlive(w, false));
+    Release(clock_.SetAlive(w, false));
     ReleaseFinalWaiters();
+    MaybeStartCheckpoint();
     if (AllWorkersDone() && !finished_) {
       finished_ = true;
       finished_at_ = now;
@@ -266,6 +275,114 @@ void Scheduler::ReleaseClockWaiters(const std::vector<std::pair<int, uint64_t>>&
   }
 }
 
+void Scheduler::Release(const std::vector<std::pair<int, uint64_t>>& released) {
+  std::vector<std::pair<int, uint64_t>> now;
+  for (const auto& r : released) {
+    if (ckpt_round_ > 0 && r.second >= ckpt_round_) {
+      ckpt_held_.push_back(r);
+    } else {
+      now.push_back(r);
+    }
+  }
+  ReleaseClockWaiters(now);
+}
+
+void Scheduler::MaybeScheduleCheckpoint(uint64_t requested_clock) {
+  if (ckpt_round_ > 0 || options_.checkpoint_dir.empty() || requested_clock == 0) return;
+  if (options_.total_rounds > 0 && requested_clock >= options_.total_rounds) return;  // the end has its own
+  bool by_rounds = options_.checkpoint_every_rounds > 0 && requested_clock % options_.checkpoint_every_rounds == 0 &&
+                   requested_clock > last_ckpt_round_;
+  bool by_time = options_.checkpoint_every_seconds > 0 &&
+                 Clock::now() - last_ckpt_time_ > std::chrono::seconds(options_.checkpoint_every_seconds) &&
+                 requested_clock > last_ckpt_round_;
+  if (by_rounds || by_time) {
+    ckpt_round_ = requested_clock;
+    logger_->info("checkpoint due at round {}: holding the round until every worker reaches it", ckpt_round_);
+  }
+}
+
+void Scheduler::MaybeStartCheckpoint() {
+  if (ckpt_round_ == 0 || ckpt_running_ || clock_.MinClock() < ckpt_round_) return;
+  ckpt_running_ = true;
+  ckpt_status_ = Status::Ok();
+  std::string dir = options_.checkpoint_dir + "/round-" + std::to_string(ckpt_round_);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);  // an incomplete earlier attempt
+  for (int s = 0; s < options_.num_servers; ++s) {
+    Message m;
+    m.header.type = MsgType::kCheckpoint;
+    m.header.job_id = options_.job_id;
+    m.header.auth = options_.auth;
+    m.header.sender = "scheduler";
+    m.header.request_id = next_request_id_++;
+    m.header.meta = dir + "/shard-" + std::to_string(s);
+    Status st = transport_->Send({"shard-" + std::to_string(s), ToFrames(m)});
+    if (!st.ok()) {
+      FinishCheckpoint(st.WithContext("checkpoint of shard " + std::to_string(s)));
+      return;
+    }
+    ckpt_acks_[m.header.request_id] = s;
+  }
+}
+
+void Scheduler::HandleServerReply(const std::string& peer, const Message& reply) {
+  auto it = ckpt_acks_.find(reply.header.request_id);
+  if (it == ckpt_acks_.end()) return;  // a late reply of an abandoned attempt
+  Status s = StatusFromReply(reply.header);
+  if (!s.ok() && ckpt_status_.ok()) ckpt_status_ = s.WithContext(peer);
+  ckpt_acks_.erase(it);
+  if (ckpt_acks_.empty()) FinishCheckpoint(ckpt_status_);
+}
+
+void Scheduler::FinishCheckpoint(const Status& status) {
+  std::string dir = options_.checkpoint_dir + "/round-" + std::to_string(ckpt_round_);
+  if (status.ok()) {
+    nlohmann::json manifest;
+    std::vector<uint64_t> clocks;
+    for (int w = 0; w < options_.num_workers; ++w) clocks.push_back(clock_.Clock(w));
+    manifest = {{"format", "metaps-job-checkpoint"}, {"version", 1}, {"round", ckpt_round_},
+                {"job_id", options_.job_id},           {"servers", options_.num_servers},
+                {"workers", options_.num_workers},     {"clocks", clocks},
+                {"epoch", epoch_}};
+    std::ofstream(dir + "/manifest.json.tmp") << manifest.dump(2) << "\n";
+    std::error_code ec;
+    std::filesystem::rename(dir + "/manifest.json.tmp", dir + "/manifest.json", ec);
+    ++checkpoints_written_;
+    last_ckpt_round_ = ckpt_round_;
+    logger_->info("checkpoint of round {} written to {}", ckpt_round_, dir);
+    // Keep the newest `checkpoint_keep`.
+    std::vector<std::pair<uint64_t, std::string>> all;
+    for (const auto& e : std::filesystem::directory_iterator(options_.checkpoint_dir, ec)) {
+      std::string name = e.path().filename().string();
+      if (name.rfind("round-", 0) == 0) all.emplace_back(std::stoull(name.substr(6)), e.path().string());
+    }
+    std::sort(all.rbegin(), all.rend());
+    for (size_t i = options_.checkpoint_keep; i < all.size(); ++i) std::filesystem::remove_all(all[i].second, ec);
+  } else {
+    logger_->error("checkpoint of round {} failed: {}; training goes on", ckpt_round_, status.ToString());
+  }
+  last_ckpt_time_ = Clock::now();
+  ckpt_running_ = false;
+  ckpt_acks_.clear();
+  ckpt_round_ = 0;
+  auto held = std::move(ckpt_held_);
+  ckpt_held_.clear();
+  ReleaseClockWaiters(held);
+}
+
+Result<std::pair<uint64_t, std::string>> LatestCheckpoint(const std::string& dir) {
+  std::error_code ec;
+  std::pair<uint64_t, std::string> best{0, ""};
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    std::string name = e.path().filename().string();
+    if (name.rfind("round-", 0) != 0 || !std::filesystem::exists(e.path() / "manifest.json")) continue;
+    uint64_t r = std::stoull(name.substr(6));
+    if (best.second.empty() || r > best.first) best = {r, e.path().string()};
+  }
+  if (best.second.empty()) return NotFound("no complete checkpoint under " + dir);
+  return best;
+}
+
 void Scheduler::ReleaseFinalWaiters() {
   if (final_waiters_.empty() || clock_.MinClock() < options_.total_rounds) return;
   auto waiters = std::move(final_waiters_);
@@ -286,8 +403,9 @@ void Scheduler::CheckLiveness() {
     if (n.role == "worker") {
       clock_waiters_.erase(n.id);
       final_waiters_.erase(n.id);
-      ReleaseClockWaiters(clock_.SetAlive(n.id, false));
+      Release(clock_.SetAlive(n.id, false));
       ReleaseFinalWaiters();
+      MaybeStartCheckpoint();
     }
   }
 }
@@ -345,6 +463,8 @@ nlohmann::json Scheduler::BuildStatus() const {
           {"rows_pushed", pushed},
           {"validation", validation},
           {"rejected_messages", rejected_},
+          {"checkpoints", checkpoints_written_},
+          {"last_checkpoint_round", last_ckpt_round_},
           {"workers", workers},
           {"servers", servers}};
 }

@@ -42,7 +42,16 @@ struct SchedulerOptions {
   uint64_t total_rounds = 0;               // 0: the workers decide when they are done
   uint32_t heartbeat_timeout_ms = 10000;   // a node silent this long is marked dead
   std::string state_file;                  // empty: state is not persisted
+  // Periodic consistent checkpoints at round boundaries: every N rounds and/or every T seconds
+  // (0 = off), into checkpoint_dir/round-<r>/, keeping the last `checkpoint_keep`.
+  uint64_t checkpoint_every_rounds = 0;
+  uint32_t checkpoint_every_seconds = 0;
+  uint32_t checkpoint_keep = 2;
+  std::string checkpoint_dir;
 };
+
+// The newest complete checkpoint under `dir` (one whose manifest.json exists): its round and path.
+Result<std::pair<uint64_t, std::string>> LatestCheckpoint(const std::string& dir);
 
 class Scheduler {
  public:
@@ -92,6 +101,13 @@ class Scheduler {
   void CheckLiveness();
   // Answers "stop" to the workers past the last round once every live worker is past it.
   void ReleaseFinalWaiters();
+  // Checkpoints: hold round `ckpt_round_` until every live worker asked for it, then checkpoint.
+  void MaybeScheduleCheckpoint(uint64_t requested_clock);
+  void MaybeStartCheckpoint();
+  void HandleServerReply(const std::string& peer, const Message& reply);
+  void FinishCheckpoint(const Status& status);
+  // Releases clock waiters, holding back those at or past a pending checkpoint's round.
+  void Release(const std::vector<std::pair<int, uint64_t>>& released);
   nlohmann::json MembershipBody() const;
   nlohmann::json BuildStatus() const;  // REQUIRES: loop thread
   void PublishSnapshot();
@@ -118,6 +134,16 @@ class Scheduler {
   std::map<int, Deferred> clock_waiters_;  // worker -> its pending clock request
   std::map<int, Deferred> final_waiters_;  // workers past the last round, waiting for the others
   uint64_t rejected_ = 0;
+  // Checkpoint state.
+  uint64_t ckpt_round_ = 0;          // round being held for a checkpoint; 0 = none pending
+  bool ckpt_running_ = false;
+  std::map<uint64_t, int> ckpt_acks_;  // request id -> shard
+  Status ckpt_status_;
+  uint64_t last_ckpt_round_ = 0;
+  Clock::time_point last_ckpt_time_ = Clock::now();
+  std::vector<std::pair<int, uint64_t>> ckpt_held_;
+  uint64_t next_request_id_ = 1;
+  uint64_t checkpoints_written_ = 0;
 
   mutable std::mutex snapshot_mu_;
   std::string status_snapshot_;   // GUARDED_BY(snapshot_mu_)

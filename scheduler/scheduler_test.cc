@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <future>
+#include <unistd.h>
 #include <thread>
 
 #include "common/control.h"
@@ -148,6 +151,68 @@ TEST_F(SchedulerTest, TheEndIsABarrierEvenUnderAsp) {
   auto r0 = end0.get();
   ASSERT_TRUE(r0.ok());
   EXPECT_TRUE((*r0)["stop"].get<bool>());
+}
+
+// A shard double that answers checkpoint requests by creating the directory it was given.
+class FakeShard {
+ public:
+  FakeShard(std::shared_ptr<InprocNetwork> net, const std::string& endpoint) : t_(net) {
+    EXPECT_TRUE(t_.Bind(endpoint).ok());
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        auto env = t_.Recv(milliseconds(50));
+        if (!env.ok()) continue;
+        auto m = FromFrames(std::move(env->frames));
+        if (!m.ok() || m->header.type != MsgType::kCheckpoint) continue;
+        std::filesystem::create_directories(m->header.meta);
+        ++checkpoints;
+        Message ack;
+        ack.header.type = MsgType::kCheckpointAck;
+        ack.header.request_id = m->header.request_id;
+        (void)t_.Send({env->peer, ToFrames(ack)});
+      }
+    });
+  }
+  ~FakeShard() {
+    stop_ = true;
+    thread_.join();
+  }
+  std::atomic<int> checkpoints{0};
+
+ private:
+  InprocTransport t_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST_F(SchedulerTest, CheckpointsAreAConsistentCutAtARoundBoundary) {
+  std::string dir = std::filesystem::temp_directory_path() / ("metaps-sched-ckpt-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  FakeShard shard(net_, "inproc://shard0");
+  Start({.num_servers = 1, .num_workers = 2, .consistency = Consistency::kSsp, .staleness = 5,
+         .checkpoint_every_rounds = 2, .checkpoint_keep = 1, .checkpoint_dir = dir});
+  auto s0 = Link("server", 0), w0 = Link("worker", 0), w1 = Link("worker", 1);
+  Register(*s0, "inproc://shard0");
+  Register(*w0);
+  Register(*w1);
+  EXPECT_TRUE(w0->Call("clock", {{"worker", 0}, {"clock", 1}}, milliseconds(1000)).ok());
+  // Round 2 is a checkpoint round: even under SSP, worker 0 waits for worker 1 to get there.
+  auto held = std::async(std::launch::async,
+                         [&] { return w0->Call("clock", {{"worker", 0}, {"clock", 2}}, milliseconds(5000)); });
+  EXPECT_EQ(held.wait_for(milliseconds(300)), std::future_status::timeout);
+  EXPECT_EQ(shard.checkpoints.load(), 0);
+  EXPECT_TRUE(w1->Call("clock", {{"worker", 1}, {"clock", 1}}, milliseconds(1000)).ok());
+  auto both = std::async(std::launch::async,
+                         [&] { return w1->Call("clock", {{"worker", 1}, {"clock", 2}}, milliseconds(5000)); });
+  ASSERT_TRUE(held.get().ok());
+  ASSERT_TRUE(both.get().ok());
+  EXPECT_EQ(shard.checkpoints.load(), 1);
+  auto latest = LatestCheckpoint(dir);
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(latest->first, 2u);
+  auto manifest = nlohmann::json::parse(std::ifstream(latest->second + "/manifest.json"));
+  EXPECT_EQ(manifest["clocks"], (nlohmann::json{2, 2}));
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(SchedulerTest, StrangersAreDroppedAndBadBodiesGetTypedErrors) {

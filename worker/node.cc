@@ -18,8 +18,18 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto kCallTimeout = std::chrono::milliseconds(10000);
-// Barriers can hold a worker for as long as the slowest worker takes: wait patiently.
-constexpr auto kClockTimeout = std::chrono::hours(24);
+
+// Calls the scheduler until it answers: a restarted scheduler has lost deferred requests, and the
+// requests used this way (register, membership, clock, progress, done) are idempotent. Each try
+// waits `per_try`; typed errors other than transient ones end the attempts.
+Result<nlohmann::json> CallUntilAnswered(ControlLink& link, const std::string& kind, const nlohmann::json& body,
+                                         std::chrono::milliseconds per_try, const Logger& log) {
+  for (int attempt = 0;; ++attempt) {
+    auto r = link.Call(kind, body, per_try);
+    if (r.ok() || !r.status().IsTransient()) return r;
+    if (attempt > 0 && attempt % 10 == 0) log->warn("still waiting for the scheduler to answer '{}'", kind);
+  }
+}
 
 nlohmann::json MetricsJson(const data::EvalMetrics& m, size_t k) {
   nlohmann::json j = {{"mae", m.mae}, {"rmse", m.rmse}, {"ndcg@" + std::to_string(k), m.ndcg}};
@@ -85,9 +95,11 @@ Status WorkerNode::Run() {
   // Membership.
   auto control = env_.control();
   METAPS_RETURN_IF_ERROR(control->Connect());
-  METAPS_RETURN_IF_ERROR(
-      control->Call("register", {{"role", "worker"}, {"id", w}}, kCallTimeout).status().WithContext("register"));
-  METAPS_ASSIGN_OR_RETURN(nlohmann::json membership, control->Call("membership", {}, std::chrono::minutes(10)));
+  METAPS_RETURN_IF_ERROR(CallUntilAnswered(*control, "register", {{"role", "worker"}, {"id", w}}, kCallTimeout, log)
+                             .status()
+                             .WithContext("register"));
+  METAPS_ASSIGN_OR_RETURN(nlohmann::json membership,
+                          CallUntilAnswered(*control, "membership", {}, std::chrono::seconds(5), log));
   auto servers = membership["servers"].get<std::vector<std::string>>();
   METAPS_ASSIGN_OR_RETURN(std::unique_ptr<ParamClient> params,
                           env_.params(servers, membership.value("epoch", uint64_t{0})));
@@ -98,6 +110,10 @@ Status WorkerNode::Run() {
     if (!link->Connect().ok()) return;
     while (running) {
       auto r = link->Call("heartbeat", {{"role", "worker"}, {"id", w}}, kCallTimeout);
+      if (!r.ok() && r.status().code() == StatusCode::kFailedPrecondition) {
+        // The scheduler restarted and forgot this worker: register again.
+        r = link->Call("register", {{"role", "worker"}, {"id", w}}, kCallTimeout);
+      }
       if (!r.ok()) log->warn("heartbeat: {}", r.status().ToString());
       for (uint32_t t = 0; running && t < options_.heartbeat_ms; t += 50) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -113,12 +129,17 @@ Status WorkerNode::Run() {
     }
   } join_on_exit{running, heartbeat};
 
+  // The sampler is deterministic: a worker's data position is the number of batches it drew.
+  for (uint64_t r = 0; r < options_.start_round; ++r) (void)sampler.NextMetaBatch();
+  if (options_.start_round > 0) log->info("worker {} resumes at round {}", w, options_.start_round);
   Trainer trainer(job, std::move(sampler), env_.kernels, params.get(), prefetch);
   Evaluator evaluator(job, env_.kernels, dataset, split_options.ndcg_k);
   std::vector<Task> validation = evaluator.Tasks(split.validation);
   uint64_t tasks_total = 0, pulled = 0, pushed = 0;
-  for (uint64_t round = 0;; ++round) {
-    METAPS_ASSIGN_OR_RETURN(nlohmann::json go, control->Call("clock", {{"worker", w}, {"clock", round}}, kClockTimeout));
+  for (uint64_t round = options_.start_round;; ++round) {
+    // A barrier may hold the worker as long as the slowest worker takes; re-asking is harmless.
+    METAPS_ASSIGN_OR_RETURN(nlohmann::json go, CallUntilAnswered(*control, "clock", {{"worker", w}, {"clock", round}},
+                                                                 std::chrono::seconds(3), log));
     if (go.value("stop", false)) break;
     auto start = Clock::now();
     METAPS_ASSIGN_OR_RETURN(RoundStats st, trainer.RunRound(round));
@@ -136,7 +157,7 @@ Status WorkerNode::Run() {
       progress["extra"] = {{"val_mae", vm.mae}, {"val_rmse", vm.rmse}, {"val_round", round + 1}};
       log->info("round {}: validation {}", round + 1, vm.ToString(split_options.ndcg_k));
     }
-    METAPS_RETURN_IF_ERROR(control->Call("progress", progress, kCallTimeout).status());
+    METAPS_RETURN_IF_ERROR(CallUntilAnswered(*control, "progress", progress, kCallTimeout, log).status());
   }
   log->info("worker {} finished training: {} tasks", w, tasks_total);
 
@@ -196,7 +217,7 @@ Status WorkerNode::Run() {
     log->info("test: meta {} | global {} | global_finetune {}", meta.ToString(split_options.ndcg_k),
               g.ToString(split_options.ndcg_k), gf.ToString(split_options.ndcg_k));
   }
-  METAPS_RETURN_IF_ERROR(control->Call("done", {{"worker", w}}, kCallTimeout).status());
+  METAPS_RETURN_IF_ERROR(CallUntilAnswered(*control, "done", {{"worker", w}}, kCallTimeout, log).status());
   return Status::Ok();
 }
 

@@ -29,6 +29,9 @@ struct WorkerNodeOptions {
   int num_workers = 1;
   std::string run_dir;            // report.json and the final checkpoint go here (worker 0)
   uint32_t heartbeat_ms = 1000;
+  // Resume at this round (a checkpoint's): the sampler skips the meta-batches of earlier rounds,
+  // so the worker continues its partition where the checkpoint left it.
+  uint64_t start_round = 0;
 };
 
 struct WorkerEnv {

@@ -1,0 +1,138 @@
+// Process failures during `metaps run`: kill -9 of a server, a worker or the scheduler mid-job,
+// and a stopped job resumed from its checkpoint. Each job must complete, and its final test MAE
+// must stay within a stated tolerance of the fault-free run with the same seeds.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/http_server.h"
+#include "tests/test_util.h"
+
+namespace metaps {
+namespace {
+
+using metaps::testing::MetapsBin;
+using metaps::testing::ScratchDir;
+using metaps::testing::ServerProcess;
+
+// Relative tolerance on the final meta MAE against the fault-free run. Restarted workers redo
+// the rounds since the last checkpoint and a restarted server misses nothing acknowledged, so
+// the result differs only by the order of some updates.
+constexpr double kTolerance = 0.05;
+
+const std::vector<std::string> kJob = {"--set", "datagen.users=700", "--set", "train.epochs=8",
+                                       "--set", "checkpoint.every_rounds=40", "--quiet"};
+
+std::string Example() {
+  const char* src = std::getenv("METAPS_SOURCE");
+  return std::string(src ? src : ".") + "/examples/synthetic.toml";
+}
+
+Subprocess StartJob(const std::string& run_dir, std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv = {MetapsBin(), "run", Example(), "--run-dir", run_dir};
+  argv.insert(argv.end(), kJob.begin(), kJob.end());
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto p = Subprocess::Spawn(argv, run_dir + ".out");
+  EXPECT_TRUE(p.ok()) << p.status();
+  return std::move(p).value();
+}
+
+// Waits until the job's scheduler reports at least `round`.
+bool WaitForRound(const std::string& run_dir, uint64_t round, Subprocess& job) {
+  auto port = WaitForFileLine(run_dir + "/scheduler.http", std::chrono::seconds(60), &job);
+  if (!port.ok()) return false;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline && job.running()) {
+    auto body = HttpGet("127.0.0.1", std::stoi(*port), "/status", 1000);
+    if (body.ok()) {
+      auto j = nlohmann::json::parse(*body, nullptr, false);
+      if (!j.is_discarded() && j.value("round", uint64_t{0}) >= round) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+// kill -9 of the process whose command line contains `pattern` (a child of the job).
+void KillNine(const std::string& pattern) {
+  Subprocess pk = std::move(Subprocess::Spawn({"/usr/bin/pkill", "-9", "-f", pattern}).value());
+  ASSERT_EQ(*pk.Wait(std::chrono::seconds(10)), 0) << "nothing matched " << pattern;
+}
+
+double MetaMae(const std::string& run_dir) {
+  std::ifstream in(run_dir + "/report.json");
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  return j.is_discarded() ? -1 : j["methods"]["meta"]["mae"].get<double>();
+}
+
+class FaultTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new ScratchDir("faults");
+    std::string run = *dir_ / "baseline";
+    Subprocess job = StartJob(run);
+    ASSERT_EQ(*job.Wait(std::chrono::minutes(5)), 0) << ServerProcess::ReadFile(run + ".out");
+    baseline_mae_ = MetaMae(run);
+    ASSERT_GT(baseline_mae_, 0);
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  void ExpectCompletesNearBaseline(Subprocess& job, const std::string& run, const std::string& restarted) {
+    auto code = job.Wait(std::chrono::minutes(5));
+    ASSERT_TRUE(code.ok());
+    std::string out = ServerProcess::ReadFile(run + ".out");
+    ASSERT_EQ(*code, 0) << out;
+    if (!restarted.empty()) EXPECT_NE(out.find(restarted + " died"), std::string::npos) << out;
+    double mae = MetaMae(run);
+    EXPECT_NEAR(mae, baseline_mae_, kTolerance * baseline_mae_) << "fault-free " << baseline_mae_;
+  }
+
+  static ScratchDir* dir_;
+  static double baseline_mae_;
+};
+ScratchDir* FaultTest::dir_ = nullptr;
+double FaultTest::baseline_mae_ = 0;
+
+TEST_F(FaultTest, AKilledServerIsRestartedOnItsDataAndTheJobCompletes) {
+  std::string run = *dir_ / "server";
+  Subprocess job = StartJob(run);
+  ASSERT_TRUE(WaitForRound(run, 60, job));
+  KillNine("server -c " + run + "/job.toml --data-dir " + run + "/servers/shard-0");
+  ExpectCompletesNearBaseline(job, run, "server-0");
+}
+
+TEST_F(FaultTest, AKilledWorkerResumesItsPartitionFromTheLastCheckpoint) {
+  std::string run = *dir_ / "worker";
+  Subprocess job = StartJob(run);
+  ASSERT_TRUE(WaitForRound(run, 90, job));
+  KillNine("worker -c " + run + "/job.toml --id 1");
+  ExpectCompletesNearBaseline(job, run, "worker-1");
+  EXPECT_NE(ServerProcess::ReadFile(run + "/logs/worker-1.log").find("resumes at round"), std::string::npos);
+}
+
+TEST_F(FaultTest, AKilledSchedulerIsRestartedFromItsStateAndTheJobCompletes) {
+  std::string run = *dir_ / "scheduler";
+  Subprocess job = StartJob(run);
+  ASSERT_TRUE(WaitForRound(run, 60, job));
+  KillNine("scheduler -c " + run + "/job.toml");
+  ExpectCompletesNearBaseline(job, run, "scheduler");
+  EXPECT_NE(ServerProcess::ReadFile(run + "/logs/scheduler.log").find("resumed scheduler state"), std::string::npos);
+}
+
+TEST_F(FaultTest, AStoppedJobResumesFromItsCheckpoint) {
+  std::string run = *dir_ / "resume";
+  Subprocess job = StartJob(run);
+  ASSERT_TRUE(WaitForRound(run, 90, job));
+  ASSERT_TRUE(job.Signal(SIGTERM).ok());
+  ASSERT_EQ(*job.Wait(std::chrono::minutes(1)), 130) << ServerProcess::ReadFile(run + ".out");
+  auto resumed = Subprocess::Spawn({MetapsBin(), "run", "--resume", run, "--quiet"}, run + ".out");
+  ASSERT_TRUE(resumed.ok());
+  ExpectCompletesNearBaseline(*resumed, run, "");
+  EXPECT_NE(ServerProcess::ReadFile(run + ".out").find("from the checkpoint of round"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace metaps
