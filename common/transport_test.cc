@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <thread>
 
 #include "common/inproc_transport.h"
@@ -62,6 +65,27 @@ TEST_P(TransportContractTest, RecvTimesOutAndInterruptWakesIt) {
 TEST_P(TransportContractTest, SendToUnknownPeerIsUnavailable) {
   auto t = Make();
   EXPECT_EQ(t->Send({"nobody", {Bytes::CopyString("x")}}).code(), StatusCode::kUnavailable);
+}
+
+TEST(ZmqCurveTest, EncryptedLinksWorkAndPlainPeersAreShutOut) {
+  std::string dir = std::filesystem::temp_directory_path() / ("metaps-curve-" + std::to_string(getpid()));
+  ASSERT_TRUE(WriteCurveKeys(dir).ok());
+  auto keys = CurveOptionsFromDir(dir);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  ZmqTransport server(*keys), client(*keys), plain(ZmqOptions{.send_timeout_ms = 200});
+  auto ep = server.Bind("tcp://127.0.0.1:0");
+  ASSERT_TRUE(ep.ok());
+  ASSERT_TRUE(client.Connect("srv", *ep).ok());
+  ASSERT_TRUE(plain.Connect("srv", *ep).ok());
+  (void)plain.Send({"srv", {Bytes::CopyString("plain")}});  // may time out: no handshake completes
+  ASSERT_TRUE(client.Send({"srv", {Bytes::CopyString("sealed")}}).ok());
+  auto got = server.Recv(milliseconds(5000));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->frames[0].AsStringView(), "sealed");
+  // The unencrypted peer never completes the handshake: nothing of it arrives.
+  EXPECT_EQ(server.Recv(milliseconds(500)).status().code(), StatusCode::kDeadlineExceeded);
+  std::filesystem::remove_all(dir);
+  EXPECT_FALSE(CurveOptionsFromDir(dir).ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, TransportContractTest, ::testing::Values("zmq", "inproc"));

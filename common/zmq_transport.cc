@@ -3,7 +3,11 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <cerrno>
+#include <filesystem>
+#include <fstream>
 #include <cstring>
 #include <zmq.hpp>
 
@@ -30,7 +34,43 @@ Status ZmqError(const zmq::error_t& e, const std::string& what) {
   return Unavailable(what + ": " + e.what());
 }
 
+Result<std::string> ReadKey(const std::string& path) {
+  std::ifstream in(path);
+  std::string k;
+  if (!(in >> k)) return NotFound("cannot read CURVE key " + path);
+  if (k.size() != 40) return InvalidArgument(path + ": a CURVE key is 40 Z85 characters");
+  return k;
+}
+
 }  // namespace
+
+Status WriteCurveKeys(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Internal("cannot create " + dir + ": " + ec.message());
+  for (const char* role : {"server", "client"}) {
+    char pub[41], sec[41];
+    if (zmq_curve_keypair(pub, sec) != 0) return Unimplemented("this libzmq has no CURVE support");
+    std::string base = dir + "/" + role;
+    std::ofstream(base + ".pub") << pub << "\n";
+    {
+      std::ofstream k(base + ".key");
+      k << sec << "\n";
+    }
+    chmod((base + ".key").c_str(), 0600);
+  }
+  return Status::Ok();
+}
+
+Result<ZmqOptions> CurveOptionsFromDir(const std::string& dir) {
+  ZmqOptions o;
+  if (dir.empty()) return o;
+  METAPS_ASSIGN_OR_RETURN(o.curve_server_public, ReadKey(dir + "/server.pub"));
+  METAPS_ASSIGN_OR_RETURN(o.curve_server_secret, ReadKey(dir + "/server.key"));
+  METAPS_ASSIGN_OR_RETURN(o.curve_client_public, ReadKey(dir + "/client.pub"));
+  METAPS_ASSIGN_OR_RETURN(o.curve_client_secret, ReadKey(dir + "/client.key"));
+  return o;
+}
 
 ZmqTransport::ZmqTransport(ZmqOptions options)
     : options_(std::move(options)), context_(std::make_unique<zmq::context_t>(1)) {

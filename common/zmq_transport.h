@@ -31,6 +31,14 @@ struct ZmqOptions {
   std::string curve_client_secret;
 };
 
+// CURVE keys of a job, as Z85 text files in one directory: server.pub, server.key (the key pair
+// every bound socket uses) and client.pub, client.key (every connecting socket's pair).
+// Authentication of nodes is the job token's job; CURVE encrypts every link and lets only holders
+// of the server public key connect.
+Status WriteCurveKeys(const std::string& dir);
+// ZmqOptions with the keys of `dir` (ZmqOptions{} when dir is empty).
+Result<ZmqOptions> CurveOptionsFromDir(const std::string& dir);
+
 class ZmqTransport final : public Transport {
  public:
   explicit ZmqTransport(ZmqOptions options = {});

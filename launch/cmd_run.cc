@@ -27,6 +27,7 @@
 
 #include "common/http_server.h"
 #include "common/subprocess.h"
+#include "common/zmq_transport.h"
 #include "launch/cli.h"
 #include "launch/job_config.h"
 #include "worker/data/datagen.h"
@@ -223,6 +224,14 @@ int RunJob(const RunFlags& f) {
   std::string job_toml = (run_dir / "job.toml").string();
   std::ofstream(job_toml) << "# Resolved by `metaps run` from " << f.config_path << "\n"
                           << cfg.ToToml() << "\n\n# Parameter tables derived from the model\n" << *tables;
+  auto security = cfg.GetTable("security");
+  if (!security.ok()) return Fail(security.status().message()), 2;
+  if (Status k = security->CheckKnownKeys({"curve"}); !k.ok()) return Fail(k.message()), 2;
+  auto curve = security->GetBool("curve", false);
+  if (!curve.ok()) return Fail(curve.status().message()), 2;
+  if (*curve) {
+    if (Status k = WriteCurveKeys((run_dir / "keys").string()); !k.ok()) return Fail(k.message());
+  }
   auto token = MakeToken();
   if (!token.ok()) return Fail(token.status().message());
   std::string token_file = (run_dir / "token").string();
@@ -298,8 +307,10 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
     METAPS_ASSIGN_OR_RETURN(c.proc, Subprocess::Spawn(c.argv, (run_dir / "logs" / (c.name + ".log")).string()));
     return Status::Ok();
   };
+  const bool encrypted = fs::exists(run_dir / "keys" / "server.key");
   auto add = [&](const std::string& name, std::vector<std::string> argv) -> Status {
     argv.insert(argv.begin(), exe);
+    if (encrypted) argv.insert(argv.end(), {"--curve-keys", (run_dir / "keys").string()});
     children.push_back({name, std::move(argv)});
     return start_child(children.back());
   };

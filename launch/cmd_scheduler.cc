@@ -18,7 +18,7 @@ namespace {
 struct SchedulerFlags {
   std::string config_path;
   std::vector<std::string> overrides;
-  std::string bind, endpoint_file, http_file, state_file, job_id, token_file, log_file;
+  std::string bind, endpoint_file, http_file, state_file, job_id, token_file, log_file, curve_keys;
   int64_t http_port = -2;  // -2: from config
 };
 
@@ -53,7 +53,12 @@ int RunScheduler(const SchedulerFlags& f) {
     s.scheduler.auth = *token;
   }
   Logger log = MakeLogger("scheduler", f.log_file, s.log_level);
-  scheduler::Scheduler sched(s.scheduler, std::make_unique<ZmqTransport>(), log);
+  auto zmq_options = CurveOptionsFromDir(f.curve_keys);
+  if (!zmq_options.ok()) {
+    std::cerr << "metaps scheduler: --curve-keys: " << zmq_options.status().message() << "\n";
+    return 2;
+  }
+  scheduler::Scheduler sched(s.scheduler, std::make_unique<ZmqTransport>(*zmq_options), log);
   auto ep = sched.Bind();
   if (!ep.ok()) {
     log->error("{}", ep.status().ToString());
@@ -125,6 +130,7 @@ void RegisterSchedulerCommand(CLI::App& app, Action* action) {
   cmd->add_option("--job-id", f->job_id, "Job id (job.id)");
   cmd->add_option("--token-file", f->token_file, "Job token file");
   cmd->add_option("--log-file", f->log_file, "Also write the log here");
+  cmd->add_option("--curve-keys", f->curve_keys, "Encrypt every link with the CURVE keys in this directory");
   cmd->callback([f, action] { *action = [f] { return RunScheduler(*f); }; });
 
   auto host = std::make_shared<std::string>("127.0.0.1");

@@ -23,7 +23,7 @@ namespace {
 struct ServerFlags {
   std::string config_path;
   std::vector<std::string> overrides;
-  std::string bind, data_dir, restore_from, endpoint_file, log_file, job_id, token_file, scheduler;
+  std::string bind, data_dir, restore_from, endpoint_file, log_file, job_id, token_file, scheduler, curve_keys;
   int64_t heartbeat_ms = 1000;
   int64_t shard_id = -1;
   int64_t cache_bytes = -1;
@@ -63,6 +63,11 @@ int RunServer(const ServerFlags& f) {
   }
 
   Logger log = MakeLogger("server-" + std::to_string(s.server.shard_id), f.log_file, s.log_level);
+  auto zmq_options = CurveOptionsFromDir(f.curve_keys);
+  if (!zmq_options.ok()) {
+    std::cerr << "metaps server: --curve-keys: " << zmq_options.status().message() << "\n";
+    return 2;
+  }
   if (Status st = ps::ParamStore::PrepareDataDir(s.store); !st.ok()) {
     log->error("cannot restore {}: {}", s.store.restore_from, st.ToString());
     return 1;
@@ -79,7 +84,7 @@ int RunServer(const ServerFlags& f) {
     log->error("cannot open the parameter store: {}", store.status().ToString());
     return 1;
   }
-  ps::Server server(s.server, std::make_unique<ZmqTransport>(), std::move(store).value(), log);
+  ps::Server server(s.server, std::make_unique<ZmqTransport>(*zmq_options), std::move(store).value(), log);
   auto endpoint = server.Bind();
   if (!endpoint.ok()) {
     log->error("{}", endpoint.status().ToString());
@@ -112,7 +117,7 @@ int RunServer(const ServerFlags& f) {
     heartbeat = std::thread([&] {
       NodeIdentity self{s.server.job_id, s.server.auth, "server", s.server.shard_id,
                         "server-" + std::to_string(s.server.shard_id)};
-      ControlLink link(std::make_unique<ZmqTransport>(), f.scheduler, self);
+      ControlLink link(std::make_unique<ZmqTransport>(*zmq_options), f.scheduler, self);
       if (Status c = link.Connect(); !c.ok()) {
         log->error("scheduler {}: {}", f.scheduler, c.ToString());
         return;
@@ -173,6 +178,7 @@ void RegisterServerCommand(CLI::App& app, Action* action) {
   cmd->add_option("--token-file", f->token_file, "Only serve requests carrying the token in this file");
   cmd->add_option("--scheduler", f->scheduler, "Register with the scheduler at this endpoint and heartbeat to it");
   cmd->add_option("--heartbeat-ms", f->heartbeat_ms, "Heartbeat period");
+  cmd->add_option("--curve-keys", f->curve_keys, "Encrypt every link with the CURVE keys in this directory");
   cmd->callback([f, action] { *action = [f] { return RunServer(*f); }; });
 }
 

@@ -41,7 +41,7 @@ class PsParams final : public worker::ParamClient {
 };
 
 struct WorkerFlags {
-  std::string config_path, scheduler, token_file, log_file, run_dir, job_id;
+  std::string config_path, scheduler, token_file, log_file, run_dir, job_id, curve_keys;
   std::vector<std::string> overrides;
   int64_t id = 0;
   uint64_t start_round = 0;
@@ -69,6 +69,11 @@ int RunWorker(const WorkerFlags& f) {
   }
   std::string job_id = f.job_id.empty() ? sched->scheduler.job_id : f.job_id;
   Logger log = MakeLogger("worker-" + std::to_string(f.id), f.log_file, sched->log_level);
+  auto zmq_options = CurveOptionsFromDir(f.curve_keys);
+  if (!zmq_options.ok()) {
+    std::cerr << "metaps worker: --curve-keys: " << zmq_options.status().message() << "\n";
+    return 2;
+  }
   auto kernels = worker::OneDnnKernels::Create();
   if (!kernels.ok()) {
     log->error("oneDNN: {}", kernels.status().ToString());
@@ -80,14 +85,14 @@ int RunWorker(const WorkerFlags& f) {
   env.logger = log;
   env.kernels = kernels->get();
   env.control = [&] {
-    return std::make_unique<ControlLink>(std::make_unique<ZmqTransport>(), f.scheduler,
+    return std::make_unique<ControlLink>(std::make_unique<ZmqTransport>(*zmq_options), f.scheduler,
                                          NodeIdentity{job_id, auth, "worker", id, "worker-" + std::to_string(id)});
   };
   env.params = [&](const std::vector<std::string>& servers,
                    uint64_t epoch) -> Result<std::unique_ptr<worker::ParamClient>> {
     auto c = std::make_unique<ps::PsClient>(
         ps::ClientOptions{.job_id = job_id, .sender = "worker-" + std::to_string(id), .auth = auth, .worker_id = id},
-        std::make_unique<ZmqTransport>(), ShardMap{epoch, servers});
+        std::make_unique<ZmqTransport>(*zmq_options), ShardMap{epoch, servers});
     METAPS_RETURN_IF_ERROR(c->Start());
     auto p = std::make_unique<PsParams>(std::move(c));
     live = p.get();
@@ -121,6 +126,7 @@ void RegisterWorkerCommand(CLI::App& app, Action* action) {
   cmd->add_option("--run-dir", f->run_dir, "Where worker 0 writes report.json and the final checkpoint");
   cmd->add_option("--log-file", f->log_file, "Also write the log here");
   cmd->add_option("--start-round", f->start_round, "Resume at this round (a checkpoint's)");
+  cmd->add_option("--curve-keys", f->curve_keys, "Encrypt every link with the CURVE keys in this directory");
   cmd->callback([f, action] { *action = [f] { return RunWorker(*f); }; });
 }
 
