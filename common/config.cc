@@ -41,6 +41,17 @@ std::vector<std::string> SplitDots(std::string_view key) {
   return parts;
 }
 
+// A TOML bare key: what an override may name (and what toml++ 3.3 writes back out correctly; it
+// prints some quoted keys, e.g. one holding an apostrophe, unquoted, which then does not parse).
+bool IsBareKey(std::string_view part) {
+  if (part.empty()) return false;
+  for (char c : part) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 Config::Config() : root_(std::make_shared<toml::table>()) {}
@@ -106,6 +117,12 @@ Status Config::Set(std::string_view assignment) {
   std::string key(assignment.substr(0, eq));
   std::string value(assignment.substr(eq + 1));
   auto parts = SplitDots(key);
+  for (const std::string& part : parts) {
+    if (!IsBareKey(part)) {
+      return InvalidArgument("override '" + std::string(assignment) + "': key '" + key +
+                             "' must be dotted names of letters, digits, '_' and '-'");
+    }
+  }
   toml::table* t = MutableTable();
   if (!t) return InvalidArgument(path_ + ": not a table");
   for (size_t i = 0; i + 1 < parts.size(); ++i) {

@@ -52,6 +52,21 @@ TEST(ConfigTest, OverridesCreateTablesAndParseValues) {
   EXPECT_FALSE(c.Set("novalue").ok());
 }
 
+// Found by fuzz_config: an override key such as "a'b" was stored, and ToToml then wrote it unquoted
+// (a toml++ 3.3 printer defect), so the config `metaps run` hands its children no longer parsed.
+TEST(ConfigTest, OverrideKeysMustBeDottedBareNames) {
+  Config c;
+  for (const char* bad : {"a'b=1", "a..b=1", ".a=1", "a.=1", "a b=1", "a\"b=1", "x.y[0]=1"}) {
+    Status s = c.Set(bad);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_TRUE(c.Keys().empty());
+  ASSERT_TRUE(c.Set("train.meta-lr_2=0.5").ok());
+  auto again = Config::ParseString(c.ToToml());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_DOUBLE_EQ(*again->GetDouble("train.meta-lr_2"), 0.5);
+}
+
 TEST(ConfigTest, UnknownKeysAreReportedByName) {
   auto c = Config::ParseString("[server]\nport = 1\ncahce_bytes = 5\n");
   ASSERT_TRUE(c.ok());

@@ -99,15 +99,31 @@ Result<Message> FromFrames(std::vector<Bytes> frames) {
   return m;
 }
 
+namespace {
+
+// Longest text an error reply echoes or carries. A request's header may be up to kMaxHeaderBytes,
+// and error messages quote its fields (e.g. "no table '<name>'"), so an unbounded reply could exceed
+// kMaxHeaderBytes and be refused by the very peer it answers. Three fields of at most this size keep
+// every error reply decodable.
+constexpr size_t kMaxErrorTextBytes = 4096;
+
+std::string Clip(const std::string& s) {
+  if (s.size() <= kMaxErrorTextBytes) return s;
+  return s.substr(0, kMaxErrorTextBytes) + "... (" + std::to_string(s.size()) + " bytes)";
+}
+
+}  // namespace
+
 Message ErrorReply(const Header& request, const Status& status) {
   Message m;
   m.header.type = MsgType::kError;
-  m.header.job_id = request.job_id;
+  // Over-long names are not echoed (a clipped name would be a different, plausible one).
+  if (request.job_id.size() <= kMaxErrorTextBytes) m.header.job_id = request.job_id;
   m.header.request_id = request.request_id;
   m.header.epoch = request.epoch;
-  m.header.table = request.table;
+  if (request.table.size() <= kMaxErrorTextBytes) m.header.table = request.table;
   m.header.error_code = static_cast<uint16_t>(status.code());
-  m.header.error_message = status.message();
+  m.header.error_message = Clip(status.message());
   return m;
 }
 

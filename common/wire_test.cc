@@ -50,5 +50,22 @@ TEST(WireTest, ErrorRepliesCarryTheStatus) {
   EXPECT_EQ(s.message(), "no table x");
 }
 
+// Found by fuzz_wire: an error message quoting a long table name ("no table '<40000 bytes>'") plus the
+// echoed name made a reply larger than kMaxHeaderBytes, which the requester then refused to decode.
+TEST(WireTest, ErrorRepliesToOversizedRequestsStayDecodable) {
+  Header req{.type = MsgType::kPull, .job_id = std::string(40000, 'j'), .request_id = 11,
+             .table = std::string(40000, 't')};
+  Message m = ErrorReply(req, NotFound("no table '" + req.table + "'"));
+  auto back = FromFrames(ToFrames(m));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->header.request_id, 11u);
+  EXPECT_TRUE(back->header.table.empty());   // too long to echo
+  EXPECT_TRUE(back->header.job_id.empty());
+  Status s = StatusFromReply(back->header);
+  EXPECT_EQ(s.code(), StatusCode::kNotFound);
+  EXPECT_LT(s.message().size(), 4200u);
+  EXPECT_EQ(s.message().rfind("no table 'ttt", 0), 0u);
+}
+
 }  // namespace
 }  // namespace metaps
