@@ -14,6 +14,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 #include <zmq.hpp>
@@ -77,10 +78,28 @@ class KeyGen {
 
 struct Rates {
   double pull = 0, push = 0;
+  // CPU milliseconds per request (all threads) of this process and of the server process.
+  double pull_client_cpu_ms = 0, pull_server_cpu_ms = 0, push_client_cpu_ms = 0, push_server_cpu_ms = 0;
 };
 
+// User + system CPU seconds of a process so far (/proc/<pid>/stat; 0 when unreadable).
+double ProcessCpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + (pid == 0 ? std::string("self") : std::to_string(pid)) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return 0;
+  // Fields after the command name (which is in parentheses and may hold spaces).
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stod(field);
+    if (i == 15) stime = std::stod(field);
+  }
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 // Runs pulls then pushes for ~seconds each with `window` requests in flight.
-Result<Rates> MeasureStore(ps::PsClient& client, KeyGen& gen, const BenchFlags& f) {
+Result<Rates> MeasureStore(ps::PsClient& client, KeyGen& gen, const BenchFlags& f, pid_t server_pid) {
   std::vector<std::vector<Key>> batches(16, std::vector<Key>(f.batch));
   for (auto& b : batches) gen.Fill(b);
   std::vector<float> grads(f.batch * f.dim, 0.001f);
@@ -89,6 +108,7 @@ Result<Rates> MeasureStore(ps::PsClient& client, KeyGen& gen, const BenchFlags& 
     std::deque<std::future<Status>> push_q;
     std::deque<std::future<Result<ps::PullResult>>> pull_q;
     int64_t rows = 0, i = 0;
+    const double client_cpu0 = ProcessCpuSeconds(0), server_cpu0 = ProcessCpuSeconds(server_pid);
     auto start = Clock::now();
     while (Seconds(start, Clock::now()) < f.seconds) {
       const auto& keys = batches[i++ % batches.size()];
@@ -119,12 +139,16 @@ Result<Rates> MeasureStore(ps::PsClient& client, KeyGen& gen, const BenchFlags& 
     }
     double rate = rows / Seconds(start, Clock::now());
     (phase == 0 ? r.pull : r.push) = rate;
+    const double requests = static_cast<double>(rows) / f.batch;
+    (phase == 0 ? r.pull_client_cpu_ms : r.push_client_cpu_ms) = 1e3 * (ProcessCpuSeconds(0) - client_cpu0) / requests;
+    (phase == 0 ? r.pull_server_cpu_ms : r.push_server_cpu_ms) =
+        1e3 * (ProcessCpuSeconds(server_pid) - server_cpu0) / requests;
   }
   return r;
 }
 
 // The same exchange over plain cppzmq to a server that does no work.
-Result<Rates> MeasureRawZmq(const std::string& endpoint, const BenchFlags& f) {
+Result<Rates> MeasureRawZmq(const std::string& endpoint, const BenchFlags& f, pid_t server_pid) {
   zmq::context_t ctx(1);
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.connect(endpoint);
@@ -140,6 +164,7 @@ Result<Rates> MeasureRawZmq(const std::string& endpoint, const BenchFlags& f) {
   Rates r;
   for (int phase = 0; phase < 2; ++phase) {
     int64_t inflight = 0, rows = 0;
+    const double client_cpu0 = ProcessCpuSeconds(0), server_cpu0 = ProcessCpuSeconds(server_pid);
     auto start = Clock::now();
     auto recv_one = [&] {
       zmq::message_t m;
@@ -172,6 +197,10 @@ Result<Rates> MeasureRawZmq(const std::string& endpoint, const BenchFlags& f) {
     }
     while (inflight > 0) recv_one();
     (phase == 0 ? r.pull : r.push) = rows / Seconds(start, Clock::now());
+    const double requests = static_cast<double>(rows) / f.batch;
+    (phase == 0 ? r.pull_client_cpu_ms : r.push_client_cpu_ms) = 1e3 * (ProcessCpuSeconds(0) - client_cpu0) / requests;
+    (phase == 0 ? r.pull_server_cpu_ms : r.push_server_cpu_ms) =
+        1e3 * (ProcessCpuSeconds(server_pid) - server_cpu0) / requests;
   }
   return r;
 }
@@ -258,14 +287,16 @@ int RunBench(BenchFlags f) {
   if (!raw.ok()) return fail(raw.status());
   auto raw_ep = WaitForFileLine(raw_ep_file, std::chrono::seconds(30), &*raw);
   if (!raw_ep.ok()) return fail(raw_ep.status());
-  auto raw_rates = MeasureRawZmq(*raw_ep, f);
+  auto raw_rates = MeasureRawZmq(*raw_ep, f, raw->pid());
   (void)raw->Signal(SIGTERM);
   (void)raw->Wait(std::chrono::seconds(5));
   if (!raw_rates.ok()) return fail(raw_rates.status());
   double raw_zmq = raw_rates->pull;
   double raw_rocks = MeasureRawRocksDb(f.work_dir + "/raw-rocksdb", row_bytes, f.batch, f.seconds);
   std::cerr << "raw zeromq: pull-sized exchange " << raw_rates->pull << " rows/s, push-sized " << raw_rates->push
-            << " rows/s; raw rocksdb WriteBatch " << raw_rocks << " rows/s of " << row_bytes << " bytes\n";
+            << " rows/s (cpu ms/request: pull client " << raw_rates->pull_client_cpu_ms << " server "
+            << raw_rates->pull_server_cpu_ms << ", push client " << raw_rates->push_client_cpu_ms << " server "
+            << raw_rates->push_server_cpu_ms << "); raw rocksdb WriteBatch " << raw_rocks << " rows/s of " << row_bytes << " bytes\n";
 
   struct Case {
     std::string name;
@@ -288,7 +319,7 @@ int RunBench(BenchFlags f) {
     if (!client.ok()) return fail(client.status());
     if (Status s = Populate(**client, space, f); !s.ok()) return fail(s);
     KeyGen gen(space, c.zipf, f.zipf_s, 42);
-    auto r = MeasureStore(**client, gen, f);
+    auto r = MeasureStore(**client, gen, f, server->proc.pid());
     if (!r.ok()) return fail(r.status());
     auto stats = (*client)->Stats().get();
     (*client)->Stop();
@@ -297,17 +328,25 @@ int RunBench(BenchFlags f) {
     results[c.name] = *r;
     nlohmann::json cj = {{"keys", space}, {"cache_bytes", cache}, {"pull_rows_per_s", r->pull},
                          {"push_rows_per_s", r->push}, {"pull_ratio_to_raw_zmq", r->pull / raw_zmq},
-                         {"push_ratio_to_raw_zmq", r->push / raw_rates->push}};
+                         {"push_ratio_to_raw_zmq", r->push / raw_rates->push},
+                         {"cpu_ms_per_request", {{"pull_client", r->pull_client_cpu_ms}, {"pull_server", r->pull_server_cpu_ms},
+                                                 {"push_client", r->push_client_cpu_ms}, {"push_server", r->push_server_cpu_ms}}}};
     if (stats.ok()) cj["server_stats"] = nlohmann::json::parse((*stats)[0], nullptr, false);
     out[c.name] = cj;
     std::cerr << c.name << ": pull " << r->pull << " rows/s (" << r->pull / raw_zmq << "x raw), push " << r->push
-              << " rows/s (" << r->push / raw_rates->push << "x raw)\n";
+              << " rows/s (" << r->push / raw_rates->push << "x raw); cpu ms/request: pull client "
+              << r->pull_client_cpu_ms << " server " << r->pull_server_cpu_ms << ", push client " << r->push_client_cpu_ms
+              << " server " << r->push_server_cpu_ms << "\n";
   }
   const Rates& base = results["uniform_resident"];
   out["pull_rows_per_s"] = base.pull;
   out["push_rows_per_s"] = base.push;
   out["raw_zmq_rows_per_s"] = raw_zmq;
   out["raw_zmq_push_rows_per_s"] = raw_rates->push;
+  out["raw_zmq_cpu_ms_per_request"] = {{"pull_client", raw_rates->pull_client_cpu_ms},
+                                       {"pull_server", raw_rates->pull_server_cpu_ms},
+                                       {"push_client", raw_rates->push_client_cpu_ms},
+                                       {"push_server", raw_rates->push_server_cpu_ms}};
   out["raw_rocksdb_rows_per_s"] = raw_rocks;
   out["row_bytes"] = row_bytes;
   out["pull_ratio_to_raw_zmq"] = base.pull / raw_zmq;

@@ -1,5 +1,7 @@
 #include "ps/client.h"
 
+#include <algorithm>
+#include <bit>
 #include <cstring>
 
 namespace metaps::ps {
@@ -8,65 +10,140 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using internal::ClientOp;
 
-// Unique keys of a request, where each caller position points, and which unique keys each shard owns.
-struct Dedup {
-  std::vector<Key> unique;
-  std::vector<uint32_t> inverse;                // caller index -> unique index
-  std::vector<std::vector<uint32_t>> by_shard;  // shard -> unique indices
+// A buffer of `n` uninitialized T (no zero-fill: every element is written before it is sent or
+// read) and the Bytes that owns it.
+template <typename T>
+std::pair<T*, Bytes> NewBuffer(size_t n) {
+  std::shared_ptr<T[]> owner(new T[n == 0 ? 1 : n]);
+  T* p = owner.get();
+  return {p, Bytes(p, n * sizeof(T), std::shared_ptr<const void>(owner, p))};
+}
 
-  Dedup(std::span<const Key> keys, int32_t num_shards) {
-    std::unordered_map<Key, uint32_t> index;
-    index.reserve(keys.size() * 2);
-    inverse.resize(keys.size());
-    unique.reserve(keys.size());
-    for (size_t i = 0; i < keys.size(); ++i) {
-      auto [it, fresh] = index.try_emplace(keys[i], static_cast<uint32_t>(unique.size()));
-      if (fresh) unique.push_back(keys[i]);
-      inverse[i] = it->second;
+// Key -> first-occurrence index, open addressing with linear probing. Entries carry the
+// generation of the call that wrote them, so a new call starts without clearing the table. One
+// per thread (Pull/Push may be called from several threads), reused across calls.
+class DedupTable {
+ public:
+  // Empties the table for up to `n` keys.
+  void Reset(size_t n) {
+    const size_t cap = std::bit_ceil(std::max<size_t>(16, 2 * n));
+    if (entries_.size() < cap) {
+      entries_.assign(cap, Entry{0, 0, 0});
+      gen_ = 0;
     }
-    by_shard.resize(num_shards);
-    if (num_shards == 1) {
-      by_shard[0].resize(unique.size());
-      for (uint32_t u = 0; u < unique.size(); ++u) by_shard[0][u] = u;
+    if (++gen_ == 0) {  // generations wrapped: really clear
+      std::fill(entries_.begin(), entries_.end(), Entry{0, 0, 0});
+      gen_ = 1;
+    }
+    mask_ = cap - 1;
+  }
+  // Returns the index already recorded for `k`, or records `v` and returns `v`.
+  uint32_t FindOrInsert(Key k, uint32_t v) {
+    size_t i = Mix64(k) & mask_;
+    while (true) {
+      Entry& e = entries_[i];
+      if (e.gen != gen_) {
+        e = Entry{k, v, gen_};
+        return v;
+      }
+      if (e.key == k) return e.value;
+      i = (i + 1) & mask_;
+    }
+  }
+
+ private:
+  struct Entry {
+    Key key;
+    uint32_t value;
+    uint32_t gen;
+  };
+  std::vector<Entry> entries_;
+  uint32_t gen_ = 0;
+  size_t mask_ = 0;
+};
+
+// Unique keys of a request, where each caller position points, and which unique keys each shard
+// owns. The common case (no duplicates, one shard) costs one hash probe per key and no copies.
+struct Dedup {
+  std::span<const Key> unique;                  // the caller's keys when there are no duplicates
+  std::vector<Key> unique_storage;              // unique keys, when there are duplicates
+  std::vector<uint32_t> inverse;                // caller index -> unique index; empty: no duplicates
+  int32_t num_shards = 1;
+  std::vector<std::vector<uint32_t>> by_shard;  // shard -> unique indices; empty when num_shards == 1
+
+  Dedup(std::span<const Key> keys, int32_t shards) : num_shards(shards) {
+    thread_local DedupTable table;
+    table.Reset(keys.size());
+    size_t i = 0;
+    for (; i < keys.size(); ++i) {
+      if (table.FindOrInsert(keys[i], static_cast<uint32_t>(i)) != i) break;
+    }
+    if (i == keys.size()) {
+      unique = keys;
     } else {
+      // Duplicates: keys[0, i) were all new, so unique index = caller index there.
+      unique_storage.reserve(keys.size());
+      unique_storage.assign(keys.begin(), keys.begin() + i);
+      inverse.resize(keys.size());
+      for (size_t j = 0; j < i; ++j) inverse[j] = static_cast<uint32_t>(j);
+      // Re-insert from i with unique indices (the table maps key -> caller index of the first
+      // occurrence, which equals its unique index for every key before i).
+      for (; i < keys.size(); ++i) {
+        const uint32_t fresh = static_cast<uint32_t>(unique_storage.size());
+        const uint32_t u = table.FindOrInsert(keys[i], fresh);
+        if (u == fresh) unique_storage.push_back(keys[i]);
+        inverse[i] = u;
+      }
+      unique = unique_storage;
+    }
+    if (num_shards > 1) {
+      by_shard.resize(num_shards);
+      for (auto& b : by_shard) b.reserve(unique.size() / num_shards + 16);
       for (uint32_t u = 0; u < unique.size(); ++u) by_shard[ShardOf(unique[u], num_shards)].push_back(u);
     }
   }
 
+  bool has_duplicates() const { return !inverse.empty(); }
+  size_t ShardSize(int32_t shard) const { return num_shards == 1 ? unique.size() : by_shard[shard].size(); }
+
+  // The keys frame for `shard` (a copy: the caller's keys need not outlive the call).
   Bytes ShardKeys(int32_t shard) const {
+    if (num_shards == 1) return Bytes::Copy(unique.data(), unique.size() * sizeof(Key));
     const auto& idx = by_shard[shard];
-    std::vector<Key> k(idx.size());
+    auto [k, bytes] = NewBuffer<Key>(idx.size());
     for (size_t j = 0; j < idx.size(); ++j) k[j] = unique[idx[j]];
-    return Bytes::FromVector(std::move(k));
+    return bytes;
   }
 };
 
 struct PullOp final : ClientOp {
   Dedup dedup;
+  size_t num_keys;
   uint32_t dim = 0;
-  std::vector<float> unique_values;
+  Bytes single;                            // one shard: its reply, used in place
+  std::unique_ptr<float[]> unique_values;  // several shards: rows by unique index
   std::promise<Result<PullResult>> promise;
 
-  PullOp(std::span<const Key> keys, int32_t shards) : dedup(keys, shards) {}
+  PullOp(std::span<const Key> keys, int32_t shards) : dedup(keys, shards), num_keys(keys.size()) {}
 
   void OnPart(int32_t shard, Message& reply) override {
-    const auto& idx = dedup.by_shard[shard];
+    const size_t rows = dedup.ShardSize(shard);
     uint32_t d = reply.header.dim;
-    if (dim == 0) {
-      dim = d;
-      unique_values.resize(dedup.unique.size() * static_cast<size_t>(dim));
-    }
-    if (d != dim || reply.payload.size() != 1 || reply.payload[0].size() != idx.size() * d * sizeof(float)) {
+    if (dim == 0) dim = d;
+    if (d != dim || reply.payload.size() != 1 || reply.payload[0].size() != rows * d * sizeof(float)) {
       error = Internal("shard " + std::to_string(shard) + " sent a pull reply of the wrong size");
       return;
     }
-    const auto* src = reinterpret_cast<const float*>(reply.payload[0].data());
-    if (dedup.by_shard.size() == 1) {
-      std::memcpy(unique_values.data(), src, reply.payload[0].size());
+    if (dedup.num_shards == 1) {
+      single = std::move(reply.payload[0]);
       return;
     }
+    if (!unique_values) unique_values.reset(new float[dedup.unique.size() * static_cast<size_t>(dim)]);
+    const std::byte* src = reply.payload[0].data();
+    const auto& idx = dedup.by_shard[shard];
+    const size_t row_bytes = dim * sizeof(float);
     for (size_t j = 0; j < idx.size(); ++j) {
-      std::memcpy(&unique_values[static_cast<size_t>(idx[j]) * dim], src + j * dim, dim * sizeof(float));
+      std::memcpy(&unique_values[static_cast<size_t>(idx[j]) * dim], src + j * row_bytes, row_bytes);
     }
   }
 
@@ -74,14 +151,25 @@ struct PullOp final : ClientOp {
     if (!error.ok()) return promise.set_value(error);
     PullResult r;
     r.dim = dim;
-    if (dedup.unique.size() == dedup.inverse.size()) {
-      // No duplicates: unique order is the caller's order.
-      r.values = std::move(unique_values);
+    const size_t total = num_keys * static_cast<size_t>(dim);
+    const float* src;
+    Bytes aligned;
+    if (dedup.num_shards == 1) {
+      aligned = single.Aligned<float>();
+      src = reinterpret_cast<const float*>(aligned.data());
     } else {
-      r.values.resize(dedup.inverse.size() * static_cast<size_t>(dim));
-      for (size_t i = 0; i < dedup.inverse.size(); ++i) {
-        std::memcpy(&r.values[i * dim], &unique_values[static_cast<size_t>(dedup.inverse[i]) * dim],
-                    dim * sizeof(float));
+      src = unique_values.get();
+    }
+    if (total == 0) {
+      // nothing to copy
+    } else if (!dedup.has_duplicates()) {
+      // Unique order is the caller's order: one copy, no zero-fill.
+      r.values.assign(src, src + total);
+    } else {
+      r.values.reserve(total);
+      for (size_t i = 0; i < num_keys; ++i) {
+        const float* row = src + static_cast<size_t>(dedup.inverse[i]) * dim;
+        r.values.insert(r.values.end(), row, row + dim);
       }
     }
     promise.set_value(std::move(r));
@@ -271,9 +359,9 @@ std::future<Result<PullResult>> PsClient::Pull(const std::string& table, std::sp
   auto fut = op->promise.get_future();
   std::vector<Outgoing> parts;
   for (int32_t s = 0; s < shards_.size(); ++s) {
-    if (op->dedup.by_shard[s].empty()) continue;
+    if (op->dedup.ShardSize(s) == 0) continue;
     Message m{MakeHeader(MsgType::kPull, table), {op->dedup.ShardKeys(s)}};
-    m.header.num_keys = op->dedup.by_shard[s].size();
+    m.header.num_keys = op->dedup.ShardSize(s);
     parts.push_back({s, std::move(m), op});
   }
   op->remaining = static_cast<int>(parts.size());
@@ -300,29 +388,46 @@ std::future<Status> PsClient::Push(const std::string& table, std::span<const Key
     return fut;
   }
   const size_t dim = grads.size() / keys.size();
+  const size_t row_bytes = dim * sizeof(float);
   Dedup dedup(keys, shards_.size());
-  // Sum duplicate rows here, so each shard receives every key once.
-  std::vector<float> summed;
+  // Gradients by unique index: the caller's when there are no duplicates, else summed here (in
+  // first-occurrence order, so each shard receives every key once).
   const float* unique_grads = grads.data();
-  if (dedup.unique.size() != keys.size()) {
-    summed.assign(dedup.unique.size() * dim, 0.f);
+  Bytes summed_bytes;
+  if (dedup.has_duplicates()) {
+    auto [sum, bytes] = NewBuffer<float>(dedup.unique.size() * dim);
+    size_t seen = 0;  // unique indices are handed out in order: u == seen means a first occurrence
     for (size_t i = 0; i < keys.size(); ++i) {
-      float* dst = &summed[static_cast<size_t>(dedup.inverse[i]) * dim];
+      const uint32_t u = dedup.inverse[i];
+      float* dst = sum + static_cast<size_t>(u) * dim;
       const float* src = &grads[i * dim];
-      for (size_t d = 0; d < dim; ++d) dst[d] += src[d];
+      if (u == seen) {
+        std::memcpy(dst, src, row_bytes);
+        ++seen;
+      } else {
+        for (size_t d = 0; d < dim; ++d) dst[d] += src[d];
+      }
     }
-    unique_grads = summed.data();
+    unique_grads = sum;
+    summed_bytes = std::move(bytes);
   }
   std::vector<Outgoing> parts;
   for (int32_t s = 0; s < shards_.size(); ++s) {
-    const auto& idx = dedup.by_shard[s];
-    if (idx.empty()) continue;
-    std::vector<float> g(idx.size() * dim);
-    for (size_t j = 0; j < idx.size(); ++j) {
-      std::memcpy(&g[j * dim], unique_grads + static_cast<size_t>(idx[j]) * dim, dim * sizeof(float));
+    const size_t rows = dedup.ShardSize(s);
+    if (rows == 0) continue;
+    Bytes g;
+    if (shards_.size() == 1) {
+      g = summed_bytes.empty() ? Bytes::Copy(unique_grads, rows * row_bytes) : summed_bytes;
+    } else {
+      const auto& idx = dedup.by_shard[s];
+      auto [dst, bytes] = NewBuffer<float>(rows * dim);
+      for (size_t j = 0; j < rows; ++j) {
+        std::memcpy(dst + j * dim, unique_grads + static_cast<size_t>(idx[j]) * dim, row_bytes);
+      }
+      g = std::move(bytes);
     }
-    Message m{MakeHeader(MsgType::kPush, table), {dedup.ShardKeys(s), Bytes::FromVector(std::move(g))}};
-    m.header.num_keys = idx.size();
+    Message m{MakeHeader(MsgType::kPush, table), {dedup.ShardKeys(s), std::move(g)}};
+    m.header.num_keys = rows;
     m.header.dim = static_cast<uint32_t>(dim);
     m.header.step = step;
     parts.push_back({s, std::move(m), op});

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <mutex>
 #include <thread>
 
@@ -217,12 +218,12 @@ class StageProfile {
   enum Stage {
     kPullLock, kPullResident, kPullMiss, kPullCopy,
     kPushThrottle, kPushDedupe, kPushLock, kPushResident, kPushMiss, kPushLog, kPushApply,
-    kEvict, kWbSort, kWbCopy, kWbLockWait, kWbWrite, kWbTotal, kCount
+    kMissKeys, kMultiGet, kInit, kEvict, kWbSort, kWbCopy, kWbLockWait, kWbWrite, kWbTotal, kCount
   };
   static constexpr const char* kNames[kCount] = {
       "pull.lock", "pull.resident", "pull.miss", "pull.copy",
       "push.throttle", "push.dedupe", "push.lock", "push.resident", "push.miss", "push.log", "push.apply",
-      "evict", "wb.sort", "wb.copy", "wb.lockwait", "wb.write", "wb.total"};
+      "miss.keys", "miss.multiget", "miss.init", "evict", "wb.sort", "wb.copy", "wb.lockwait", "wb.write", "wb.total"};
   StageProfile() {
     const char* v = std::getenv("METAPS_PROFILE");
     if (v == nullptr || *v == 0) return;
@@ -236,7 +237,13 @@ class StageProfile {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
         .count();
   }
-  void Add(Stage s, uint64_t ns, uint64_t n = 1) {
+  static uint64_t CpuNow() {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return uint64_t(ts.tv_sec) * 1'000'000'000ull + ts.tv_nsec;
+  }
+  void Add(Stage s, uint64_t ns, uint64_t n = 1, uint64_t cpu_ns = 0) {
+    cpu_[s].fetch_add(cpu_ns, std::memory_order_relaxed);
     ns_[s].fetch_add(ns, std::memory_order_relaxed);
     count_[s].fetch_add(n, std::memory_order_relaxed);
   }
@@ -256,37 +263,39 @@ class StageProfile {
     std::fprintf(out_, "[store profile %.1fs] pulls %lu (%lu rows) pushes %lu (%lu rows)\n", secs,
                  (unsigned long)pulls, (unsigned long)pull_rows, (unsigned long)pushes, (unsigned long)push_rows);
     for (int i = 0; i < kCount; ++i) {
-      uint64_t ns = ns_[i].exchange(0), c = count_[i].exchange(0);
+      uint64_t ns = ns_[i].exchange(0), c = count_[i].exchange(0), cpu = cpu_[i].exchange(0);
       if (c == 0) continue;
       const bool is_push = i >= kPushThrottle && i <= kPushApply;
       const uint64_t ops = i <= kPullCopy ? pulls : is_push ? pushes : 0;
-      std::fprintf(out_, "  %-14s total %8.1f ms  per-op %8.3f ms  count %lu\n", kNames[i], ns / 1e6,
-                   ops ? ns / 1e6 / ops : ns / 1e6 / c, (unsigned long)c);
+      std::fprintf(out_, "  %-14s total %8.1f ms (cpu %8.1f)  per-op %8.3f ms (cpu %8.3f)  count %lu\n", kNames[i],
+                   ns / 1e6, cpu / 1e6, ops ? ns / 1e6 / ops : ns / 1e6 / c, ops ? cpu / 1e6 / ops : cpu / 1e6 / c,
+                   (unsigned long)c);
     }
     std::fflush(out_);
   }
   bool on_ = false;
   FILE* out_ = nullptr;
   uint64_t last_ = 0;
-  std::atomic<uint64_t> ns_[kCount] = {}, count_[kCount] = {};
+  std::atomic<uint64_t> ns_[kCount] = {}, count_[kCount] = {}, cpu_[kCount] = {};
   std::atomic<uint64_t> pull_ops_{0}, push_ops_{0}, pull_rows_{0}, push_rows_{0};
 };
 
 // Times a scope into a StageProfile when profiling is on.
 class StageTimer {
  public:
-  StageTimer(StageProfile& p, StageProfile::Stage s) : p_(p), s_(s), t0_(p.on() ? StageProfile::Now() : 0) {}
+  StageTimer(StageProfile& p, StageProfile::Stage s)
+      : p_(p), s_(s), t0_(p.on() ? StageProfile::Now() : 0), c0_(p.on() ? StageProfile::CpuNow() : 0) {}
   ~StageTimer() { Stop(); }
   void Stop() {
     if (t0_ == 0) return;
-    p_.Add(s_, StageProfile::Now() - t0_);
+    p_.Add(s_, StageProfile::Now() - t0_, 1, StageProfile::CpuNow() - c0_);
     t0_ = 0;
   }
 
  private:
   StageProfile& p_;
   StageProfile::Stage s_;
-  uint64_t t0_;
+  uint64_t t0_, c0_;
 };
 
 
@@ -533,6 +542,11 @@ struct ParamStore::Impl {
     std::vector<uint32_t> free_slots;
     KeyIndex index_map;
     uint32_t clock_hand = 0;
+    // Rows that are resident, neither dirty nor in flight (evictable unless pinned), and how many
+    // of them the current op has pinned: eviction gives up at once when clean_rows <=
+    // pinned_clean instead of sweeping the whole clock for nothing (guarded by mu).
+    uint64_t clean_rows = 0;
+    uint64_t pinned_clean = 0;
 
     SlotMeta* Meta(uint32_t slot) const {
       return reinterpret_cast<SlotMeta*>(chunks[slot >> chunk_shift].get() +
@@ -570,6 +584,10 @@ struct ParamStore::Impl {
   bool stop = false;
   bool writeback_requested = false;
   std::condition_variable cv;
+  bool writeback_running = false;      // between a write-back's taking of the dirty list and its end
+  uint64_t writeback_chunks_done = 0;  // write-back batches finished (ok or not)
+  Status last_writeback_error;
+  std::condition_variable progress_cv;  // notified when a write-back batch finishes
 
   // Scratch, reused across calls (single caller thread, under mu).
   KeyIndex dedupe;
@@ -577,6 +595,8 @@ struct ParamStore::Impl {
   std::vector<float> uniq_grads;
   std::vector<uint32_t> slots;
   std::vector<uint32_t> miss_idx;
+  std::vector<uint32_t> pull_miss_pos;  // Pull: positions of the keys that were not resident
+  std::vector<Key> pull_miss_keys;
   std::vector<Key> miss_keys;
   std::vector<uint32_t> miss_slot;
   KeyIndex miss_map;
@@ -592,12 +612,27 @@ struct ParamStore::Impl {
 
   // ---- Cache -----------------------------------------------------------------------------------
 
-  // Frees one clean, unpinned, not-in-flight row. False if none was found in a full sweep.
+  // Starts a new op: rows pinned by the previous one become evictable again. REQUIRES: mu held.
+  void NewEpoch() {
+    ++epoch;
+    for (auto& t : tables) t->pinned_clean = 0;
+  }
+
+  // Pins a resident row for the current op. REQUIRES: mu held.
+  void Pin(Table* t, SlotMeta* m) {
+    if (m->pin != epoch) {
+      m->pin = epoch;
+      if (!(m->flags & (kDirty | kInflight))) ++t->pinned_clean;
+    }
+    m->flags |= kRef;
+  }
+
+  // Frees one clean, unpinned, not-in-flight row. False if there is none (known without a sweep).
   bool EvictOne(Table* prefer) {
     const size_t n = tables.size();
     for (size_t k = 0; k < n; ++k) {
       Table* t = (k == 0) ? prefer : tables[(prefer->index + k) % n].get();
-      if (t->slots_allocated == 0 || t->index_map.size() == 0) continue;
+      if (t->slots_allocated == 0 || t->clean_rows <= t->pinned_clean) continue;
       const uint64_t limit = 2ull * t->slots_allocated;
       for (uint64_t step = 0; step < limit; ++step) {
         uint32_t s = t->clock_hand;
@@ -610,6 +645,7 @@ struct ParamStore::Impl {
         }
         t->index_map.Erase(m->key);
         m->flags = 0;
+        --t->clean_rows;
         t->free_slots.push_back(s);
         cached_bytes -= t->charge;
         --rows_cached;
@@ -622,14 +658,19 @@ struct ParamStore::Impl {
   // A fresh slot for `key` in `t` (not yet in the index), evicting as the budget requires. The
   // budget is soft: when every cached row is dirty, pinned or in flight, the cache grows and a
   // write-back is requested.
+  //
+  // When the cache is over its budget (it grew while rows could not be evicted), it shrinks back
+  // a few rows per allocation rather than all at once: evicting many rows in one sweep would clear
+  // the reference bits of, and evict, the rows the workload is using.
   uint32_t AllocateSlot(Table* t) {
     if (cached_bytes + t->charge > options.cache_bytes && !eviction_blocked) {
       StageTimer timer(prof, StageProfile::kEvict);
-      while (cached_bytes + t->charge > options.cache_bytes && !eviction_blocked) {
+      for (int victims = 0; victims < 4 && cached_bytes + t->charge > options.cache_bytes; ++victims) {
         if (!EvictOne(t)) {
           eviction_blocked = true;
           writeback_requested = true;
           cv.notify_one();
+          break;
         }
       }
     }
@@ -657,28 +698,25 @@ struct ParamStore::Impl {
     StageTimer hit_timer(prof, in_push ? StageProfile::kPushResident : StageProfile::kPullResident);
     miss_idx.clear();
     const size_t n = keys.size();
-    constexpr size_t kAhead = 8;
-    for (size_t i = 0; i < std::min(n, kAhead); ++i) t->index_map.Prefetch(keys[i]);
-    // Two passes so that memory latency overlaps: the first finds slots (prefetching index
-    // entries ahead, then the slot's first lines), the second touches the slots.
-    const size_t lines = std::min<size_t>(4, (t->stride + 63) / 64);
-    for (size_t i = 0; i < n; ++i) {
-      if (i + kAhead < n) t->index_map.Prefetch(keys[i + kAhead]);
-      uint32_t s = t->index_map.Find(keys[i]);
-      slots_out[i] = s;
-      if (s != KeyIndex::kNone) {
-        const char* p = reinterpret_cast<const char*>(t->Meta(s));
-        for (size_t l = 0; l < lines; ++l) __builtin_prefetch(p + 64 * l, 1);
+    // One software-pipelined pass so that memory latency overlaps: index entries are prefetched
+    // kIndexAhead keys ahead, a found slot's metadata line kSlotAhead keys before it is pinned.
+    constexpr size_t kIndexAhead = 16, kSlotAhead = 8;
+    for (size_t i = 0; i < std::min(n, kIndexAhead); ++i) t->index_map.Prefetch(keys[i]);
+    for (size_t i = 0; i < n + kSlotAhead; ++i) {
+      if (i < n) {
+        if (i + kIndexAhead < n) t->index_map.Prefetch(keys[i + kIndexAhead]);
+        const uint32_t s = t->index_map.Find(keys[i]);
+        slots_out[i] = s;
+        if (s != KeyIndex::kNone) __builtin_prefetch(t->Meta(s), 1);
       }
-    }
-    for (size_t i = 0; i < n; ++i) {
-      uint32_t s = slots_out[i];
-      if (s != KeyIndex::kNone) {
-        SlotMeta* m = t->Meta(s);
-        m->pin = epoch;
-        m->flags |= kRef;
-      } else {
-        miss_idx.push_back(static_cast<uint32_t>(i));
+      if (i >= kSlotAhead) {
+        const size_t j = i - kSlotAhead;
+        const uint32_t s = slots_out[j];
+        if (s != KeyIndex::kNone) {
+          Pin(t, t->Meta(s));
+        } else {
+          miss_idx.push_back(static_cast<uint32_t>(j));
+        }
       }
     }
     stats.cache_hits += n - miss_idx.size();
@@ -695,6 +733,7 @@ struct ParamStore::Impl {
       }
     }
     stats.cache_misses += miss_keys.size();
+    if (prof.on()) prof.Add(StageProfile::kMissKeys, 0, miss_keys.size());
     miss_key_bytes.resize(miss_keys.size() * 12);
     miss_key_views.resize(miss_keys.size());
     for (size_t j = 0; j < miss_keys.size(); ++j) {
@@ -706,6 +745,7 @@ struct ParamStore::Impl {
     miss_slot.assign(miss_keys.size(), KeyIndex::kNone);
     Status bad;
     const size_t row_bytes = sizeof(DiskRowHeader) + size_t{t->row_floats} * 4;
+    StageTimer multiget_timer(prof, StageProfile::kMultiGet);
     Status st = storage->MultiGet(rows_space, miss_key_views, [&](size_t j, std::string_view v) {
       if (!bad.ok()) return;
       DiskRowHeader h;
@@ -728,15 +768,19 @@ struct ParamStore::Impl {
       m->last_seq = h.last_seq;
       m->pin = epoch;
       m->flags = kUsed | kRef;
+      ++t->clean_rows;
+      ++t->pinned_clean;
       std::memcpy(t->Weights(s), v.data() + sizeof(h), size_t{t->row_floats} * 4);
       t->index_map.FindOrInsert(miss_keys[j], s);
       miss_slot[j] = s;
     });
+    multiget_timer.Stop();
     if (st.ok()) st = bad;
     if (!st.ok()) {
       // Rows already inserted are valid clean rows; the rest stays absent.
       return st.WithContext("reading rows of table " + t->spec.name);
     }
+    StageTimer init_timer(prof, StageProfile::kInit);
     for (size_t j = 0; j < miss_keys.size(); ++j) {
       if (miss_slot[j] != KeyIndex::kNone) continue;
       uint32_t s = AllocateSlot(t);
@@ -747,6 +791,8 @@ struct ParamStore::Impl {
       m->last_seq = 0;
       m->pin = epoch;
       m->flags = kUsed | kRef;
+      ++t->clean_rows;
+      ++t->pinned_clean;
       InitializeRow(t->spec.init, t->init_seed, miss_keys[j], t->Weights(s), t->spec.dim);
       t->opt->InitState(t->State(s), t->spec.dim);
       t->index_map.FindOrInsert(miss_keys[j], s);
@@ -777,6 +823,10 @@ struct ParamStore::Impl {
       m->last_step = step;
       m->last_seq = seq;
       if (!(m->flags & kDirty)) {
+        if (!(m->flags & kInflight)) {
+          --t->clean_rows;
+          if (m->pin == epoch) --t->pinned_clean;
+        }
         m->flags |= kDirty;
         dirty.push_back({t->index, s});
         dirty_bytes += t->charge;
@@ -785,8 +835,12 @@ struct ParamStore::Impl {
     applied_seq = std::max(applied_seq, seq);
   }
 
+  // Dirty bytes call for an early write-back only when the cache is within the threshold of its
+  // budget (new rows will soon need clean rows to evict). A cache with room to spare lets hot
+  // rows absorb many pushes per row write; the log bound and the interval still apply.
   bool WritebackDue() const {
-    return dirty_bytes >= dirty_threshold || log_bytes_pending >= options.writeback_log_bytes;
+    const bool pressure = cached_bytes + dirty_threshold > options.cache_bytes;
+    return (dirty_bytes >= dirty_threshold && pressure) || log_bytes_pending >= options.writeback_log_bytes;
   }
 
   // ---- Write-back ------------------------------------------------------------------------------
@@ -807,23 +861,51 @@ struct ParamStore::Impl {
     constexpr size_t kChunkBytes = 1 << 20;
     uint64_t cut;
     std::vector<DirtyRef> todo;
+    // In key order: RocksDB's memtable inserts sorted keys much faster (its skiplist reuses the
+    // previous insert's position), and it is the order the rows end up in anyway. The sort keys
+    // are gathered under the lock and sorted outside it: a comparator that read the slots would
+    // miss the cache on every comparison (hundreds of ms for 100k rows, under the lock).
+    struct SortKey {
+      uint32_t table_id;
+      uint32_t pos;
+      Key key;
+    };
+    std::vector<SortKey> order;
     {
       std::lock_guard<std::mutex> lock(mu);
       if (dirty.empty() && applied_seq == written_seq) return Status::Ok();
       cut = applied_seq;
-      StageTimer sort_timer(prof, StageProfile::kWbSort);
-      todo.swap(dirty);  // rows keep kDirty (not evictable) until their chunk is copied
-      dirty_bytes = 0;
-      // In key order: RocksDB's memtable inserts sorted keys much faster (its skiplist reuses the
-      // previous insert's position), and it is the order the rows end up in anyway.
-      std::sort(todo.begin(), todo.end(), [&](const DirtyRef& a, const DirtyRef& b) {
-        const uint32_t ia = tables[a.table]->id, ib = tables[b.table]->id;
-        if (ia != ib) return ia < ib;
-        return tables[a.table]->Meta(a.slot)->key < tables[b.table]->Meta(b.slot)->key;
-      });
       // Records after the cut go to a new segment, so the old ones can be deleted after it.
       // (Not while replaying: Open reads the segments then, and rotates once replay is done.)
       if (file_log && !replaying) METAPS_RETURN_IF_ERROR(file_log->Rotate(cut + 1).WithContext("write-back"));
+      writeback_running = true;
+      todo.swap(dirty);  // rows keep kDirty (not evictable) until their chunk is copied
+      dirty_bytes = 0;
+      order.resize(todo.size());
+      for (size_t i = 0; i < todo.size(); ++i) {
+        const Table* t = tables[todo[i].table].get();
+        order[i] = {t->id, static_cast<uint32_t>(i), t->Meta(todo[i].slot)->key};
+      }
+    }
+    struct RunningGuard {
+      Impl* impl;
+      ~RunningGuard() {
+        {
+          std::lock_guard<std::mutex> lock(impl->mu);
+          impl->writeback_running = false;
+        }
+        impl->progress_cv.notify_all();
+      }
+    } running_guard{this};
+    {
+      StageTimer sort_timer(prof, StageProfile::kWbSort);
+      std::sort(order.begin(), order.end(), [](const SortKey& a, const SortKey& b) {
+        return a.table_id != b.table_id ? a.table_id < b.table_id : a.key < b.key;
+      });
+      std::vector<DirtyRef> sorted(todo.size());
+      for (size_t i = 0; i < order.size(); ++i) sorted[i] = todo[order[i].pos];
+      todo.swap(sorted);
+      std::vector<SortKey>().swap(order);
     }
     StorageBatch& batch = wb_batch;
     Status st;
@@ -880,9 +962,15 @@ struct ParamStore::Impl {
             m->flags |= kDirty;
             dirty.push_back(d);
             dirty_bytes += t->charge;
+          } else if (!(m->flags & kDirty)) {
+            ++t->clean_rows;
+            if (m->pin == epoch) ++t->pinned_clean;
           }
         }
         eviction_blocked = false;
+        ++writeback_chunks_done;
+        progress_cv.notify_all();
+        if (!st.ok()) last_writeback_error = st;
         if (st.ok()) {
           nrows += pos - chunk_begin;
           stats.rows_written += pos - chunk_begin;
@@ -925,7 +1013,10 @@ struct ParamStore::Impl {
                   [&] { return stop || writeback_requested; });
       if (stop) break;
       writeback_requested = false;
-      if (dirty.empty() && applied_seq == written_seq) continue;
+      if (dirty.empty() && applied_seq == written_seq) {
+        progress_cv.notify_all();  // a throttled pusher may wait for this request
+        continue;
+      }
       lock.unlock();
       (void)WriteBack();  // failures are counted; rows stay dirty and the log keeps the pushes
       lock.lock();
@@ -1024,7 +1115,7 @@ struct ParamStore::Impl {
       std::memcpy(grads.data(), val.data() + sizeof(h) + size_t{h.n} * 8, grads.size() * 4);
       {
         std::lock_guard<std::mutex> lock(mu);
-        ++epoch;
+        NewEpoch();
         row_slots.resize(h.n);
         METAPS_RETURN_IF_ERROR(EnsureResident(t, keys, row_slots.data()));
         ApplyToRows(t, seq, h.step, h.n, row_slots.data(), grads.data());
@@ -1118,7 +1209,7 @@ struct ParamStore::Impl {
       StageTimer lock_timer(prof, StageProfile::kPushLock);
       std::lock_guard<std::mutex> lock(mu);
       lock_timer.Stop();
-      ++epoch;
+      NewEpoch();
       slots.resize(n);
       in_push = true;
       Status rs = EnsureResident(t, keys, slots.data());
@@ -1159,17 +1250,33 @@ struct ParamStore::Impl {
     return Status::Ok();
   }
 
-  // Backpressure: when the cache has grown a quarter over its budget because too few rows were
-  // clean to evict (the writer is falling behind), the pusher writes back itself.
-  Status MaybeThrottle() {
+  // Backpressure: a push of `n` rows of `t` may take the cache at most a quarter over its budget.
+  // When it would go further because too few rows are clean to evict (the writer is falling
+  // behind), the pusher waits for the background write-back to clean rows (one batch at a time)
+  // and evicts them, instead of writing everything back itself: a full write-back per push, on
+  // top of the background one, is what made pushes to a table 10x its cache crawl.
+  Status MaybeThrottle(Table* t, size_t n) {
     StageTimer timer(prof, StageProfile::kPushThrottle);
-    bool over;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      over = eviction_blocked && cached_bytes > options.cache_bytes + options.cache_bytes / 4;
+    const uint64_t limit = options.cache_bytes + options.cache_bytes / 4;
+    const uint64_t need = std::min<uint64_t>(limit / 2, n * t->charge);
+    std::unique_lock<std::mutex> lock(mu);
+    if (cached_bytes + need <= limit) return Status::Ok();
+    const uint64_t errors_before = stats.writeback_errors;
+    while (true) {
+      while (cached_bytes + need > limit && EvictOne(t)) {
+      }
+      if (cached_bytes + need <= limit) return Status::Ok();
+      if (stats.writeback_errors != errors_before) return last_writeback_error;
+      if (!writeback_running && dirty.empty()) return Status::Ok();  // nothing a write-back could clean
+      eviction_blocked = true;
+      writeback_requested = true;
+      cv.notify_one();
+      const uint64_t done = writeback_chunks_done;
+      // (With a timeout as well: a request the writer found nothing to do for is no progress.)
+      progress_cv.wait_for(lock, std::chrono::milliseconds(50), [&] {
+        return writeback_chunks_done != done || (!writeback_running && !writeback_requested);
+      });
     }
-    if (over) return WriteBack();
-    return Status::Ok();
   }
 
   Status ImportCheckpoint(const std::string& dir);
@@ -1341,14 +1448,52 @@ Status ParamStore::Pull(std::string_view table, std::span<const Key> keys, float
   StageTimer lock_timer(m.prof, StageProfile::kPullLock);
   std::lock_guard<std::mutex> lock(m.mu);
   lock_timer.Stop();
-  ++m.epoch;
-  m.slots.resize(keys.size());
-  METAPS_RETURN_IF_ERROR(m.EnsureResident(t, keys, m.slots.data()));
-  {
-    StageTimer copy_timer(m.prof, StageProfile::kPullCopy);
-    const uint32_t dim = t->spec.dim;
-    const size_t bytes = size_t{dim} * 4;
-    for (size_t i = 0; i < keys.size(); ++i) std::memcpy(out + i * dim, t->Weights(m.slots[i]), bytes);
+  m.NewEpoch();
+  const size_t n = keys.size();
+  const uint32_t dim = t->spec.dim;
+  const size_t bytes = size_t{dim} * 4;
+  // Resident rows are copied out as they are found, in one software-pipelined pass (index
+  // entries prefetched kIndexAhead keys ahead, a row's lines kSlotAhead keys before the copy).
+  // They need no pin: nothing can evict them before they are copied. The misses are then loaded
+  // (pinned) and copied.
+  StageTimer copy_timer(m.prof, StageProfile::kPullCopy);
+  constexpr size_t kIndexAhead = 16, kSlotAhead = 8;
+  const size_t lines = std::min<size_t>(8, (sizeof(SlotMeta) + bytes + 63) / 64);
+  m.slots.resize(n);
+  m.pull_miss_pos.clear();
+  for (size_t i = 0; i < std::min(n, kIndexAhead); ++i) t->index_map.Prefetch(keys[i]);
+  for (size_t i = 0; i < n + kSlotAhead; ++i) {
+    if (i < n) {
+      if (i + kIndexAhead < n) t->index_map.Prefetch(keys[i + kIndexAhead]);
+      const uint32_t s = t->index_map.Find(keys[i]);
+      m.slots[i] = s;
+      if (s != KeyIndex::kNone) {
+        const char* p = reinterpret_cast<const char*>(t->Meta(s));
+        for (size_t l = 0; l < lines; ++l) __builtin_prefetch(p + 64 * l);
+      }
+    }
+    if (i >= kSlotAhead) {
+      const size_t j = i - kSlotAhead;
+      const uint32_t s = m.slots[j];
+      if (s != KeyIndex::kNone) {
+        SlotMeta* meta = t->Meta(s);
+        if (!(meta->flags & kRef)) meta->flags |= kRef;  // no store (dirty line) when already set
+        std::memcpy(out + j * dim, t->Weights(s), bytes);
+      } else {
+        m.pull_miss_pos.push_back(static_cast<uint32_t>(j));
+      }
+    }
+  }
+  copy_timer.Stop();
+  m.stats.cache_hits += n - m.pull_miss_pos.size();
+  if (!m.pull_miss_pos.empty()) {
+    m.pull_miss_keys.resize(m.pull_miss_pos.size());
+    for (size_t j = 0; j < m.pull_miss_pos.size(); ++j) m.pull_miss_keys[j] = keys[m.pull_miss_pos[j]];
+    m.slots.resize(m.pull_miss_pos.size());
+    METAPS_RETURN_IF_ERROR(m.EnsureResident(t, m.pull_miss_keys, m.slots.data()));
+    for (size_t j = 0; j < m.pull_miss_pos.size(); ++j) {
+      std::memcpy(out + size_t{m.pull_miss_pos[j]} * dim, t->Weights(m.slots[j]), bytes);
+    }
   }
   if (m.prof.on()) m.prof.Op(false, keys.size());
   return Status::Ok();
@@ -1365,7 +1510,7 @@ Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::
   }
   if (keys.empty()) return Status::Ok();
   Impl& m = *impl_;
-  METAPS_RETURN_IF_ERROR(m.MaybeThrottle());
+  METAPS_RETURN_IF_ERROR(m.MaybeThrottle(t, keys.size()));
   if (m.prof.on()) m.prof.Op(true, keys.size());
   StageTimer dedupe_timer(m.prof, StageProfile::kPushDedupe);
   // Sum duplicates (first occurrence order). Only this thread touches the scratch buffers.
@@ -1401,7 +1546,7 @@ Status ParamStore::PullDense(std::string_view table, float* out) {
   Impl& m = *impl_;
   const Key key = 0;
   std::lock_guard<std::mutex> lock(m.mu);
-  ++m.epoch;
+  m.NewEpoch();
   uint32_t slot;
   METAPS_RETURN_IF_ERROR(m.EnsureResident(t, std::span<const Key>(&key, 1), &slot));
   std::memcpy(out, t->Weights(slot), size_t{t->spec.dim} * 4);
@@ -1414,7 +1559,7 @@ Status ParamStore::PushDense(std::string_view table, std::span<const float> grad
     return InvalidArgument("push to dense tensor " + t->spec.name + ": expected " + std::to_string(t->spec.dim) +
                            " gradient floats, got " + std::to_string(grads.size()));
   }
-  METAPS_RETURN_IF_ERROR(impl_->MaybeThrottle());
+  METAPS_RETURN_IF_ERROR(impl_->MaybeThrottle(t, 1));
   const Key key = 0;
   return impl_->PushUnique(t, std::span<const Key>(&key, 1), grads.data(), step);
 }
@@ -1469,7 +1614,7 @@ Result<RowInfo> ParamStore::GetRow(std::string_view table, Key key) {
   if (t == nullptr) return NotFound("unknown table \"" + std::string(table) + "\"");
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mu);
-  ++m.epoch;
+  m.NewEpoch();
   uint32_t slot;
   METAPS_RETURN_IF_ERROR(m.EnsureResident(t, std::span<const Key>(&key, 1), &slot));
   SlotMeta* meta = t->Meta(slot);

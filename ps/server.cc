@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 
 #include <nlohmann/json.hpp>
 
@@ -18,7 +19,8 @@ struct LoopProfile {
   bool on = false;
   FILE* out = nullptr;
   uint64_t last = 0;
-  uint64_t ns[kCount] = {}, count[kCount] = {};
+  uint64_t ns[kCount] = {}, count[kCount] = {}, cpu[kCount] = {};
+  uint64_t cpu_last = 0;
   LoopProfile() {
     const char* v = std::getenv("METAPS_PROFILE");
     if (v == nullptr || *v == 0) return;
@@ -31,9 +33,17 @@ struct LoopProfile {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
         .count();
   }
+  static uint64_t CpuNow() {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return uint64_t(ts.tv_sec) * 1'000'000'000ull + ts.tv_nsec;
+  }
   void Add(Stage s, uint64_t t0, uint64_t t1) {
     ns[s] += t1 - t0;
     ++count[s];
+    const uint64_t c = CpuNow();
+    if (cpu_last != 0) cpu[s] += c - cpu_last;
+    cpu_last = c;
   }
   void MaybePrint(uint64_t now) {
     if (now - last < 2'000'000'000ull) return;
@@ -41,9 +51,9 @@ struct LoopProfile {
     last = now;
     for (int i = 0; i < kCount; ++i) {
       if (count[i] == 0) continue;
-      std::fprintf(out, "  %-13s total %8.1f ms  per-call %8.3f ms  count %lu\n", kNames[i], ns[i] / 1e6,
-                   ns[i] / 1e6 / count[i], (unsigned long)count[i]);
-      ns[i] = count[i] = 0;
+      std::fprintf(out, "  %-13s total %8.1f ms (cpu %8.1f)  per-call %8.3f ms (cpu %8.3f)  count %lu\n", kNames[i],
+                   ns[i] / 1e6, cpu[i] / 1e6, ns[i] / 1e6 / count[i], cpu[i] / 1e6 / count[i], (unsigned long)count[i]);
+      ns[i] = count[i] = cpu[i] = 0;
     }
     std::fflush(out);
   }
@@ -205,13 +215,17 @@ Result<Message> Server::HandlePull(Message& request) {
   if (t->dense) return InvalidArgument("'" + t->name + "' is a dense tensor; use pullDense");
   Bytes hold;
   METAPS_ASSIGN_OR_RETURN(auto keys, KeysOf(request, 0, &hold));
-  std::vector<float> values(keys.size() * static_cast<size_t>(t->dim));
-  METAPS_RETURN_IF_ERROR(store_->Pull(t->name, keys, values.data()));
+  // Uninitialized: Pull writes every value (no zero-fill of a buffer about to be overwritten).
+  // The transport sends it without a copy and frees it once sent.
+  const size_t n = keys.size() * static_cast<size_t>(t->dim);
+  std::shared_ptr<float[]> values(new float[n == 0 ? 1 : n]);
+  METAPS_RETURN_IF_ERROR(store_->Pull(t->name, keys, values.get()));
   counters_.rows_pulled += keys.size();
   Message reply = ReplyTo(request.header, MsgType::kPullReply);
   reply.header.num_keys = keys.size();
   reply.header.dim = t->dim;
-  reply.payload.push_back(Bytes::FromVector(std::move(values)));
+  float* data = values.get();
+  reply.payload.emplace_back(data, n * sizeof(float), std::shared_ptr<const void>(std::move(values), data));
   return reply;
 }
 

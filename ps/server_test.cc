@@ -85,6 +85,39 @@ TEST(ServerTest, PullReturnsCallerOrderWithDuplicatesAcrossShards) {
   EXPECT_EQ(pushed, 5u);  // unique keys
 }
 
+// One shard takes the client's fast paths: no duplicates (keys and grads sent as given, reply
+// used in place) and duplicates (summed, then repeated in the caller's order).
+TEST(ServerTest, OneShardPullsAndPushesWithAndWithoutDuplicates) {
+  InprocJob job(1);
+  auto client = job.Client();
+  std::vector<Key> unique_keys;
+  std::vector<float> grads;
+  for (Key k = 0; k < 1000; ++k) {
+    unique_keys.push_back(k * 7919);
+    grads.insert(grads.end(), 3, static_cast<float>(k % 13));
+  }
+  ASSERT_TRUE(client->Push("emb", unique_keys, grads).get().ok());
+  auto r = client->Pull("emb", unique_keys).get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->values.size(), unique_keys.size() * 3);
+  for (size_t i = 0; i < unique_keys.size(); ++i) {
+    for (int d = 0; d < 3; ++d) ASSERT_EQ(r->values[i * 3 + d], -static_cast<float>(i % 13)) << i;
+  }
+  // Duplicates after a run of unique keys, and at the start.
+  std::vector<Key> keys = {unique_keys[5], unique_keys[6], unique_keys[7], unique_keys[5], unique_keys[5], unique_keys[7]};
+  std::vector<float> g;
+  for (size_t i = 0; i < keys.size(); ++i) g.insert(g.end(), 3, 1.0f);
+  ASSERT_TRUE(client->Push("emb", keys, g).get().ok());
+  r = client->Pull("emb", keys).get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::vector<float> want = {-5.f - 3, -6.f - 1, -7.f - 2, -5.f - 3, -5.f - 3, -7.f - 2};
+  ASSERT_EQ(r->values.size(), keys.size() * 3);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    for (int d = 0; d < 3; ++d) EXPECT_EQ(r->values[i * 3 + d], want[i]) << i;
+  }
+  EXPECT_EQ(job.server(0).counters().rows_pushed, 1000u + 3u);  // the duplicates were summed by the client
+}
+
 TEST(ServerTest, DenseTensorsArePulledAndPushedWhole) {
   InprocJob job(2);
   auto client = job.Client();

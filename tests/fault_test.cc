@@ -23,7 +23,7 @@ using metaps::testing::ServerProcess;
 // the result differs only by the order of some updates.
 constexpr double kTolerance = 0.05;
 
-const std::vector<std::string> kJob = {"--set", "datagen.users=700", "--set", "train.epochs=8",
+const std::vector<std::string> kJob = {"--set", "datagen.users=700", "--set", "train.epochs=20",
                                        "--set", "checkpoint.every_rounds=40", "--quiet"};
 
 std::string Example() {
