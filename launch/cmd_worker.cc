@@ -91,7 +91,8 @@ int RunWorker(const WorkerFlags& f) {
   env.params = [&](const std::vector<std::string>& servers,
                    uint64_t epoch) -> Result<std::unique_ptr<worker::ParamClient>> {
     auto c = std::make_unique<ps::PsClient>(
-        ps::ClientOptions{.job_id = job_id, .sender = "worker-" + std::to_string(id), .auth = auth, .worker_id = id},
+        ps::ClientOptions{.job_id = job_id, .sender = "worker-" + std::to_string(id), .auth = auth,
+                          .request_timeout_ms = 5000, .max_retries = 6, .worker_id = id},
         std::make_unique<ZmqTransport>(*zmq_options), ShardMap{epoch, servers});
     METAPS_RETURN_IF_ERROR(c->Start());
     auto p = std::make_unique<PsParams>(std::move(c));

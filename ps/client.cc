@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdio>
 #include <cstring>
+#include <random>
 
 namespace metaps::ps {
 namespace {
@@ -224,7 +226,14 @@ struct CallOp final : ClientOp {
 }  // namespace
 
 PsClient::PsClient(ClientOptions options, std::unique_ptr<Transport> transport, ShardMap shards)
-    : options_(std::move(options)), transport_(std::move(transport)), shards_(std::move(shards)) {}
+    : options_(std::move(options)), transport_(std::move(transport)), shards_(std::move(shards)) {
+  // Request ids restart at 1 in every process; the incarnation keeps a restarted client's ids
+  // apart from its predecessor's in the servers' dedupe windows.
+  std::random_device rd;
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%08x%08x", rd(), rd());
+  incarnation_ = buf;
+}
 
 PsClient::~PsClient() { Stop(); }
 
@@ -265,7 +274,7 @@ Header PsClient::MakeHeader(MsgType type, const std::string& table) const {
   Header h;
   h.type = type;
   h.job_id = options_.job_id;
-  h.sender = options_.sender;
+  h.sender = options_.sender + "#" + incarnation_;
   h.auth = options_.auth;
   h.table = table;
   h.epoch = shards_.epoch;
@@ -316,12 +325,12 @@ void PsClient::IoLoop() {
     for (auto& o : batch) {
       uint64_t id = next_request_id_.fetch_add(1);
       o.message.header.request_id = id;
-      Status s = transport_->Send({"shard-" + std::to_string(o.shard), ToFrames(o.message)});
-      Part part{o.op, o.shard, Clock::now() + timeout};
-      if (!s.ok()) {
+      Part part{o.op, o.shard, Clock::now() + timeout, ToFrames(o.message)};
+      Status s = transport_->Send({"shard-" + std::to_string(o.shard), part.frames});
+      if (!s.ok() && !s.IsTransient()) {
         Complete(std::move(part), s);
       } else {
-        pending_.emplace(id, std::move(part));
+        pending_.emplace(id, std::move(part));  // a transient send failure is retried on the deadline
       }
     }
     // Wake at least every 100 ms to expire deadlines.
@@ -342,9 +351,19 @@ void PsClient::IoLoop() {
       auto now = Clock::now();
       for (auto it = pending_.begin(); it != pending_.end();) {
         if (it->second.deadline <= now) {
-          Part part = std::move(it->second);
+          Part& part = it->second;
+          if (part.attempts < options_.max_retries) {
+            // Same frames, same request id: the server recognizes a push it already applied.
+            ++part.attempts;
+            part.deadline = now + timeout;
+            (void)transport_->Send({"shard-" + std::to_string(part.shard), part.frames});
+            ++it;
+            continue;
+          }
+          Part done = std::move(part);
           it = pending_.erase(it);
-          Complete(std::move(part), DeadlineExceeded("no reply within " +
+          Complete(std::move(done), DeadlineExceeded("no reply from shard " + std::to_string(done.shard) + " in " +
+                                                     std::to_string(options_.max_retries + 1) + " attempts of " +
                                                      std::to_string(options_.request_timeout_ms) + " ms"));
         } else {
           ++it;

@@ -39,7 +39,11 @@ struct ClientOptions {
   std::string job_id;
   std::string sender = "client";
   std::string auth;                   // job token, sent in every header
-  uint32_t request_timeout_ms = 30000;
+  uint32_t request_timeout_ms = 30000;  // per attempt
+  // A request without a reply in time is sent again, with the same request id, this many times
+  // before it fails with DeadlineExceeded. Servers answer a repeated push from their record of it
+  // instead of applying it twice, so retries are idempotent (see docs/wire.md).
+  uint32_t max_retries = 3;
   int32_t worker_id = -1;
 };
 
@@ -98,6 +102,8 @@ class PsClient {
     std::shared_ptr<Op> op;
     int32_t shard;
     std::chrono::steady_clock::time_point deadline;
+    std::vector<Bytes> frames;  // kept for a retry (shared with the transport, not copied)
+    uint32_t attempts = 0;
   };
   struct Outgoing {
     int32_t shard;
@@ -119,6 +125,7 @@ class PsClient {
   bool stopping_ = false;        // GUARDED_BY(mu_)
   bool running_ = false;         // GUARDED_BY(mu_): the I/O thread was started
   std::atomic<uint64_t> next_request_id_{1};
+  std::string incarnation_;  // appended to the sender name: a restarted client is a new sender
   std::thread io_thread_;
   // Owned by the I/O thread.
   std::unordered_map<uint64_t, Part> pending_;

@@ -59,13 +59,17 @@ struct LoopProfile {
   }
 };
 
+// Names longer than this are not echoed: a reply must stay under kMaxHeaderBytes whatever the
+// request carried (found by fuzz_wire).
+constexpr size_t kMaxEcho = 4096;
+
 Message ReplyTo(const Header& request, MsgType type) {
   Message m;
   m.header.type = type;
-  m.header.job_id = request.job_id;
+  m.header.job_id = request.job_id.size() <= kMaxEcho ? request.job_id : std::string();
   m.header.request_id = request.request_id;
   m.header.epoch = request.epoch;
-  m.header.table = request.table;
+  m.header.table = request.table.size() <= kMaxEcho ? request.table : std::string();
   return m;
 }
 
@@ -104,6 +108,28 @@ Result<std::span<const float>> FloatsOf(const Message& m, size_t frame, uint64_t
 }
 
 }  // namespace
+
+bool DedupeWindow::Seen(const std::string& sender, uint64_t request_id) const {
+  auto it = senders_.find(sender);
+  return it != senders_.end() && it->second.ids.count(request_id) > 0;
+}
+
+void DedupeWindow::Add(const std::string& sender, uint64_t request_id) {
+  if (senders_.size() >= max_senders_ && !senders_.count(sender)) {
+    auto oldest = senders_.begin();
+    for (auto it = senders_.begin(); it != senders_.end(); ++it) {
+      if (it->second.last_use < oldest->second.last_use) oldest = it;
+    }
+    senders_.erase(oldest);
+  }
+  Recent& r = senders_[sender];
+  r.last_use = ++clock_;
+  if (r.ids.insert(request_id).second) r.order.push_back(request_id);
+  while (r.order.size() > per_sender_) {
+    r.ids.erase(r.order.front());
+    r.order.pop_front();
+  }
+}
 
 Server::Server(ServerOptions options, std::unique_ptr<Transport> transport, std::unique_ptr<ParamStore> store,
                Logger logger)
@@ -194,9 +220,17 @@ Message Server::Handle(Message& request, bool* reply_needed, bool* shutdown) {
 Result<Message> Server::Dispatch(Message& request, bool* shutdown) {
   switch (request.header.type) {
     case MsgType::kPull: return HandlePull(request);
-    case MsgType::kPush: return HandlePush(request);
+    case MsgType::kPush:
+    case MsgType::kPushDense: {
+      if (dedupe_.Seen(request.header.sender, request.header.request_id)) {
+        ++counters_.duplicate_pushes;
+        return ReplyTo(request.header, MsgType::kPushAck);
+      }
+      auto r = request.header.type == MsgType::kPush ? HandlePush(request) : HandlePushDense(request);
+      if (r.ok()) dedupe_.Add(request.header.sender, request.header.request_id);
+      return r;
+    }
     case MsgType::kPullDense: return HandlePullDense(request);
-    case MsgType::kPushDense: return HandlePushDense(request);
     case MsgType::kCheckpoint: return HandleCheckpoint(request);
     case MsgType::kStats: return HandleStats(request);
     case MsgType::kPing: return ReplyTo(request.header, MsgType::kPong);
@@ -287,6 +321,7 @@ Result<Message> Server::HandleStats(Message& request) {
       {"rejected", counters_.rejected},
       {"rows_pulled", counters_.rows_pulled},
       {"rows_pushed", counters_.rows_pushed},
+      {"duplicate_pushes", counters_.duplicate_pushes},
       {"rows_cached", s.rows_cached},
       {"cache_bytes", s.cache_bytes},
       {"rows_dirty", s.rows_dirty},

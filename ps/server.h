@@ -11,7 +11,10 @@
 
 #include <atomic>
 #include <memory>
+#include <deque>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "common/logging.h"
 #include "common/status.h"
@@ -28,12 +31,33 @@ struct ServerOptions {
   int32_t shard_id = 0;
 };
 
+// Pushes already applied, per sender: a retried push (same sender, same request id) is answered
+// again without being applied twice. Bounded: the newest `per_sender` ids of the newest `senders`.
+// In memory only: a retry that crosses a server restart may be applied twice (docs/wire.md).
+class DedupeWindow {
+ public:
+  DedupeWindow(size_t senders = 4096, size_t per_sender = 1024) : max_senders_(senders), per_sender_(per_sender) {}
+  bool Seen(const std::string& sender, uint64_t request_id) const;
+  void Add(const std::string& sender, uint64_t request_id);
+
+ private:
+  struct Recent {
+    std::unordered_set<uint64_t> ids;
+    std::deque<uint64_t> order;
+    uint64_t last_use = 0;
+  };
+  size_t max_senders_, per_sender_;
+  uint64_t clock_ = 0;
+  std::unordered_map<std::string, Recent> senders_;
+};
+
 struct ServerCounters {
   uint64_t requests = 0;
   uint64_t errors = 0;          // requests answered with a typed error
   uint64_t rejected = 0;        // requests dropped for a wrong job or token
   uint64_t rows_pulled = 0;
   uint64_t rows_pushed = 0;
+  uint64_t duplicate_pushes = 0;  // retried pushes answered without applying them again
 };
 
 class Server {
@@ -71,6 +95,7 @@ class Server {
   Logger logger_;
   std::atomic<bool> stop_{false};
   ServerCounters counters_;
+  DedupeWindow dedupe_;
 };
 
 }  // namespace metaps::ps

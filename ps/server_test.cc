@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "common/fault_transport.h"
 #include "common/inproc_transport.h"
 #include "common/memory_storage.h"
 #include "ps/client.h"
@@ -14,7 +15,7 @@ namespace {
 
 class InprocJob {
  public:
-  explicit InprocJob(int shards) {
+  explicit InprocJob(int shards, FaultOptions server_faults = {}) {
     auto cfg = Config::ParseString(R"(
       [[tables]]
       name = "emb"
@@ -36,7 +37,9 @@ class InprocJob {
       auto store = ParamStore::Open(StoreOptions{}, *tables, std::make_unique<MemoryStorage>(std::vector<std::string>{"rows", "log", "meta"}));
       EXPECT_TRUE(store.ok()) << store.status();
       auto server = std::make_unique<Server>(ServerOptions{.bind = "inproc://shard-" + std::to_string(s), .shard_id = s},
-                                             std::make_unique<InprocTransport>(net_), std::move(store).value(),
+                                             std::make_unique<FaultTransport>(std::make_unique<InprocTransport>(net_),
+                                                                              server_faults),
+                                             std::move(store).value(),
                                              MakeLogger("shard-" + std::to_string(s), "", "warn"));
       auto ep = server->Bind();
       EXPECT_TRUE(ep.ok());
@@ -50,8 +53,12 @@ class InprocJob {
     for (auto& s : servers_) s->Stop();
     for (auto& t : threads_) t.join();
   }
-  std::unique_ptr<PsClient> Client() {
-    auto c = std::make_unique<PsClient>(ClientOptions{}, std::make_unique<InprocTransport>(net_), map_);
+  std::unique_ptr<PsClient> Client() { return Client(ClientOptions{}, nullptr); }
+  // A client whose transport is `*faults` (owned by the client); nullptr: a clean link.
+  std::unique_ptr<PsClient> Client(ClientOptions options, FaultTransport** faults, FaultOptions f = {}) {
+    auto t = std::make_unique<FaultTransport>(std::make_unique<InprocTransport>(net_), f);
+    if (faults) *faults = t.get();
+    auto c = std::make_unique<PsClient>(options, std::move(t), map_);
     EXPECT_TRUE(c->Start().ok());
     return c;
   }
@@ -156,6 +163,49 @@ TEST(ServerTest, ManyConcurrentCallersGetTheirOwnResults) {
   }
   for (auto& c : callers) c.join();
   EXPECT_EQ(wrong.load(), 0);
+}
+
+// Every server reply has a chance to be lost; the client retries with the same request id and the
+// servers' dedupe windows keep each push applied exactly once.
+TEST(ServerFaultTest, RetriedPushesAfterLostRepliesApplyExactlyOnce) {
+  InprocJob job(2, FaultOptions{.drop = 0.3, .seed = 5});
+  auto client = job.Client(ClientOptions{.request_timeout_ms = 50, .max_retries = 20}, nullptr);
+  std::vector<Key> keys = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<float> ones(keys.size() * 3, 1.f);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(client->Push("emb", keys, ones).get().ok()) << i;
+  auto r = client->Pull("emb", keys).get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (float v : r->values) EXPECT_EQ(v, -20.f);  // sgd, lr 1, from zeros: exactly 20 pushes
+  uint64_t dups = job.server(0).counters().duplicate_pushes + job.server(1).counters().duplicate_pushes;
+  EXPECT_GT(dups, 0u) << "the faults must have forced retries of applied pushes";
+}
+
+TEST(ServerFaultTest, DuplicatedMessagesApplyOnce) {
+  InprocJob job(1);
+  auto client = job.Client(ClientOptions{}, nullptr, FaultOptions{.duplicate = 1.0});
+  std::vector<Key> keys = {42};
+  ASSERT_TRUE(client->Push("emb", keys, std::vector<float>{1, 1, 1}).get().ok());
+  ASSERT_TRUE(client->PushDense("w", std::vector<float>{1, 1, 1, 1, 1}).get().ok());
+  auto r = client->Pull("emb", keys).get();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->values, (std::vector<float>{-1, -1, -1}));
+  EXPECT_EQ(*client->PullDense("w").get(), (std::vector<float>{-1, -1, -1, -1, -1}));
+  EXPECT_EQ(job.server(0).counters().duplicate_pushes, 2u);
+}
+
+TEST(ServerFaultTest, APartitionGivesDeadlineExceededAndHealingRestoresService) {
+  InprocJob job(1);
+  FaultTransport* link = nullptr;
+  auto client = job.Client(ClientOptions{.request_timeout_ms = 50, .max_retries = 2}, &link);
+  std::vector<Key> keys = {7};
+  link->SetPartitioned(true);
+  auto cut = client->Push("emb", keys, std::vector<float>{1, 1, 1}).get();
+  EXPECT_EQ(cut.code(), StatusCode::kDeadlineExceeded) << cut;
+  EXPECT_TRUE(cut.IsTransient());
+  link->SetPartitioned(false);
+  auto r = client->Pull("emb", keys).get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->values, (std::vector<float>{0, 0, 0})) << "the cut push never arrived";
 }
 
 TEST(ServerTest, AClientThatIsNotRunningFailsRequestsAtOnce) {
