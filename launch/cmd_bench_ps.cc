@@ -11,6 +11,11 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <thread>
+#include <atomic>
+#include <deque>
+#include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -45,6 +50,9 @@ struct BenchFlags {
   std::string cases;  // comma-separated subset of the case names; empty: all
   // ps-raw-server
   std::string endpoint_file;
+  // load
+  int64_t workers = 8;
+  int64_t load_cache_bytes = 16 << 20;
 };
 
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
@@ -362,6 +370,92 @@ int RunBench(BenchFlags f) {
   return 0;
 }
 
+
+// Resident memory of a process from /proc/<pid>/status: `field` is VmRSS (all), RssAnon (its
+// own heap and stacks) or RssFile (mapped files: RocksDB's mmap reads, reclaimable page cache).
+uint64_t RssBytes(pid_t pid, const std::string& field = "RssAnon") {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoull(line.substr(field.size() + 1)) * 1024;
+  }
+  return 0;
+}
+
+// `bench load`: W concurrent workers (threads, each with its own client and connection) pull and
+// push Zipf batches against one server with a small cache, each keeping 2 requests in flight (the
+// clients' windows and the sockets' high-water marks bound every queue). Prints the server's
+// memory every half second; the last line is JSON.
+int RunLoad(BenchFlags f) {
+  if (f.work_dir.empty()) f.work_dir = (fs::temp_directory_path() / ("metaps-bench-load-" + std::to_string(getpid()))).string();
+  fs::create_directories(f.work_dir);
+  auto server = StartServer(f, "load", f.load_cache_bytes);
+  if (!server.ok()) return std::cerr << "bench load: " << server.status() << "\n", 1;
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> pulled{0}, pushed{0}, errors{0};
+  std::vector<std::thread> workers;
+  for (int64_t w = 0; w < f.workers; ++w) {
+    workers.emplace_back([&, w] {
+      auto c = Connect(server->endpoint);
+      if (!c.ok()) return (void)++errors;
+      KeyGen gen(f.over_cache_keys, true, f.zipf_s, 100 + w);
+      std::vector<Key> keys(f.batch);
+      std::vector<float> grads(f.batch * f.dim, 0.001f);
+      std::deque<std::future<Status>> window;
+      for (uint64_t step = 0; !stop; ++step) {
+        gen.Fill(keys);
+        auto r = (*c)->Pull("emb", keys).get();
+        if (!r.ok()) ++errors;
+        else pulled += f.batch;
+        window.push_back((*c)->Push("emb", keys, grads, step));
+        if (window.size() >= 2) {
+          if (!window.front().get().ok()) ++errors;
+          else pushed += f.batch;
+          window.pop_front();
+        }
+      }
+      for (auto& p : window) p.get().ok() ? (void)(pushed += f.batch) : (void)++errors;
+    });
+  }
+  nlohmann::json memory = nlohmann::json::array();
+  uint64_t max_rss = 0;
+  auto start = Clock::now();
+  while (Seconds(start, Clock::now()) < f.seconds) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    uint64_t rss = RssBytes(server->proc.pid()), file = RssBytes(server->proc.pid(), "RssFile");
+    max_rss = std::max(max_rss, rss);
+    double t = Seconds(start, Clock::now());
+    memory.push_back({t, rss, file});
+    std::cerr << "t=" << std::fixed << std::setprecision(1) << t << "s server anon " << rss / (1 << 20) << " MiB, mapped files "
+              << file / (1 << 20) << " MiB (cache budget "
+              << f.load_cache_bytes / (1 << 20) << " MiB), pulled " << pulled.load() << " pushed " << pushed.load() << " rows\n";
+  }
+  stop = true;
+  for (auto& t : workers) t.join();
+  double secs = Seconds(start, Clock::now());
+  (void)server->proc.Signal(SIGTERM);
+  (void)server->proc.Wait(std::chrono::seconds(60));
+  std::error_code ec;
+  fs::remove_all(f.work_dir, ec);
+  // The documented overhead above the cache budget (docs/operations.md): RocksDB memtables of the
+  // rows space (up to 2 x 64 MiB) and its block cache (64 MiB), the push log's buffers, the
+  // sockets' queues (bounded by the clients' windows) and the process itself.
+  const uint64_t documented_overhead = 320ull << 20;
+  nlohmann::json out = {{"workers", f.workers},
+                        {"cache_bytes", f.load_cache_bytes},
+                        {"max_rss_bytes", max_rss},  // anonymous memory; mapped files are page cache
+                        {"memory_columns", {"t_s", "anon_bytes", "mapped_file_bytes"}},
+                        {"overhead_bytes", max_rss > static_cast<uint64_t>(f.load_cache_bytes) ? max_rss - f.load_cache_bytes : 0},
+                        {"documented_overhead_bytes", documented_overhead},
+                        {"within_budget", max_rss <= f.load_cache_bytes + documented_overhead},
+                        {"pull_rows_per_s", pulled / secs},
+                        {"push_rows_per_s", pushed / secs},
+                        {"errors", errors.load()},
+                        {"memory", memory}};
+  std::cout << out.dump() << std::endl;
+  return errors.load() == 0 ? 0 : 1;
+}
+
 // Answers every request with a preallocated reply of the size a real server would send.
 int RunRawServer(const BenchFlags& f) {
   zmq::context_t ctx(1);
@@ -407,6 +501,20 @@ void RegisterBenchPsCommand(CLI::App& bench, Action* action) {
   cmd->add_option("--work-dir", f->work_dir, "Scratch directory (removed afterwards)");
   cmd->add_option("--cases", f->cases, "Comma-separated cases to run (default: all)");
   cmd->callback([f, action] { *action = [f] { return RunBench(*f); }; });
+
+  auto* load = bench.add_subcommand("load", "W workers against one server with a small cache: server memory over time");
+  load->add_option("--workers", f->workers, "Concurrent workers (threads with their own connection)");
+  load->add_option("--cache-bytes", f->load_cache_bytes, "Server cache budget");
+  load->add_option("--keys", f->over_cache_keys, "Key space (Zipf)");
+  load->add_option("--batch", f->batch, "Keys per request");
+  load->add_option("--seconds", f->seconds, "Duration");
+  load->add_option("--work-dir", f->work_dir, "Scratch directory (removed afterwards)");
+  load->callback([f, action] {
+    *action = [f] {
+      BenchFlags g = *f;
+      return RunLoad(g);
+    };
+  });
 
   auto* raw = bench.add_subcommand("ps-raw-server", "(internal) raw ZeroMQ reference server for bench ps");
   raw->group("");  // hidden
