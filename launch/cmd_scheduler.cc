@@ -30,34 +30,19 @@ void WriteAtomically(const std::string& path, const std::string& text) {
 
 int RunScheduler(const SchedulerFlags& f) {
   auto cfg = LoadJobConfig(f.config_path, f.overrides);
-  if (!cfg.ok()) {
-    std::cerr << "metaps scheduler: " << cfg.status().message() << "\n";
-    return 2;
-  }
+  if (!cfg.ok()) return UsageError("scheduler", cfg.status());
   auto settings = SchedulerSettingsFromConfig(*cfg);
-  if (!settings.ok()) {
-    std::cerr << "metaps scheduler: " << settings.status().message() << "\n";
-    return 2;
-  }
+  if (!settings.ok()) return UsageError("scheduler", settings.status());
+  auto secrets = LoadNodeSecrets(f.token_file, f.curve_keys);
+  if (!secrets.ok()) return UsageError("scheduler", secrets.status());
   SchedulerSettings s = std::move(settings).value();
   if (!f.bind.empty()) s.scheduler.bind = f.bind;
   if (!f.state_file.empty()) s.scheduler.state_file = f.state_file;
   if (!f.job_id.empty()) s.scheduler.job_id = f.job_id;
   if (f.http_port != -2) s.http_port = static_cast<int>(f.http_port);
-  if (!f.token_file.empty()) {
-    auto token = ReadTokenFile(f.token_file);
-    if (!token.ok()) {
-      std::cerr << "metaps scheduler: " << token.status().message() << "\n";
-      return 2;
-    }
-    s.scheduler.auth = *token;
-  }
+  if (!f.token_file.empty()) s.scheduler.auth = secrets->auth;
   Logger log = MakeLogger("scheduler", f.log_file, s.log_level);
-  auto zmq_options = CurveOptionsFromDir(f.curve_keys);
-  if (!zmq_options.ok()) {
-    std::cerr << "metaps scheduler: --curve-keys: " << zmq_options.status().message() << "\n";
-    return 2;
-  }
+  const ZmqOptions* zmq_options = &secrets->zmq;
   scheduler::Scheduler sched(s.scheduler, std::make_unique<ZmqTransport>(*zmq_options), log);
   auto ep = sched.Bind();
   if (!ep.ok()) {

@@ -32,15 +32,11 @@ struct ServerFlags {
 
 int RunServer(const ServerFlags& f) {
   auto cfg = LoadJobConfig(f.config_path, f.overrides);
-  if (!cfg.ok()) {
-    std::cerr << "metaps server: " << cfg.status().message() << "\n";
-    return 2;
-  }
+  if (!cfg.ok()) return UsageError("server", cfg.status());
   auto opts = ServerSettingsFromConfig(*cfg);
-  if (!opts.ok()) {
-    std::cerr << "metaps server: " << opts.status().message() << "\n";
-    return 2;
-  }
+  if (!opts.ok()) return UsageError("server", opts.status());
+  auto secrets = LoadNodeSecrets(f.token_file, f.curve_keys);
+  if (!secrets.ok()) return UsageError("server", secrets.status());
   ServerSettings s = std::move(opts).value();
   if (!f.bind.empty()) s.server.bind = f.bind;
   if (!f.data_dir.empty()) s.store.data_dir = f.data_dir;
@@ -49,25 +45,14 @@ int RunServer(const ServerFlags& f) {
   if (f.cache_bytes >= 0) s.store.cache_bytes = static_cast<uint64_t>(f.cache_bytes);
   if (f.sync) s.store.sync = true;
   if (!f.job_id.empty()) s.server.job_id = f.job_id;
-  if (!f.token_file.empty()) {
-    auto token = ReadTokenFile(f.token_file);
-    if (!token.ok()) {
-      std::cerr << "metaps server: " << token.status().message() << "\n";
-      return 2;
-    }
-    s.server.auth = *token;
-  }
+  if (!f.token_file.empty()) s.server.auth = secrets->auth;
   if (s.store.data_dir.empty()) {
     std::cerr << "metaps server: server.data_dir: required (or --data-dir)\n";
     return 2;
   }
 
   Logger log = MakeLogger("server-" + std::to_string(s.server.shard_id), f.log_file, s.log_level);
-  auto zmq_options = CurveOptionsFromDir(f.curve_keys);
-  if (!zmq_options.ok()) {
-    std::cerr << "metaps server: --curve-keys: " << zmq_options.status().message() << "\n";
-    return 2;
-  }
+  const ZmqOptions* zmq_options = &secrets->zmq;
   if (Status st = ps::ParamStore::PrepareDataDir(s.store); !st.ok()) {
     log->error("cannot restore {}: {}", s.store.restore_from, st.ToString());
     return 1;

@@ -49,31 +49,15 @@ struct WorkerFlags {
 
 int RunWorker(const WorkerFlags& f) {
   auto cfg = LoadJobConfig(f.config_path, f.overrides);
-  if (!cfg.ok()) {
-    std::cerr << "metaps worker: " << cfg.status().message() << "\n";
-    return 2;
-  }
+  if (!cfg.ok()) return UsageError("worker", cfg.status());
   auto sched = SchedulerSettingsFromConfig(*cfg);
-  if (!sched.ok()) {
-    std::cerr << "metaps worker: " << sched.status().message() << "\n";
-    return 2;
-  }
-  std::string auth;
-  if (!f.token_file.empty()) {
-    auto t = ReadTokenFile(f.token_file);
-    if (!t.ok()) {
-      std::cerr << "metaps worker: " << t.status().message() << "\n";
-      return 2;
-    }
-    auth = *t;
-  }
+  if (!sched.ok()) return UsageError("worker", sched.status());
+  auto secrets = LoadNodeSecrets(f.token_file, f.curve_keys);
+  if (!secrets.ok()) return UsageError("worker", secrets.status());
+  const std::string& auth = secrets->auth;
+  const ZmqOptions* zmq_options = &secrets->zmq;
   std::string job_id = f.job_id.empty() ? sched->scheduler.job_id : f.job_id;
   Logger log = MakeLogger("worker-" + std::to_string(f.id), f.log_file, sched->log_level);
-  auto zmq_options = CurveOptionsFromDir(f.curve_keys);
-  if (!zmq_options.ok()) {
-    std::cerr << "metaps worker: --curve-keys: " << zmq_options.status().message() << "\n";
-    return 2;
-  }
   auto kernels = worker::OneDnnKernels::Create();
   if (!kernels.ok()) {
     log->error("oneDNN: {}", kernels.status().ToString());

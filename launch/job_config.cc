@@ -1,6 +1,7 @@
 #include "launch/job_config.h"
 
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 namespace metaps::launch {
@@ -74,6 +75,22 @@ Result<SchedulerSettings> SchedulerSettingsFromConfig(const Config& root) {
   s.scheduler.checkpoint_every_seconds = static_cast<uint32_t>(every_seconds);
   s.scheduler.checkpoint_keep = static_cast<uint32_t>(keep);
   return s;
+}
+
+Result<NodeSecrets> LoadNodeSecrets(const std::string& token_file, const std::string& curve_keys_dir) {
+  NodeSecrets s;
+  if (!token_file.empty()) {
+    METAPS_ASSIGN_OR_RETURN(s.auth, ReadTokenFile(token_file));
+  }
+  auto zmq = CurveOptionsFromDir(curve_keys_dir);
+  if (!zmq.ok()) return zmq.status().WithContext("--curve-keys");
+  s.zmq = std::move(zmq).value();
+  return s;
+}
+
+int UsageError(const char* command, const Status& status) {
+  std::cerr << "metaps " << command << ": " << status.message() << "\n";
+  return 2;
 }
 
 Result<std::string> ReadTokenFile(const std::string& path) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/zmq_transport.h"
 #include "common/status.h"
 #include "ps/param_store.h"
 #include "ps/server.h"
@@ -37,6 +38,17 @@ struct SchedulerSettings {
 // Reads [job] (id, servers, workers), [train] (consistency, staleness, rounds) and [scheduler]
 // (bind, http_address, http_port, heartbeat_timeout_ms, state_file, log_level).
 Result<SchedulerSettings> SchedulerSettingsFromConfig(const Config& root);
+
+// What every role's command reads besides its config: the job token (empty without a file) and
+// the ZeroMQ options (CURVE keys when a directory is given).
+struct NodeSecrets {
+  std::string auth;
+  ZmqOptions zmq;
+};
+Result<NodeSecrets> LoadNodeSecrets(const std::string& token_file, const std::string& curve_keys_dir);
+
+// Prints "metaps <command>: <message>" for a bad config or flag and returns exit code 2.
+int UsageError(const char* command, const Status& status);
 
 // A job token file: one line of text; surrounding whitespace is ignored. Empty is an error.
 Result<std::string> ReadTokenFile(const std::string& path);
