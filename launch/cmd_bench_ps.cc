@@ -48,6 +48,7 @@ struct BenchFlags {
   std::string optimizer = "adam";
   std::string work_dir;
   std::string cases;  // comma-separated subset of the case names; empty: all
+  std::vector<std::string> server_sets;  // extra [server] settings, "key=value"
   // ps-raw-server
   std::string endpoint_file;
   // load
@@ -244,7 +245,9 @@ Result<ServerProc> StartServer(const BenchFlags& f, const std::string& name, int
   fs::path dir = fs::path(f.work_dir) / name;
   fs::create_directories(dir);
   std::string cfg = (dir / "job.toml").string();
-  std::ofstream(cfg) << "[server]\nlog_level = \"warn\"\n\n[[tables]]\nname = \"emb\"\ndim = " << f.dim
+  std::string extra;
+  for (const auto& kv : f.server_sets) extra += kv + "\n";
+  std::ofstream(cfg) << "[server]\nlog_level = \"warn\"\n" << extra << "\n[[tables]]\nname = \"emb\"\ndim = " << f.dim
                      << "\noptimizer = \"" << f.optimizer << "\"\nlr = 0.01\n";
   std::string ep_file = (dir / "endpoint").string();
   METAPS_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn({SelfExecutable(), "server", "--config", cfg, "--data-dir",
@@ -494,6 +497,7 @@ void RegisterBenchPsCommand(CLI::App& bench, Action* action) {
   cmd->add_option("--dim", f->dim, "Row width in float32");
   cmd->add_option("--batch", f->batch, "Keys per request");
   cmd->add_option("--resident-keys", f->resident_keys, "Key space of the cache-resident cases");
+  cmd->add_option("--server-set", f->server_sets, "Extra [server] setting for the server, e.g. writeback_interval_ms=10000");
   cmd->add_option("--over-cache-keys", f->over_cache_keys, "Key space of the cases 10x over the cache");
   cmd->add_option("--window", f->window, "Requests in flight");
   cmd->add_option("--seconds", f->seconds, "Measuring time per phase");
