@@ -24,6 +24,7 @@
 #include <rocksdb/write_batch.h>
 #include <zmq.hpp>
 
+#include "common/files.h"
 #include "common/keys.h"
 #include "common/subprocess.h"
 #include "common/zmq_transport.h"
@@ -465,8 +466,10 @@ int RunRawServer(const BenchFlags& f) {
   zmq::socket_t s(ctx, zmq::socket_type::router);
   s.bind("tcp://127.0.0.1:*");
   std::string ep = s.get(zmq::sockopt::last_endpoint);
-  std::ofstream(f.endpoint_file + ".tmp") << ep << "\n";
-  std::rename((f.endpoint_file + ".tmp").c_str(), f.endpoint_file.c_str());
+  if (Status w = WriteFileAtomically(f.endpoint_file, ep + "\n"); !w.ok()) {
+    std::cerr << "ps-raw-server: " << w << "\n";
+    return 1;
+  }
   auto values = std::make_shared<std::vector<float>>(f.batch * f.dim, 0.5f);
   Header rh{.type = MsgType::kPullReply};
   Bytes reply_header = EncodeHeader(rh);

@@ -8,7 +8,9 @@
 #include "common/http_server.h"
 #include "common/logging.h"
 #include "common/zmq_transport.h"
+#include "common/files.h"
 #include "launch/cli.h"
+#include "launch/signals.h"
 #include "launch/job_config.h"
 #include "scheduler/scheduler.h"
 
@@ -22,10 +24,8 @@ struct SchedulerFlags {
   int64_t http_port = -2;  // -2: from config
 };
 
-void WriteAtomically(const std::string& path, const std::string& text) {
-  if (path.empty()) return;
-  std::ofstream(path + ".tmp") << text << "\n";
-  std::rename((path + ".tmp").c_str(), path.c_str());
+Status WriteIfAsked(const std::string& path, const std::string& text) {
+  return path.empty() ? Status::Ok() : WriteFileAtomically(path, text + "\n");
 }
 
 int RunScheduler(const SchedulerFlags& f) {
@@ -66,22 +66,17 @@ int RunScheduler(const SchedulerFlags& f) {
   }
   log->info("listening on {}", *ep);
   std::cout << *ep << std::endl;
-  WriteAtomically(f.http_file, std::to_string(http_port));
-  WriteAtomically(f.endpoint_file, *ep);
-
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::thread watcher([&] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    sched.Stop();
-  });
-  Status st = sched.Serve();
-  pthread_kill(watcher.native_handle(), SIGTERM);
-  watcher.join();
+  for (Status w : {WriteIfAsked(f.http_file, std::to_string(http_port)), WriteIfAsked(f.endpoint_file, *ep)}) {
+    if (!w.ok()) {
+      log->error("{}", w.ToString());
+      return 1;
+    }
+  }
+  Status st;
+  {
+    StopOnSignals on_signal([&sched] { sched.Stop(); });
+    st = sched.Serve();
+  }
   http.Stop();
   if (!st.ok()) {
     log->error("{}", st.ToString());

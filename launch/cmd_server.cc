@@ -11,7 +11,9 @@
 #include "common/logging.h"
 #include "common/rocksdb_storage.h"
 #include "common/zmq_transport.h"
+#include "common/files.h"
 #include "launch/cli.h"
+#include "launch/signals.h"
 #include "launch/job_config.h"
 #include "ps/param_store.h"
 #include "ps/server.h"
@@ -79,22 +81,14 @@ int RunServer(const ServerFlags& f) {
   std::cout << *endpoint << std::endl;
   if (!f.endpoint_file.empty()) {
     // Written to a temporary name and renamed, so a reader never sees half a line.
-    std::string tmp = f.endpoint_file + ".tmp";
-    std::ofstream(tmp) << *endpoint << "\n";
-    std::rename(tmp.c_str(), f.endpoint_file.c_str());
+    if (Status w = WriteFileAtomically(f.endpoint_file, *endpoint + "\n"); !w.ok()) {
+      log->error("{}", w.ToString());
+      return 1;
+    }
   }
 
-  // SIGTERM/SIGINT stop the loop cleanly; they are blocked here and taken by a watcher thread.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::thread watcher([&] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    if (sig != 0) server.Stop();
-  });
+  // SIGTERM/SIGINT stop the loop cleanly (the store writes back before the process exits).
+  StopOnSignals on_signal([&server] { server.Stop(); });
   // With a scheduler: register, then heartbeat until the job ends (the scheduler says stop).
   std::atomic<bool> serving{true};
   std::thread heartbeat;
@@ -133,9 +127,6 @@ int RunServer(const ServerFlags& f) {
   Status st = server.Serve();
   serving = false;
   if (heartbeat.joinable()) heartbeat.join();
-  // Wake the watcher if the loop ended by a shutdown message.
-  pthread_kill(watcher.native_handle(), SIGTERM);
-  watcher.join();
   if (!st.ok()) {
     log->error("stopped with error: {}", st.ToString());
     return 1;

@@ -21,17 +21,8 @@ rss_mb="${FUZZ_RSS_MB:-2048}"
 # llvm for llvm-symbolizer (symbolized sanitizer reports).
 "$here/launch/setup.sh" --no-build
 fuzz_pkgs=(clang libclang-rt-14-dev llvm)
-missing=()
-for p in "${fuzz_pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -q
-  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
-fi
+source "$here/launch/apt.sh"
+apt_install_missing "${fuzz_pkgs[@]}"
 
 build="$here/build-fuzz"
 start=$(date +%s)

@@ -19,17 +19,8 @@ pkgs=(build-essential cmake ninja-build pkg-config
       libboost-dev libgtest-dev libgmock-dev libbenchmark-dev
       libtomlplusplus-dev libcli11-dev libspdlog-dev nlohmann-json3-dev libsodium-dev
       iproute2 procps)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -q
-  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
-fi
+source "$here/launch/apt.sh"
+apt_install_missing "${pkgs[@]}"
 
 if [ "$do_build" -eq 1 ]; then
   cmake -S "$here" -B "$here/build" -G Ninja -DCMAKE_BUILD_TYPE="$build_type"

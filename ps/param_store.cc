@@ -1,5 +1,8 @@
 #include "ps/param_store.h"
 
+#include "common/files.h"
+#include "common/internal/profile_sink.h"
+
 #include <algorithm>
 #include <bit>
 #include <chrono>
@@ -224,24 +227,11 @@ class StageProfile {
       "pull.lock", "pull.resident", "pull.miss", "pull.copy",
       "push.throttle", "push.dedupe", "push.lock", "push.resident", "push.miss", "push.log", "push.apply",
       "miss.keys", "miss.multiget", "miss.init", "evict", "wb.sort", "wb.copy", "wb.lockwait", "wb.write", "wb.total"};
-  StageProfile() {
-    const char* v = std::getenv("METAPS_PROFILE");
-    if (v == nullptr || *v == 0) return;
-    on_ = true;
-    if (std::string_view(v) != "1") out_ = std::fopen(v, "a");
-    if (out_ == nullptr) out_ = stderr;
-    last_ = Now();
-  }
+  using Sink = internal::ProfileSink;
+  StageProfile() : sink_(Sink::FromEnv()), on_(sink_.on), out_(sink_.out), last_(on_ ? Sink::Now() : 0) {}
   bool on() const { return on_; }
-  static uint64_t Now() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-  static uint64_t CpuNow() {
-    timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return uint64_t(ts.tv_sec) * 1'000'000'000ull + ts.tv_nsec;
-  }
+  static uint64_t Now() { return Sink::Now(); }
+  static uint64_t CpuNow() { return Sink::ThreadCpuNow(); }
   void Add(Stage s, uint64_t ns, uint64_t n = 1, uint64_t cpu_ns = 0) {
     cpu_[s].fetch_add(cpu_ns, std::memory_order_relaxed);
     ns_[s].fetch_add(ns, std::memory_order_relaxed);
@@ -273,6 +263,7 @@ class StageProfile {
     }
     std::fflush(out_);
   }
+  Sink sink_;  // before the members initialized from it
   bool on_ = false;
   FILE* out_ = nullptr;
   uint64_t last_ = 0;
@@ -1597,16 +1588,7 @@ Status ParamStore::Checkpoint(const std::string& dir) {
     }
     j["tables"] = tabs;
   }
-  const std::string tmp = dir + "/" + kManifestName + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << j.dump(2) << "\n";
-    out.close();
-    if (!out) return Internal("cannot write " + tmp);
-  }
-  fs::rename(tmp, dir + "/" + kManifestName, ec);
-  if (ec) return Internal("cannot rename " + tmp + ": " + ec.message());
-  return Status::Ok();
+  return WriteFileAtomically(dir + "/" + kManifestName, j.dump(2) + "\n");
 }
 
 Result<RowInfo> ParamStore::GetRow(std::string_view table, Key key) {

@@ -1,5 +1,7 @@
 #include "ps/server.h"
 
+#include "common/internal/profile_sink.h"
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,32 +18,18 @@ struct LoopProfile {
   enum Stage { kRecv, kDecode, kPull, kPush, kOther, kSend, kCount };
   static constexpr const char* kNames[kCount] = {"recv(wait)", "decode", "handle.pull", "handle.push", "handle.other",
                                                  "send"};
-  bool on = false;
-  FILE* out = nullptr;
-  uint64_t last = 0;
+  using Sink = internal::ProfileSink;
+  const Sink sink = Sink::FromEnv();
+  const bool on = sink.on;
+  FILE* const out = sink.out;
+  uint64_t last = on ? Sink::Now() : 0;
   uint64_t ns[kCount] = {}, count[kCount] = {}, cpu[kCount] = {};
   uint64_t cpu_last = 0;
-  LoopProfile() {
-    const char* v = std::getenv("METAPS_PROFILE");
-    if (v == nullptr || *v == 0) return;
-    on = true;
-    if (std::string_view(v) != "1") out = std::fopen(v, "a");
-    if (out == nullptr) out = stderr;
-    last = Now();
-  }
-  static uint64_t Now() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-  static uint64_t CpuNow() {
-    timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return uint64_t(ts.tv_sec) * 1'000'000'000ull + ts.tv_nsec;
-  }
+  static uint64_t Now() { return Sink::Now(); }
   void Add(Stage s, uint64_t t0, uint64_t t1) {
     ns[s] += t1 - t0;
     ++count[s];
-    const uint64_t c = CpuNow();
+    const uint64_t c = Sink::ThreadCpuNow();
     if (cpu_last != 0) cpu[s] += c - cpu_last;
     cpu_last = c;
   }

@@ -1,5 +1,7 @@
 #include "scheduler/scheduler.h"
 
+#include "common/files.h"
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -344,9 +346,10 @@ void Scheduler::FinishCheckpoint(const Status& status) {
                 {"job_id", options_.job_id},           {"servers", options_.num_servers},
                 {"workers", options_.num_workers},     {"clocks", clocks},
                 {"epoch", epoch_}};
-    std::ofstream(dir + "/manifest.json.tmp") << manifest.dump(2) << "\n";
     std::error_code ec;
-    std::filesystem::rename(dir + "/manifest.json.tmp", dir + "/manifest.json", ec);
+    if (Status w = WriteFileAtomically(dir + "/manifest.json", manifest.dump(2) + "\n"); !w.ok()) {
+      logger_->error("checkpoint of round {}: {}", ckpt_round_, w.ToString());
+    }
     ++checkpoints_written_;
     last_ckpt_round_ = ckpt_round_;
     logger_->info("checkpoint of round {} written to {}", ckpt_round_, dir);
@@ -516,18 +519,9 @@ void Scheduler::SaveState() {
   j["done"] = done;
   j["epoch"] = epoch_;
   j["finished"] = finished_.load();
-  std::string tmp = options_.state_file + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump();
-    if (!out) {
-      logger_->error("cannot write scheduler state to {}", tmp);
-      return;
-    }
+  if (Status w = WriteFileAtomically(options_.state_file, j.dump()); !w.ok()) {
+    logger_->error("cannot save scheduler state: {}", w.ToString());
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, options_.state_file, ec);
-  if (ec) logger_->error("cannot save scheduler state: {}", ec.message());
 }
 
 void Scheduler::LoadState() {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/files.h"
 #include "worker/data/readers.h"
 #include "worker/data/split.h"
 #include "worker/evaluator.h"
@@ -203,8 +204,7 @@ Status WorkerNode::Run() {
                              {"algo", std::string(AlgoName(job.meta.algo))}};
     if (!options_.run_dir.empty()) {
       std::string path = options_.run_dir + "/report.json";
-      std::ofstream(path + ".tmp") << report.dump(2) << "\n";
-      std::filesystem::rename(path + ".tmp", path);
+      METAPS_RETURN_IF_ERROR(WriteFileAtomically(path, report.dump(2) + "\n"));
       log->info("report written to {}", path);
       if (env_.checkpoint) {
         std::string dir = options_.run_dir + "/checkpoint";

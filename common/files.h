@@ -1,0 +1,16 @@
+// Small file helpers shared by every role.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace metaps {
+
+// Writes `text` to `path` through a temporary file and a rename, so a reader (another process
+// polling for an endpoint file, a restart reading state) sees either the old file or the whole new
+// one, never half of it. Internal with the path on failure.
+Status WriteFileAtomically(const std::string& path, std::string_view text);
+
+}  // namespace metaps
