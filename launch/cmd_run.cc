@@ -378,6 +378,9 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
   auto start = Clock::now();
   int port = std::stoi(*http_port);
   std::string failure;
+  // How long the scheduler and servers may take to leave after the last worker finished.
+  const auto kExitGrace = std::chrono::seconds(60);
+  Clock::time_point workers_done_at{};
   double last_val_round = -1;
   while (true) {
     bool all_done = true;
@@ -400,6 +403,24 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
       failure = c.name + " exited with code " + std::to_string(code) + "; see logs/" + c.name + ".log";
     }
     if (!failure.empty() || all_done) break;
+    // Once every worker finished cleanly the job's work is done: the scheduler and the servers
+    // leave by themselves within a heartbeat timeout or so. Never wait on them forever.
+    bool workers_done = true;
+    for (auto& c : children) {
+      if (c.name.rfind("worker-", 0) == 0 && (c.proc.running() || c.proc.exit_code().value_or(1) != 0)) {
+        workers_done = false;
+      }
+    }
+    if (workers_done) {
+      if (workers_done_at == Clock::time_point{}) workers_done_at = Clock::now();
+      if (Clock::now() - workers_done_at > kExitGrace) {
+        for (auto& c : children) {
+          if (c.proc.running()) std::cerr << "\nmetaps run: " << c.name << " still running after the workers finished; stopping it\n";
+        }
+        StopAll(children);
+        break;
+      }
+    }
     if (g_stop_requested) {
       StopAll(children);
       std::cerr << "\nmetaps run: stopped; continue with: metaps run --resume " << run_dir.string() << "\n";

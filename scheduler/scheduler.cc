@@ -162,6 +162,9 @@ Result<nlohmann::json> Scheduler::HandleControl(const std::string& peer, const H
       }
       n.endpoint = ep;
       server_endpoints_[id] = ep;
+      if (again && ckpt_running_) {
+        FinishCheckpoint(Aborted("shard " + std::to_string(id) + " restarted during the checkpoint"));
+      }
     } else {
       ReleaseClockWaiters(clock_.SetAlive(id, !worker_done_[id]));
     }
@@ -306,6 +309,7 @@ void Scheduler::MaybeScheduleCheckpoint(uint64_t requested_clock) {
 void Scheduler::MaybeStartCheckpoint() {
   if (ckpt_round_ == 0 || ckpt_running_ || clock_.MinClock() < ckpt_round_) return;
   ckpt_running_ = true;
+  ckpt_started_ = Clock::now();
   ckpt_status_ = Status::Ok();
   std::string dir = options_.checkpoint_dir + "/round-" + std::to_string(ckpt_round_);
   std::error_code ec;
@@ -395,6 +399,10 @@ void Scheduler::ReleaseFinalWaiters() {
 
 void Scheduler::CheckLiveness() {
   auto now = Clock::now();
+  if (ckpt_running_ && now - ckpt_started_ > std::chrono::milliseconds(options_.checkpoint_timeout_ms)) {
+    FinishCheckpoint(DeadlineExceeded("not every shard acknowledged the checkpoint in " +
+                                      std::to_string(options_.checkpoint_timeout_ms) + " ms"));
+  }
   auto timeout = std::chrono::milliseconds(options_.heartbeat_timeout_ms);
   for (auto& [key, n] : nodes_) {
     if (!n.alive || now - n.last_seen <= timeout) continue;

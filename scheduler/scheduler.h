@@ -47,6 +47,8 @@ struct SchedulerOptions {
   uint64_t checkpoint_every_rounds = 0;
   uint32_t checkpoint_every_seconds = 0;
   uint32_t checkpoint_keep = 2;
+  // A checkpoint not acknowledged by every shard in this time is abandoned (training goes on).
+  uint32_t checkpoint_timeout_ms = 30000;
   std::string checkpoint_dir;
 };
 
@@ -137,6 +139,7 @@ class Scheduler {
   // Checkpoint state.
   uint64_t ckpt_round_ = 0;          // round being held for a checkpoint; 0 = none pending
   bool ckpt_running_ = false;
+  Clock::time_point ckpt_started_;
   std::map<uint64_t, int> ckpt_acks_;  // request id -> shard
   Status ckpt_status_;
   uint64_t last_ckpt_round_ = 0;

@@ -215,6 +215,21 @@ TEST_F(SchedulerTest, CheckpointsAreAConsistentCutAtARoundBoundary) {
   std::filesystem::remove_all(dir);
 }
 
+TEST_F(SchedulerTest, ACheckpointNoShardAcknowledgesIsAbandonedAndTheRoundGoesOn) {
+  std::string dir = std::filesystem::temp_directory_path() / ("metaps-sched-ckpt-lost-" + std::to_string(getpid()));
+  InprocTransport silent(net_);  // a shard that died after registering: never answers
+  ASSERT_TRUE(silent.Bind("inproc://silent-shard").ok());
+  Start({.num_servers = 1, .num_workers = 1, .checkpoint_every_rounds = 1, .checkpoint_timeout_ms = 300,
+         .checkpoint_dir = dir});
+  auto s0 = Link("server", 0), w0 = Link("worker", 0);
+  Register(*s0, "inproc://silent-shard");
+  Register(*w0);
+  auto r = w0->Call("clock", {{"worker", 0}, {"clock", 1}}, milliseconds(5000));
+  ASSERT_TRUE(r.ok()) << r.status() << ": the round must be released once the checkpoint times out";
+  EXPECT_FALSE(LatestCheckpoint(dir).ok()) << "an abandoned checkpoint is not a checkpoint";
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(SchedulerTest, StrangersAreDroppedAndBadBodiesGetTypedErrors) {
   Start({.num_servers = 1, .num_workers = 1});
   auto stranger = Link("worker", 0, "wrong-token");

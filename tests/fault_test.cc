@@ -20,8 +20,10 @@ using metaps::testing::ServerProcess;
 
 // Relative tolerance on the final meta MAE against the fault-free run. Restarted workers redo
 // the rounds since the last checkpoint and a restarted server misses nothing acknowledged, so
-// the result differs only by the order of some updates.
-constexpr double kTolerance = 0.05;
+// the result differs only by the order of updates. That order is not deterministic even without
+// faults (two workers, prefetched pulls): six fault-free runs with the same seeds gave test MAE
+// 0.908-0.975, so the bound is 10%.
+constexpr double kTolerance = 0.10;
 
 const std::vector<std::string> kJob = {"--set", "datagen.users=700", "--set", "train.epochs=20",
                                        "--set", "checkpoint.every_rounds=40", "--quiet"};
@@ -59,7 +61,7 @@ bool WaitForRound(const std::string& run_dir, uint64_t round, Subprocess& job) {
 // kill -9 of the process whose command line contains `pattern` (a child of the job).
 void KillNine(const std::string& pattern) {
   Subprocess pk = std::move(Subprocess::Spawn({"/usr/bin/pkill", "-9", "-f", pattern}).value());
-  ASSERT_EQ(*pk.Wait(std::chrono::seconds(10)), 0) << "nothing matched " << pattern;
+  ASSERT_EQ(pk.Wait(std::chrono::seconds(10)).value_or(-1), 0) << "nothing matched " << pattern;
 }
 
 double MetaMae(const std::string& run_dir) {
@@ -74,7 +76,9 @@ class FaultTest : public ::testing::Test {
     dir_ = new ScratchDir("faults");
     std::string run = *dir_ / "baseline";
     Subprocess job = StartJob(run);
-    ASSERT_EQ(*job.Wait(std::chrono::minutes(5)), 0) << ServerProcess::ReadFile(run + ".out");
+    auto code = job.Wait(std::chrono::minutes(5));
+    ASSERT_TRUE(code.ok()) << code.status() << "\n" << ServerProcess::ReadFile(run + ".out");
+    ASSERT_EQ(*code, 0) << ServerProcess::ReadFile(run + ".out");
     baseline_mae_ = MetaMae(run);
     ASSERT_GT(baseline_mae_, 0);
   }
@@ -127,7 +131,7 @@ TEST_F(FaultTest, AStoppedJobResumesFromItsCheckpoint) {
   Subprocess job = StartJob(run);
   ASSERT_TRUE(WaitForRound(run, 90, job));
   ASSERT_TRUE(job.Signal(SIGTERM).ok());
-  ASSERT_EQ(*job.Wait(std::chrono::minutes(1)), 130) << ServerProcess::ReadFile(run + ".out");
+  ASSERT_EQ(job.Wait(std::chrono::minutes(1)).value_or(-1), 130) << ServerProcess::ReadFile(run + ".out");
   auto resumed = Subprocess::Spawn({MetapsBin(), "run", "--resume", run, "--quiet"}, run + ".out");
   ASSERT_TRUE(resumed.ok());
   ExpectCompletesNearBaseline(*resumed, run, "");
