@@ -7,6 +7,8 @@ ControlLink::ControlLink(std::unique_ptr<Transport> transport, std::string sched
 
 Status ControlLink::Connect() { return transport_->Connect("scheduler", endpoint_); }
 
+bool LateReplyAnswers(const std::string& kind) { return kind == "heartbeat" || kind == "done" || kind == "progress"; }
+
 Result<nlohmann::json> ControlLink::Call(const std::string& kind, const nlohmann::json& body,
                                          std::chrono::milliseconds timeout) {
   Message m;
@@ -32,7 +34,16 @@ Result<nlohmann::json> ControlLink::Call(const std::string& kind, const nlohmann
       return env.status();
     }
     auto reply = FromFrames(std::move(env->frames));
-    if (!reply.ok() || reply->header.request_id != m.header.request_id) continue;  // a stale reply
+    if (!reply.ok()) continue;
+    if (reply->header.request_id != m.header.request_id) {
+      // A reply to an earlier call that timed out. For kinds whose answer does not depend on the
+      // moment it was asked (see LateReplyAnswers), it answers this call too: otherwise a heartbeat
+      // answered "stop" just after its call timed out is lost, and the scheduler, which counted
+      // that node as told, may already have left.
+      if (!LateReplyAnswers(kind) || reply->header.table != kind || reply->header.request_id >= m.header.request_id) {
+        continue;
+      }
+    }
     METAPS_RETURN_IF_ERROR(StatusFromReply(reply->header));
     return ParseControlBody(reply->header);
   }

@@ -41,7 +41,8 @@ class ControlLink {
 
   Status Connect();
   // Sends `kind` with `body` and waits for its reply. DeadlineExceeded after `timeout`;
-  // a typed error reply becomes its Status.
+  // a typed error reply becomes its Status. For the kinds of LateReplyAnswers, a late reply to an
+  // earlier call of the same kind on this link answers this one too.
   Result<nlohmann::json> Call(const std::string& kind, const nlohmann::json& body,
                               std::chrono::milliseconds timeout);
 
@@ -53,6 +54,11 @@ class ControlLink {
   NodeIdentity self_;
   uint64_t next_request_id_ = 1;
 };
+
+// Kinds whose reply does not depend on when they were asked (heartbeat, done, progress): a late
+// reply to an earlier, timed-out call of the same kind is as good as the reply to a repeat. Not
+// clock (its reply is for one round) nor register/membership.
+bool LateReplyAnswers(const std::string& kind);
 
 // Parses a control body (`meta`), naming the message kind on error.
 Result<nlohmann::json> ParseControlBody(const Header& h);

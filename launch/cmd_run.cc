@@ -380,7 +380,8 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
   std::string failure;
   // How long the scheduler and servers may take to leave after the last worker finished.
   const auto kExitGrace = std::chrono::seconds(60);
-  Clock::time_point workers_done_at{};
+  const auto kServerExitGrace = std::chrono::seconds(5);  // after the scheduler left
+  Clock::time_point workers_done_at{}, scheduler_left_at{};
   double last_val_round = -1;
   while (true) {
     bool all_done = true;
@@ -413,7 +414,16 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
     }
     if (workers_done) {
       if (workers_done_at == Clock::time_point{}) workers_done_at = Clock::now();
-      if (Clock::now() - workers_done_at > kExitGrace) {
+      // The scheduler leaves only after telling every live server to stop (or after its own grace),
+      // so servers still running a few seconds after it left cleanly missed the word (one marked
+      // dead by a late heartbeat is not waited for): stop them now instead of after kExitGrace.
+      bool scheduler_left = false;
+      for (auto& c : children) {
+        if (c.name == "scheduler" && !c.proc.running() && c.proc.exit_code().value_or(1) == 0) scheduler_left = true;
+      }
+      if (scheduler_left && scheduler_left_at == Clock::time_point{}) scheduler_left_at = Clock::now();
+      const bool servers_overdue = scheduler_left && Clock::now() - scheduler_left_at > kServerExitGrace;
+      if (servers_overdue || Clock::now() - workers_done_at > kExitGrace) {
         for (auto& c : children) {
           if (c.proc.running()) std::cerr << "\nmetaps run: " << c.name << " still running after the workers finished; stopping it\n";
         }

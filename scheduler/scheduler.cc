@@ -68,7 +68,8 @@ Status Scheduler::Serve() {
     if (finished_) {
       bool servers_told = true;
       for (const auto& [k, n] : nodes_) {
-        if (n.role == "server" && n.alive && !n.told_to_stop) servers_told = false;
+        // Dead-marked servers too: one whose heartbeats were only late would otherwise never hear.
+        if (n.role == "server" && !n.told_to_stop) servers_told = false;
       }
       // Servers learn of the end from their next heartbeat; give them a bounded time to ask.
       auto grace = std::chrono::milliseconds(options_.heartbeat_timeout_ms) + std::chrono::seconds(2);

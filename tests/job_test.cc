@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "tests/test_util.h"
@@ -32,7 +33,18 @@ RunResult RunJob(const std::string& run_dir, std::vector<std::string> extra) {
   EXPECT_TRUE(p.ok()) << p.status();
   auto code = p->Wait(std::chrono::minutes(5));
   EXPECT_TRUE(code.ok()) << code.status();
-  return {code.value_or(-1), ServerProcess::ReadFile(out)};
+  RunResult r{code.value_or(-1), ServerProcess::ReadFile(out)};
+  // A role that did not leave by itself after the workers finished (the supervisor stopped it):
+  // not a failure of the job, but keep the evidence in the test output for diagnosis.
+  if (r.output.find("still running after the workers finished") != std::string::npos) {
+    std::cerr << "job " << run_dir << " left a role behind:\n" << r.output << "\n";
+    for (const char* role : {"scheduler", "server-0", "server-1", "worker-0", "worker-1"}) {
+      std::string log = ServerProcess::ReadFile(run_dir + "/logs/" + role + ".log");
+      std::cerr << "---- " << role << ".log (last 3000 bytes)\n"
+                << log.substr(log.size() > 3000 ? log.size() - 3000 : 0) << "\n";
+    }
+  }
+  return r;
 }
 
 nlohmann::json Report(const std::string& run_dir) {
