@@ -14,8 +14,8 @@ namespace {
 
 constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
 constexpr size_t kKeyBytes = 32;
-// Rejections are logged the first time a key shows up and then every kLogEvery-th time: a refused
-// client keeps reconnecting (ZeroMQ retries every reconnect interval), the count says how often.
+// Rejections are logged the first time a key shows up and then every kLogEvery-th time, so a client
+// that keeps opening connections cannot flood the log; the count says how often.
 constexpr uint64_t kLogEvery = 100;
 constexpr size_t kMaxTrackedKeys = 4096;
 
