@@ -1,14 +1,15 @@
 #include "common/zmq_transport.h"
 
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include <sys/stat.h>
-
+#include <cctype>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <cstring>
 #include <zmq.hpp>
 
 namespace metaps {
@@ -44,31 +45,70 @@ Result<std::string> ReadKey(const std::string& path) {
 
 }  // namespace
 
-Status WriteCurveKeys(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return Internal("cannot create " + dir + ": " + ec.message());
-  for (const char* role : {"server", "client"}) {
-    char pub[41], sec[41];
-    if (zmq_curve_keypair(pub, sec) != 0) return Unimplemented("this libzmq has no CURVE support");
-    std::string base = dir + "/" + role;
-    std::ofstream(base + ".pub") << pub << "\n";
-    {
-      std::ofstream k(base + ".key");
-      k << sec << "\n";
-    }
-    chmod((base + ".key").c_str(), 0600);
-  }
+namespace {
+
+// Creates (or truncates) `path` with `mode` before writing, so a secret is never readable by others.
+Status WriteKeyFile(const std::string& path, const std::string& text, mode_t mode) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return Internal("cannot write " + path + ": " + std::strerror(errno));
+  bool ok = fchmod(fd, mode) == 0 && write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ok = close(fd) == 0 && ok;
+  return ok ? Status::Ok() : Internal("cannot write " + path + ": " + std::strerror(errno));
+}
+
+Status WriteKeyPair(const std::string& base, std::string* pub_out) {
+  char pub[41], sec[41];
+  if (zmq_curve_keypair(pub, sec) != 0) return Unimplemented("this libzmq has no CURVE support");
+  METAPS_RETURN_IF_ERROR(WriteKeyFile(base + ".key", std::string(sec) + "\n", 0600));
+  METAPS_RETURN_IF_ERROR(WriteKeyFile(base + ".pub", std::string(pub) + "\n", 0644));
+  *pub_out = pub;
   return Status::Ok();
 }
 
-Result<ZmqOptions> CurveOptionsFromDir(const std::string& dir) {
+bool ValidClientName(const std::string& n) {
+  if (n.empty() || n == "server" || n == "authorized_keys") return false;
+  for (char c : n) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') return false;
+  }
+  return n[0] != '.';
+}
+
+}  // namespace
+
+Status WriteCurveKeys(const std::string& dir, const std::vector<std::string>& clients) {
+  if (clients.empty()) return InvalidArgument("CURVE keys need at least one client");
+  for (const auto& c : clients) {
+    if (!ValidClientName(c)) return InvalidArgument("'" + c + "' cannot name a CURVE client (letters, digits, -_.)");
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Internal("cannot create " + dir + ": " + ec.message());
+  std::string pub;
+  METAPS_RETURN_IF_ERROR(WriteKeyPair(dir + "/server", &pub));
+  std::string authorized = "# CURVE client keys the job's bound sockets accept: <z85 public key> <name>\n";
+  for (const auto& c : clients) {
+    METAPS_RETURN_IF_ERROR(WriteKeyPair(dir + "/" + c, &pub));
+    authorized += pub + " " + c + "\n";
+  }
+  return WriteKeyFile(dir + "/authorized_keys", authorized, 0644);
+}
+
+Result<ZmqOptions> CurveOptionsFromDir(const std::string& dir, const std::string& client) {
   ZmqOptions o;
   if (dir.empty()) return o;
+  if (!ValidClientName(client)) return InvalidArgument("'" + client + "' cannot name a CURVE client");
   METAPS_ASSIGN_OR_RETURN(o.curve_server_public, ReadKey(dir + "/server.pub"));
-  METAPS_ASSIGN_OR_RETURN(o.curve_server_secret, ReadKey(dir + "/server.key"));
-  METAPS_ASSIGN_OR_RETURN(o.curve_client_public, ReadKey(dir + "/client.pub"));
-  METAPS_ASSIGN_OR_RETURN(o.curve_client_secret, ReadKey(dir + "/client.key"));
+  if (std::filesystem::exists(dir + "/server.key")) {
+    METAPS_ASSIGN_OR_RETURN(o.curve_server_secret, ReadKey(dir + "/server.key"));
+  }
+  METAPS_ASSIGN_OR_RETURN(o.curve_client_public, ReadKey(dir + "/" + client + ".pub"));
+  METAPS_ASSIGN_OR_RETURN(o.curve_client_secret, ReadKey(dir + "/" + client + ".key"));
+  if (std::filesystem::exists(dir + "/authorized_keys")) {
+    METAPS_ASSIGN_OR_RETURN(o.curve_authorized_clients, CurveAllowList::FromFile(dir + "/authorized_keys"));
+  } else if (std::filesystem::exists(dir + "/client.pub")) {
+    METAPS_ASSIGN_OR_RETURN(std::string only, ReadKey(dir + "/client.pub"));
+    METAPS_RETURN_IF_ERROR(o.curve_authorized_clients.Add(only, "client"));
+  }
   return o;
 }
 
@@ -80,12 +120,24 @@ ZmqTransport::ZmqTransport(ZmqOptions options)
 ZmqTransport::~ZmqTransport() {
   dealers_.clear();
   router_.reset();
+  zap_.reset();  // its socket must close before the context terminates
   context_.reset();
   if (wake_fd_ >= 0) close(wake_fd_);
 }
 
 Result<std::string> ZmqTransport::Bind(const std::string& endpoint) {
   if (router_) return FailedPrecondition("transport is already bound");
+  const bool curve = !options_.curve_server_secret.empty();
+  if (!curve && !options_.curve_client_secret.empty()) {
+    return FailedPrecondition("bind " + endpoint + ": CURVE keys without server.key; this node cannot bind");
+  }
+  if (curve && options_.curve_authorized_clients.empty()) {
+    return FailedPrecondition("bind " + endpoint + ": CURVE with no authorized client keys would admit nobody");
+  }
+  if (curve && !zap_) {
+    // Before the bind: libzmq admits every client of a CURVE socket whose context has no handler.
+    METAPS_ASSIGN_OR_RETURN(zap_, ZapHandler::Start(*context_, options_.curve_authorized_clients, options_.log));
+  }
   try {
     auto s = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::router);
     s->set(zmq::sockopt::router_mandatory, 1);
@@ -93,9 +145,10 @@ Result<std::string> ZmqTransport::Bind(const std::string& endpoint) {
     s->set(zmq::sockopt::rcvhwm, options_.recv_hwm);
     s->set(zmq::sockopt::linger, options_.linger_ms);
     s->set(zmq::sockopt::sndtimeo, options_.send_timeout_ms);
-    if (!options_.curve_server_secret.empty()) {
+    if (curve) {
       s->set(zmq::sockopt::curve_server, 1);
       s->set(zmq::sockopt::curve_secretkey, options_.curve_server_secret);
+      s->set(zmq::sockopt::zap_domain, std::string(kZapDomain));
     }
     std::string ep = endpoint;
     // ZeroMQ's wildcard port is '*'; accept the conventional ':0' too.
@@ -215,6 +268,8 @@ Result<Envelope> ZmqTransport::Recv(std::chrono::milliseconds timeout) {
   }
   return DeadlineExceeded("spurious wake-up");
 }
+
+uint64_t ZmqTransport::curve_rejections() const { return zap_ ? zap_->rejected() : 0; }
 
 void ZmqTransport::Interrupt() {
   uint64_t one = 1;

@@ -3,6 +3,8 @@
 // writes the run directory:
 //   job.toml         the resolved config (overrides applied, tables and rounds filled in)
 //   token            the job's secret (mode 0600); every process must present it
+//   keys/            with security.curve: the CURVE server pair, one client pair per process,
+//                    authorized_keys (the clients bound sockets admit); see docs/operations.md
 //   logs/<role>.log  each process's output
 //   metrics.csv      progress over time; curves.svg the same as a plot
 //   report.json      test metrics of meta-learning and the baselines (written by worker 0)
@@ -230,7 +232,12 @@ int RunJob(const RunFlags& f) {
   auto curve = security->GetBool("curve", false);
   if (!curve.ok()) return Fail(curve.status().message()), 2;
   if (*curve) {
-    if (Status k = WriteCurveKeys((run_dir / "keys").string()); !k.ok()) return Fail(k.message());
+    // One client key pair per process, all listed in authorized_keys: every bound socket admits
+    // exactly this job's processes, and a log line names the node behind a key.
+    std::vector<std::string> names = {"scheduler"};
+    for (int s = 0; s < servers; ++s) names.push_back("server-" + std::to_string(s));
+    for (int w = 0; w < workers; ++w) names.push_back("worker-" + std::to_string(w));
+    if (Status k = WriteCurveKeys((run_dir / "keys").string(), names); !k.ok()) return Fail(k.message());
   }
   auto token = MakeToken();
   if (!token.ok()) return Fail(token.status().message());
@@ -310,7 +317,11 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
   const bool encrypted = fs::exists(run_dir / "keys" / "server.key");
   auto add = [&](const std::string& name, std::vector<std::string> argv) -> Status {
     argv.insert(argv.begin(), exe);
-    if (encrypted) argv.insert(argv.end(), {"--curve-keys", (run_dir / "keys").string()});
+    if (encrypted) {
+      argv.insert(argv.end(), {"--curve-keys", (run_dir / "keys").string()});
+      // Run directories from before per-process keys have one shared client.key.
+      if (fs::exists(run_dir / "keys" / (name + ".key"))) argv.insert(argv.end(), {"--curve-name", name});
+    }
     children.push_back({name, std::move(argv)});
     return start_child(children.back());
   };

@@ -5,6 +5,8 @@
 #include <iostream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "common/http_server.h"
 #include "common/logging.h"
 #include "common/zmq_transport.h"
@@ -20,7 +22,7 @@ namespace {
 struct SchedulerFlags {
   std::string config_path;
   std::vector<std::string> overrides;
-  std::string bind, endpoint_file, http_file, state_file, job_id, token_file, log_file, curve_keys;
+  std::string bind, endpoint_file, http_file, state_file, job_id, token_file, log_file, curve_keys, curve_name;
   int64_t http_port = -2;  // -2: from config
 };
 
@@ -33,7 +35,7 @@ int RunScheduler(const SchedulerFlags& f) {
   if (!cfg.ok()) return UsageError("scheduler", cfg.status());
   auto settings = SchedulerSettingsFromConfig(*cfg);
   if (!settings.ok()) return UsageError("scheduler", settings.status());
-  auto secrets = LoadNodeSecrets(f.token_file, f.curve_keys);
+  auto secrets = LoadNodeSecrets(f.token_file, f.curve_keys, f.curve_name);
   if (!secrets.ok()) return UsageError("scheduler", secrets.status());
   SchedulerSettings s = std::move(settings).value();
   if (!f.bind.empty()) s.scheduler.bind = f.bind;
@@ -42,16 +44,32 @@ int RunScheduler(const SchedulerFlags& f) {
   if (f.http_port != -2) s.http_port = static_cast<int>(f.http_port);
   if (!f.token_file.empty()) s.scheduler.auth = secrets->auth;
   Logger log = MakeLogger("scheduler", f.log_file, s.log_level);
-  const ZmqOptions* zmq_options = &secrets->zmq;
-  scheduler::Scheduler sched(s.scheduler, std::make_unique<ZmqTransport>(*zmq_options), log);
+  secrets->zmq.log = log;  // refused CURVE handshakes are logged here
+  auto transport = std::make_unique<ZmqTransport>(secrets->zmq);
+  const ZmqTransport* zmq_transport = transport.get();  // outlives `http` (declared later)
+  scheduler::Scheduler sched(s.scheduler, std::move(transport), log);
   auto ep = sched.Bind();
   if (!ep.ok()) {
     log->error("{}", ep.status().ToString());
     return 1;
   }
-  HttpServer http([&sched](const std::string& path) {
-    if (path == "/status" || path == "/") return HttpResponse{200, "application/json", sched.StatusJson()};
-    if (path == "/metrics") return HttpResponse{200, "text/plain; version=0.0.4", sched.MetricsText()};
+  const bool curve = !f.curve_keys.empty();
+  HttpServer http([&sched, zmq_transport, curve](const std::string& path) {
+    if (path == "/status" || path == "/") {
+      if (!curve) return HttpResponse{200, "application/json", sched.StatusJson()};
+      auto j = nlohmann::json::parse(sched.StatusJson(), nullptr, false);
+      if (j.is_object()) j["curve_rejected_handshakes"] = zmq_transport->curve_rejections();
+      return HttpResponse{200, "application/json", j.is_discarded() ? sched.StatusJson() : j.dump()};
+    }
+    if (path == "/metrics") {
+      return HttpResponse{200, "text/plain; version=0.0.4",
+                          sched.MetricsText() +
+                              "# HELP metaps_curve_rejected_handshakes_total CURVE handshakes refused by the "
+                              "scheduler's ZAP handler (client key not in authorized_keys)\n"
+                              "# TYPE metaps_curve_rejected_handshakes_total counter\n"
+                              "metaps_curve_rejected_handshakes_total " +
+                              std::to_string(zmq_transport->curve_rejections()) + "\n"};
+    }
     return HttpResponse{404, "text/plain", "not found: try /status or /metrics\n"};
   });
   int http_port = -1;
@@ -110,7 +128,8 @@ void RegisterSchedulerCommand(CLI::App& app, Action* action) {
   cmd->add_option("--job-id", f->job_id, "Job id (job.id)");
   cmd->add_option("--token-file", f->token_file, "Job token file");
   cmd->add_option("--log-file", f->log_file, "Also write the log here");
-  cmd->add_option("--curve-keys", f->curve_keys, "Encrypt every link with the CURVE keys in this directory");
+  cmd->add_option("--curve-keys", f->curve_keys, kCurveKeysHelp);
+  cmd->add_option("--curve-name", f->curve_name, kCurveNameHelp)->default_str("client");
   cmd->callback([f, action] { *action = [f] { return RunScheduler(*f); }; });
 
   auto host = std::make_shared<std::string>("127.0.0.1");

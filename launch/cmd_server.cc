@@ -25,7 +25,7 @@ namespace {
 struct ServerFlags {
   std::string config_path;
   std::vector<std::string> overrides;
-  std::string bind, data_dir, restore_from, endpoint_file, log_file, job_id, token_file, scheduler, curve_keys;
+  std::string bind, data_dir, restore_from, endpoint_file, log_file, job_id, token_file, scheduler, curve_keys, curve_name;
   int64_t heartbeat_ms = 1000;
   int64_t shard_id = -1;
   int64_t cache_bytes = -1;
@@ -37,7 +37,7 @@ int RunServer(const ServerFlags& f) {
   if (!cfg.ok()) return UsageError("server", cfg.status());
   auto opts = ServerSettingsFromConfig(*cfg);
   if (!opts.ok()) return UsageError("server", opts.status());
-  auto secrets = LoadNodeSecrets(f.token_file, f.curve_keys);
+  auto secrets = LoadNodeSecrets(f.token_file, f.curve_keys, f.curve_name);
   if (!secrets.ok()) return UsageError("server", secrets.status());
   ServerSettings s = std::move(opts).value();
   if (!f.bind.empty()) s.server.bind = f.bind;
@@ -54,6 +54,7 @@ int RunServer(const ServerFlags& f) {
   }
 
   Logger log = MakeLogger("server-" + std::to_string(s.server.shard_id), f.log_file, s.log_level);
+  secrets->zmq.log = log;  // refused CURVE handshakes are logged here
   const ZmqOptions* zmq_options = &secrets->zmq;
   if (Status st = ps::ParamStore::PrepareDataDir(s.store); !st.ok()) {
     log->error("cannot restore {}: {}", s.store.restore_from, st.ToString());
@@ -154,7 +155,8 @@ void RegisterServerCommand(CLI::App& app, Action* action) {
   cmd->add_option("--token-file", f->token_file, "Only serve requests carrying the token in this file");
   cmd->add_option("--scheduler", f->scheduler, "Register with the scheduler at this endpoint and heartbeat to it");
   cmd->add_option("--heartbeat-ms", f->heartbeat_ms, "Heartbeat period");
-  cmd->add_option("--curve-keys", f->curve_keys, "Encrypt every link with the CURVE keys in this directory");
+  cmd->add_option("--curve-keys", f->curve_keys, kCurveKeysHelp);
+  cmd->add_option("--curve-name", f->curve_name, kCurveNameHelp)->default_str("client");
   cmd->callback([f, action] { *action = [f] { return RunServer(*f); }; });
 }
 

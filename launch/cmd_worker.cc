@@ -41,7 +41,7 @@ class PsParams final : public worker::ParamClient {
 };
 
 struct WorkerFlags {
-  std::string config_path, scheduler, token_file, log_file, run_dir, job_id, curve_keys;
+  std::string config_path, scheduler, token_file, log_file, run_dir, job_id, curve_keys, curve_name;
   std::vector<std::string> overrides;
   int64_t id = 0;
   uint64_t start_round = 0;
@@ -52,7 +52,7 @@ int RunWorker(const WorkerFlags& f) {
   if (!cfg.ok()) return UsageError("worker", cfg.status());
   auto sched = SchedulerSettingsFromConfig(*cfg);
   if (!sched.ok()) return UsageError("worker", sched.status());
-  auto secrets = LoadNodeSecrets(f.token_file, f.curve_keys);
+  auto secrets = LoadNodeSecrets(f.token_file, f.curve_keys, f.curve_name);
   if (!secrets.ok()) return UsageError("worker", secrets.status());
   const std::string& auth = secrets->auth;
   const ZmqOptions* zmq_options = &secrets->zmq;
@@ -111,7 +111,8 @@ void RegisterWorkerCommand(CLI::App& app, Action* action) {
   cmd->add_option("--run-dir", f->run_dir, "Where worker 0 writes report.json and the final checkpoint");
   cmd->add_option("--log-file", f->log_file, "Also write the log here");
   cmd->add_option("--start-round", f->start_round, "Resume at this round (a checkpoint's)");
-  cmd->add_option("--curve-keys", f->curve_keys, "Encrypt every link with the CURVE keys in this directory");
+  cmd->add_option("--curve-keys", f->curve_keys, kCurveKeysHelp);
+  cmd->add_option("--curve-name", f->curve_name, kCurveNameHelp)->default_str("client");
   cmd->callback([f, action] { *action = [f] { return RunWorker(*f); }; });
 }
 

@@ -77,12 +77,13 @@ Result<SchedulerSettings> SchedulerSettingsFromConfig(const Config& root) {
   return s;
 }
 
-Result<NodeSecrets> LoadNodeSecrets(const std::string& token_file, const std::string& curve_keys_dir) {
+Result<NodeSecrets> LoadNodeSecrets(const std::string& token_file, const std::string& curve_keys_dir,
+                                    const std::string& curve_name) {
   NodeSecrets s;
   if (!token_file.empty()) {
     METAPS_ASSIGN_OR_RETURN(s.auth, ReadTokenFile(token_file));
   }
-  auto zmq = CurveOptionsFromDir(curve_keys_dir);
+  auto zmq = CurveOptionsFromDir(curve_keys_dir, curve_name.empty() ? "client" : curve_name);
   if (!zmq.ok()) return zmq.status().WithContext("--curve-keys");
   s.zmq = std::move(zmq).value();
   return s;

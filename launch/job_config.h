@@ -40,12 +40,19 @@ struct SchedulerSettings {
 Result<SchedulerSettings> SchedulerSettingsFromConfig(const Config& root);
 
 // What every role's command reads besides its config: the job token (empty without a file) and
-// the ZeroMQ options (CURVE keys when a directory is given).
+// the ZeroMQ options (CURVE keys when a directory is given: the server pair, the client pair
+// named `curve_name`, the authorized_keys allow-list; see common/zmq_transport.h).
 struct NodeSecrets {
   std::string auth;
   ZmqOptions zmq;
 };
-Result<NodeSecrets> LoadNodeSecrets(const std::string& token_file, const std::string& curve_keys_dir);
+Result<NodeSecrets> LoadNodeSecrets(const std::string& token_file, const std::string& curve_keys_dir,
+                                    const std::string& curve_name = "client");
+
+// Help texts of the CURVE flags every role takes.
+inline constexpr const char* kCurveKeysHelp =
+    "Encrypt every link with the CURVE keys in this directory and admit only its authorized_keys";
+inline constexpr const char* kCurveNameHelp = "This node's client key pair in --curve-keys: NAME.pub, NAME.key";
 
 // Prints "metaps <command>: <message>" for a bad config or flag and returns exit code 2.
 int UsageError(const char* command, const Status& status);
