@@ -28,6 +28,7 @@
 
 #include "common/memory_storage.h"
 #include "common/rocksdb_storage.h"
+#include "ps/dedupe_window.h"
 
 namespace metaps::ps {
 
@@ -40,9 +41,14 @@ namespace fs = std::filesystem;
 // ---- On-disk formats (docs/storage.md) -------------------------------------------------------
 
 constexpr uint8_t kRowVersion = 1;
-constexpr uint32_t kLogMagic = 0x3147'4c50;  // "PLG1"
+constexpr uint32_t kLogMagic = 0x3147'4c50;        // "PLG1": a push without an origin
+constexpr uint32_t kLogMagicOrigin = 0x3247'4c50;  // "PLG2": a push with its origin (LogOrigin)
 constexpr char kFormatKey[] = "format";
-constexpr char kFormatValue[] = "metaps-ps-1";
+// metaps-ps-2 added PLG2 log records and meta/dedupe_window. A metaps-ps-1 store is read as is
+// and its format key rewritten on open (its records are all PLG1).
+constexpr char kFormatValue[] = "metaps-ps-2";
+constexpr char kFormatValueV1[] = "metaps-ps-1";
+constexpr char kDedupeWindowKey[] = "dedupe_window";
 constexpr char kAppliedSeqKey[] = "applied_seq";
 constexpr char kTablePrefix[] = "table/";
 constexpr char kManifestName[] = "manifest.json";
@@ -73,6 +79,15 @@ struct LogHeader {
   uint32_t dim;
 };
 static_assert(sizeof(LogHeader) == 24);
+
+// In a PLG2 record, between the LogHeader and the keys: who sent the push, followed by
+// sender_bytes bytes of the sender's name.
+struct LogOrigin {
+  uint64_t request_id;
+  uint32_t sender_bytes;
+  uint32_t reserved;
+};
+static_assert(sizeof(LogOrigin) == 16);
 
 // A table's entry in the "meta" space under "table/<name>".
 struct TableRecord {
@@ -601,6 +616,9 @@ struct ParamStore::Impl {
   std::deque<std::pair<uint64_t, uint64_t>> pending_log;  // (seq, bytes) after the cut; guarded by mu
   std::thread writer;
 
+  // Pushes applied, by origin; guarded by mu. Changes only with a durable push (or on Open).
+  DedupeWindow applied_pushes;
+
   // ---- Cache -----------------------------------------------------------------------------------
 
   // Starts a new op: rows pinned by the previous one become evictable again. REQUIRES: mu held.
@@ -934,6 +952,9 @@ struct ParamStore::Impl {
           std::string seq_value(8, '\0');
           std::memcpy(seq_value.data(), &cut, 8);
           batch.Put(meta_space, kAppliedSeqKey, seq_value);
+          // The window with the cut: ids of the pushes whose records the cut drops stay known.
+          // (It may also hold ids of pushes after C; their records are kept, so that is exact.)
+          if (!applied_pushes.empty()) batch.Put(meta_space, kDedupeWindowKey, applied_pushes.Encode());
           if (cut > 0 && !file_log) batch.DeleteRange(log_space, SeqKey(0), SeqKey(cut + 1));
         }
       }
@@ -1021,8 +1042,9 @@ struct ParamStore::Impl {
     Status st = storage->Get(meta_space, kFormatKey, &v);
     *fresh = st.code() == StatusCode::kNotFound;
     if (!st.ok() && !*fresh) return st;
-    if (!*fresh && v != kFormatValue) {
-      return FailedPrecondition("data is format \"" + v + "\", this build reads \"" + kFormatValue + "\"");
+    if (!*fresh && v != kFormatValue && v != kFormatValueV1) {
+      return FailedPrecondition("data is format \"" + v + "\", this build reads \"" + kFormatValue + "\" and \"" +
+                                kFormatValueV1 + "\"");
     }
     std::vector<std::pair<std::string, TableRecord>> known;
     METAPS_RETURN_IF_ERROR(storage->Scan(meta_space, kTablePrefix, "table0", [&](std::string_view k, std::string_view val) {
@@ -1034,7 +1056,8 @@ struct ParamStore::Impl {
     uint32_t next_id = 1;
     for (const auto& [name, r] : known) next_id = std::max(next_id, r.id + 1);
     StorageBatch batch;
-    if (*fresh) batch.Put(meta_space, kFormatKey, kFormatValue);
+    // (An older store is upgraded: the records this build appends are PLG2, which it cannot read.)
+    if (*fresh || v != kFormatValue) batch.Put(meta_space, kFormatKey, kFormatValue);
     for (auto& t : tables) {
       auto it = std::find_if(known.begin(), known.end(), [&](const auto& p) { return p.first == t->spec.name; });
       if (it != known.end()) {
@@ -1080,6 +1103,14 @@ struct ParamStore::Impl {
     }
     applied_seq = written_seq;
     next_seq = written_seq + 1;
+    // The window as of the cut, then the origins of the records after it.
+    std::string window;
+    Status ws = storage->Get(meta_space, kDedupeWindowKey, &window);
+    if (ws.ok()) {
+      METAPS_RETURN_IF_ERROR(applied_pushes.Decode(window).WithContext("meta " + std::string(kDedupeWindowKey)));
+    } else if (ws.code() != StatusCode::kNotFound) {
+      return ws;
+    }
     std::vector<float> grads;
     std::vector<Key> keys;
     std::vector<uint32_t> row_slots;
@@ -1088,8 +1119,18 @@ struct ParamStore::Impl {
       if (val.size() < sizeof(h)) return DataLoss("log record " + std::to_string(seq) + " is truncated");
       std::memcpy(&h, val.data(), sizeof(h));
       Table* t = h.table_id < by_id.size() ? by_id[h.table_id] : nullptr;
-      const size_t need = sizeof(h) + size_t{h.n} * 8 + size_t{h.n} * h.dim * 4;
-      if (h.magic != kLogMagic || val.size() != need) {
+      LogOrigin origin{};
+      std::string_view sender;
+      size_t body = sizeof(h);  // where the keys start
+      if (h.magic == kLogMagicOrigin) {
+        if (val.size() < sizeof(h) + sizeof(origin)) return DataLoss("log record " + std::to_string(seq) + " is truncated");
+        std::memcpy(&origin, val.data() + sizeof(h), sizeof(origin));
+        body += sizeof(origin) + origin.sender_bytes;
+        if (val.size() < body) return DataLoss("log record " + std::to_string(seq) + " is corrupt");
+        sender = val.substr(sizeof(h) + sizeof(origin), origin.sender_bytes);
+      }
+      const size_t need = body + size_t{h.n} * 8 + size_t{h.n} * h.dim * 4;
+      if ((h.magic != kLogMagic && h.magic != kLogMagicOrigin) || val.size() != need) {
         return DataLoss("log record " + std::to_string(seq) + " is corrupt");
       }
       if (t == nullptr) {
@@ -1102,14 +1143,15 @@ struct ParamStore::Impl {
       }
       keys.resize(h.n);
       grads.resize(size_t{h.n} * h.dim);
-      std::memcpy(keys.data(), val.data() + sizeof(h), size_t{h.n} * 8);
-      std::memcpy(grads.data(), val.data() + sizeof(h) + size_t{h.n} * 8, grads.size() * 4);
+      std::memcpy(keys.data(), val.data() + body, size_t{h.n} * 8);
+      std::memcpy(grads.data(), val.data() + body + size_t{h.n} * 8, grads.size() * 4);
       {
         std::lock_guard<std::mutex> lock(mu);
         NewEpoch();
         row_slots.resize(h.n);
         METAPS_RETURN_IF_ERROR(EnsureResident(t, keys, row_slots.data()));
         ApplyToRows(t, seq, h.step, h.n, row_slots.data(), grads.data());
+        if (h.magic == kLogMagicOrigin) applied_pushes.Add(sender, origin.request_id);
         next_seq = seq + 1;
         ++stats.replayed_records;
         AddPendingLog(seq, val.size());
@@ -1193,7 +1235,8 @@ struct ParamStore::Impl {
   }
 
   // Push of unique keys (already summed). Logs, then applies.
-  Status PushUnique(Table* t, std::span<const Key> keys, const float* grads, uint64_t step) {
+  Status PushUnique(Table* t, std::span<const Key> keys, const float* grads, uint64_t step,
+                    const PushOrigin* origin) {
     const size_t n = keys.size();
     const uint32_t dim = t->spec.dim;
     {
@@ -1208,18 +1251,31 @@ struct ParamStore::Impl {
       METAPS_RETURN_IF_ERROR(rs);
       StageTimer log_timer(prof, StageProfile::kPushLog);
       const uint64_t seq = next_seq;
-      LogHeader h{kLogMagic, t->id, step, static_cast<uint32_t>(n), dim};
-      const size_t bytes = sizeof(h) + n * 8 + n * size_t{dim} * 4;
+      LogHeader h{origin ? kLogMagicOrigin : kLogMagic, t->id, step, static_cast<uint32_t>(n), dim};
+      // The origin rides in the push's own record: the push and its id are durable together.
+      const LogOrigin o{origin ? origin->request_id : 0, origin ? static_cast<uint32_t>(origin->sender.size()) : 0, 0};
+      const size_t origin_bytes = origin ? sizeof(o) + origin->sender.size() : 0;
+      const size_t bytes = sizeof(h) + origin_bytes + n * 8 + n * size_t{dim} * 4;
       // Durable before anything changes in memory: a failed write leaves the store as it was.
       if (file_log) {
-        METAPS_RETURN_IF_ERROR(file_log->Append(seq, {{&h, sizeof(h)}, {keys.data(), n * 8}, {grads, n * size_t{dim} * 4}})
-                                   .WithContext("appending the push to the log"));
+        Status as = origin ? file_log->Append(seq, {{&h, sizeof(h)},
+                                                    {&o, sizeof(o)},
+                                                    {origin->sender.data(), origin->sender.size()},
+                                                    {keys.data(), n * 8},
+                                                    {grads, n * size_t{dim} * 4}})
+                           : file_log->Append(seq, {{&h, sizeof(h)}, {keys.data(), n * 8}, {grads, n * size_t{dim} * 4}});
+        METAPS_RETURN_IF_ERROR(as.WithContext("appending the push to the log"));
       } else {
         log_batch.Clear();
         char key[8];
         for (int i = 7; i >= 0; --i) key[7 - i] = static_cast<char>((seq >> (8 * i)) & 0xff);
         char* v = log_batch.PutUninitialized(log_space, std::string_view(key, 8), bytes);
         std::memcpy(v, &h, sizeof(h));
+        if (origin) {
+          std::memcpy(v + sizeof(h), &o, sizeof(o));
+          std::memcpy(v + sizeof(h) + sizeof(o), origin->sender.data(), origin->sender.size());
+          v += origin_bytes;
+        }
         std::memcpy(v + sizeof(h), keys.data(), n * 8);
         std::memcpy(v + sizeof(h) + n * 8, grads, n * size_t{dim} * 4);
         METAPS_RETURN_IF_ERROR(storage->Write(log_batch, options.sync).WithContext("appending the push to the log"));
@@ -1230,6 +1286,7 @@ struct ParamStore::Impl {
         StageTimer apply_timer(prof, StageProfile::kPushApply);
         ApplyToRows(t, seq, step, n, slots.data(), grads);
       }
+      if (origin) applied_pushes.Add(origin->sender, origin->request_id);
       ++stats.log_records;
       AddPendingLog(seq, bytes);
       if (log_batch.ByteSize() > (64u << 20)) log_batch = StorageBatch();
@@ -1391,6 +1448,7 @@ Result<std::unique_ptr<ParamStore>> ParamStore::Open(StoreOptions options, std::
     t->chunk_shift = shift;
     impl->tables.push_back(std::move(t));
   }
+  impl->applied_pushes = DedupeWindow(options.dedupe_senders, options.dedupe_ids_per_sender);
   impl->options = std::move(options);
 
   bool fresh = false;
@@ -1491,7 +1549,7 @@ Status ParamStore::Pull(std::string_view table, std::span<const Key> keys, float
 }
 
 Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::span<const float> grads,
-                        uint64_t step) {
+                        uint64_t step, const PushOrigin* origin) {
   METAPS_ASSIGN_OR_RETURN(Impl::Table * t, impl_->FindOrError(table, false));
   const uint32_t dim = t->spec.dim;
   if (grads.size() != keys.size() * size_t{dim}) {
@@ -1517,7 +1575,7 @@ Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::
   }
   if (!dups) {
     dedupe_timer.Stop();
-    return m.PushUnique(t, keys, grads.data(), step);
+    return m.PushUnique(t, keys, grads.data(), step, origin);
   }
   m.uniq_keys.resize(nuniq);
   m.uniq_grads.assign(nuniq * size_t{dim}, 0.0f);
@@ -1529,7 +1587,7 @@ Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::
     for (uint32_t d = 0; d < dim; ++d) dst[d] += src[d];
   }
   dedupe_timer.Stop();
-  return m.PushUnique(t, m.uniq_keys, m.uniq_grads.data(), step);
+  return m.PushUnique(t, m.uniq_keys, m.uniq_grads.data(), step, origin);
 }
 
 Status ParamStore::PullDense(std::string_view table, float* out) {
@@ -1544,7 +1602,8 @@ Status ParamStore::PullDense(std::string_view table, float* out) {
   return Status::Ok();
 }
 
-Status ParamStore::PushDense(std::string_view table, std::span<const float> grads, uint64_t step) {
+Status ParamStore::PushDense(std::string_view table, std::span<const float> grads, uint64_t step,
+                             const PushOrigin* origin) {
   METAPS_ASSIGN_OR_RETURN(Impl::Table * t, impl_->FindOrError(table, true));
   if (grads.size() != t->spec.dim) {
     return InvalidArgument("push to dense tensor " + t->spec.name + ": expected " + std::to_string(t->spec.dim) +
@@ -1552,7 +1611,12 @@ Status ParamStore::PushDense(std::string_view table, std::span<const float> grad
   }
   METAPS_RETURN_IF_ERROR(impl_->MaybeThrottle(t, 1));
   const Key key = 0;
-  return impl_->PushUnique(t, std::span<const Key>(&key, 1), grads.data(), step);
+  return impl_->PushUnique(t, std::span<const Key>(&key, 1), grads.data(), step, origin);
+}
+
+bool ParamStore::PushApplied(std::string_view sender, uint64_t request_id) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->applied_pushes.Seen(sender, request_id);
 }
 
 Status ParamStore::Flush() { return impl_->WriteBack(); }

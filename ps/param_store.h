@@ -10,6 +10,13 @@
 // number of the last push applied to it, so replay is exact and idempotent per row). See
 // docs/storage.md for the on-disk formats.
 //
+// Exactly once across retries and restarts: a push may carry its origin (sender, request id). The
+// origin goes into the push's own log record and into the store's window of applied pushes
+// (DedupeWindow) in the same step, so PushApplied answers the same before and after a crash: the
+// window is rebuilt from the replayed records, and each write-back cut stores it in the "meta"
+// space in the batch that records the cut (ids whose records the cut drops survive); checkpoints
+// carry it.
+//
 // Unseen keys read as their deterministic initial value (ps/initializer.h); pulls never write.
 //
 // Thread-safety: Pull/Push/PullDense/PushDense/Checkpoint/Flush/GetRow are meant to be called
@@ -50,6 +57,18 @@ struct StoreOptions {
   // (one writev per push; much cheaper than a RocksDB write of the same bytes). true, or when
   // data_dir is empty: the storage's "log" space.
   bool log_in_storage = false;
+  // Bounds of the window of applied push ids (see PushOrigin): the newest
+  // dedupe_ids_per_sender ids of each of the dedupe_senders most recently active senders.
+  // Default: 4096 senders, 1024 ids each.
+  size_t dedupe_senders = 4096;
+  size_t dedupe_ids_per_sender = 1024;
+};
+
+// Who sent a push, for exactly-once application of retries: a retried push carries the same
+// sender and request id. A client's sender name carries its incarnation (docs/wire.md).
+struct PushOrigin {
+  std::string_view sender;
+  uint64_t request_id = 0;
 };
 
 struct RowInfo {
@@ -95,10 +114,17 @@ class ParamStore {
   // Writes keys.size()*dim floats to out, in key order (duplicates allowed). Unseen keys: initial values, nothing written.
   Status Pull(std::string_view table, std::span<const Key> keys, float* out);
   // Sums duplicate keys' grads, appends one durable log record, applies the optimizer to each unique row, marks rows dirty. Returns only once the record is durable. `step` is the worker's clock, stored as last_step.
-  Status Push(std::string_view table, std::span<const Key> keys, std::span<const float> grads, uint64_t step);
+  // `origin` (optional): logged with the push and added to the window of applied pushes once the
+  // record is durable (see PushApplied). Nothing is recorded for a push that fails or is empty.
+  Status Push(std::string_view table, std::span<const Key> keys, std::span<const float> grads, uint64_t step,
+              const PushOrigin* origin = nullptr);
   // Dense tensors: one row of dim floats.
   Status PullDense(std::string_view table, float* out);
-  Status PushDense(std::string_view table, std::span<const float> grads, uint64_t step);
+  Status PushDense(std::string_view table, std::span<const float> grads, uint64_t step,
+                   const PushOrigin* origin = nullptr);
+  // True when a push with this origin was applied and is still in the window (also after a crash
+  // and restart, or a restore from a checkpoint taken after it).
+  bool PushApplied(std::string_view sender, uint64_t request_id) const;
   // Consistent: flushes/records a cut, then storage checkpoint + manifest.json (tables, sequence
   // numbers, time). `dir` must not exist or be empty. Layout: dir/db (the storage's checkpoint),
   // dir/manifest.json (written last: a checkpoint without it is incomplete).

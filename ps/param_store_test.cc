@@ -389,6 +389,142 @@ void ReopenKeepsEveryPush(bool log_in_storage) {
 TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithTheFileLog) { ReopenKeepsEveryPush(false); }
 TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithTheLogInRocksDb) { ReopenKeepsEveryPush(true); }
 
+// Exactly-once across a crash: the origin of each push rides in its log record, and the window
+// of applied pushes is stored with each write-back cut. final_flush_on_close = false leaves the
+// directory as kill -9 would.
+void AppliedPushIdsSurviveACrash(bool log_in_storage) {
+  TempDir dir;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = false;
+  o.log_in_storage = log_in_storage;
+  const PushOrigin r7{"worker-0#abc", 7}, r8{"worker-0#abc", 8}, dense9{"worker-0#abc", 9};
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    ASSERT_TRUE(store->Push("lin", std::vector<Key>{1, 2}, std::vector<float>{1, 1, 1, 1}, 1, &r7).ok());
+    ASSERT_TRUE(store->PushDense("mlp", std::vector<float>(10, 1.f), 1, &dense9).ok());
+    EXPECT_TRUE(store->PushApplied(r7.sender, r7.request_id));
+    EXPECT_FALSE(store->PushApplied(r8.sender, r8.request_id));
+  }
+  {  // R7's record is replayed; R7 is known as applied.
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    EXPECT_EQ(store->Stats().replayed_records, 2u);
+    EXPECT_TRUE(store->PushApplied(r7.sender, r7.request_id));
+    EXPECT_TRUE(store->PushApplied(dense9.sender, dense9.request_id));
+    EXPECT_FALSE(store->PushApplied(r7.sender, 8));
+    EXPECT_FALSE(store->PushApplied("worker-1#def", 7));
+    EXPECT_EQ(store->GetRow("lin", 1)->update_count, 1u);
+    EXPECT_EQ(store->GetRow("mlp", 0)->update_count, 1u);
+    // A write-back cut drops R7's record; R8 is logged after the cut.
+    ASSERT_TRUE(store->Flush().ok());
+    ASSERT_TRUE(store->Push("lin", std::vector<Key>{1}, std::vector<float>{1, 1}, 2, &r8).ok());
+  }
+  {  // Only R8's record is left to replay; R7 is known from the window stored with the cut.
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    EXPECT_EQ(store->Stats().replayed_records, 1u);
+    EXPECT_TRUE(store->PushApplied(r7.sender, r7.request_id));
+    EXPECT_TRUE(store->PushApplied(r8.sender, r8.request_id));
+    EXPECT_TRUE(store->PushApplied(dense9.sender, dense9.request_id));
+    EXPECT_EQ(store->GetRow("lin", 1)->update_count, 2u);
+    EXPECT_EQ(store->GetRow("lin", 2)->update_count, 1u);
+    // Cut again (R8's record dropped too), then crash with nothing in the log.
+    ASSERT_TRUE(store->Flush().ok());
+  }
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  EXPECT_EQ(store->Stats().replayed_records, 0u);
+  EXPECT_TRUE(store->PushApplied(r7.sender, r7.request_id));
+  EXPECT_TRUE(store->PushApplied(r8.sender, r8.request_id));
+  EXPECT_EQ(store->GetRow("lin", 1)->update_count, 2u);
+}
+
+TEST(ParamStoreTest, AppliedPushIdsSurviveACrashWithTheFileLog) { AppliedPushIdsSurviveACrash(false); }
+TEST(ParamStoreTest, AppliedPushIdsSurviveACrashWithTheLogInRocksDb) { AppliedPushIdsSurviveACrash(true); }
+
+TEST(ParamStoreTest, TheStoredWindowKeepsItsBounds) {
+  TempDir dir;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = false;
+  o.dedupe_senders = 2;
+  o.dedupe_ids_per_sender = 2;
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    for (uint64_t id = 1; id <= 3; ++id) {
+      const PushOrigin origin{"a", id};
+      ASSERT_TRUE(store->Push("lin", std::vector<Key>{1}, std::vector<float>{1, 1}, id, &origin).ok());
+      if (id == 2) {
+        ASSERT_TRUE(store->Flush().ok());  // ids 1, 2 stored with the cut; 3 in the log
+      }
+    }
+    for (const char* sender : {"b", "c"}) {
+      const PushOrigin origin{sender, 1};
+      ASSERT_TRUE(store->Push("lin", std::vector<Key>{2}, std::vector<float>{1, 1}, 1, &origin).ok());
+    }
+  }
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  EXPECT_FALSE(store->PushApplied("a", 1));  // "a" was the least recently active sender
+  EXPECT_FALSE(store->PushApplied("a", 3));
+  EXPECT_TRUE(store->PushApplied("b", 1));
+  EXPECT_TRUE(store->PushApplied("c", 1));
+  EXPECT_EQ(store->GetRow("lin", 1)->update_count, 3u);
+}
+
+TEST(ParamStoreTest, ACheckpointCarriesTheWindowOfAppliedPushes) {
+  TempDir dir;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path("live");
+  const PushOrigin before{"w#1", 1}, after{"w#1", 2};
+  auto store = OpenOrDie(o, OpenRocks(o.data_dir));
+  ASSERT_TRUE(store->Push("lin", std::vector<Key>{5}, std::vector<float>{1, 1}, 1, &before).ok());
+  ASSERT_TRUE(store->Checkpoint(dir.path("ckpt")).ok());
+  ASSERT_TRUE(store->Push("lin", std::vector<Key>{5}, std::vector<float>{1, 1}, 2, &after).ok());
+  StoreOptions r = Quiet();
+  r.data_dir = dir.path("restored");
+  r.restore_from = dir.path("ckpt");
+  ASSERT_TRUE(ParamStore::PrepareDataDir(r).ok());
+  auto restored = OpenOrDie(r, OpenRocks(r.data_dir));
+  EXPECT_TRUE(restored->PushApplied(before.sender, before.request_id));
+  EXPECT_FALSE(restored->PushApplied(after.sender, after.request_id));  // after the checkpoint
+  EXPECT_EQ(restored->GetRow("lin", 5)->update_count, 1u);
+}
+
+// A store written before pushes carried their origin (format metaps-ps-1, PLG1 records only)
+// opens, replays and is upgraded; an unknown format is refused by name.
+TEST(ParamStoreTest, AnOlderFormatOpensAndAnUnknownOneIsRefused) {
+  TempDir dir;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = false;
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    ASSERT_TRUE(store->Push("lin", std::vector<Key>{1}, std::vector<float>{1, 1}, 1).ok());  // no origin: PLG1
+  }
+  auto set_format = [&](const std::string& v) {
+    auto s = OpenRocks(dir.path());
+    StorageBatch b;
+    b.Put(*s->FindSpace("meta"), "format", v);
+    ASSERT_TRUE(s->Write(b, true).ok());
+    ASSERT_TRUE(s->Close().ok());
+  };
+  set_format("metaps-ps-1");
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    EXPECT_EQ(store->Stats().replayed_records, 1u);
+    EXPECT_EQ(store->GetRow("lin", 1)->update_count, 1u);
+  }
+  {
+    auto s = OpenRocks(dir.path());
+    std::string v;
+    ASSERT_TRUE(s->Get(*s->FindSpace("meta"), "format", &v).ok());
+    EXPECT_EQ(v, "metaps-ps-2");
+    ASSERT_TRUE(s->Close().ok());
+  }
+  set_format("metaps-ps-9");
+  auto refused = ParamStore::Open(o, Tables(), OpenRocks(dir.path()));
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().ToString().find("metaps-ps-9"), std::string::npos) << refused.status();
+}
+
 TEST(ParamStoreTest, PendingFileLogIsNotSilentlyIgnored) {
   TempDir dir;
   StoreOptions o = Quiet();

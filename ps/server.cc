@@ -97,28 +97,6 @@ Result<std::span<const float>> FloatsOf(const Message& m, size_t frame, uint64_t
 
 }  // namespace
 
-bool DedupeWindow::Seen(const std::string& sender, uint64_t request_id) const {
-  auto it = senders_.find(sender);
-  return it != senders_.end() && it->second.ids.count(request_id) > 0;
-}
-
-void DedupeWindow::Add(const std::string& sender, uint64_t request_id) {
-  if (senders_.size() >= max_senders_ && !senders_.count(sender)) {
-    auto oldest = senders_.begin();
-    for (auto it = senders_.begin(); it != senders_.end(); ++it) {
-      if (it->second.last_use < oldest->second.last_use) oldest = it;
-    }
-    senders_.erase(oldest);
-  }
-  Recent& r = senders_[sender];
-  r.last_use = ++clock_;
-  if (r.ids.insert(request_id).second) r.order.push_back(request_id);
-  while (r.order.size() > per_sender_) {
-    r.ids.erase(r.order.front());
-    r.order.pop_front();
-  }
-}
-
 Server::Server(ServerOptions options, std::unique_ptr<Transport> transport, std::unique_ptr<ParamStore> store,
                Logger logger)
     : options_(std::move(options)),
@@ -210,13 +188,12 @@ Result<Message> Server::Dispatch(Message& request, bool* shutdown) {
     case MsgType::kPull: return HandlePull(request);
     case MsgType::kPush:
     case MsgType::kPushDense: {
-      if (dedupe_.Seen(request.header.sender, request.header.request_id)) {
+      // The store records (sender, request id) atomically with the push's durable log record.
+      if (store_->PushApplied(request.header.sender, request.header.request_id)) {
         ++counters_.duplicate_pushes;
         return ReplyTo(request.header, MsgType::kPushAck);
       }
-      auto r = request.header.type == MsgType::kPush ? HandlePush(request) : HandlePushDense(request);
-      if (r.ok()) dedupe_.Add(request.header.sender, request.header.request_id);
-      return r;
+      return request.header.type == MsgType::kPush ? HandlePush(request) : HandlePushDense(request);
     }
     case MsgType::kPullDense: return HandlePullDense(request);
     case MsgType::kCheckpoint: return HandleCheckpoint(request);
@@ -262,7 +239,8 @@ Result<Message> Server::HandlePush(Message& request) {
   Bytes hk, hv;
   METAPS_ASSIGN_OR_RETURN(auto keys, KeysOf(request, 0, &hk));
   METAPS_ASSIGN_OR_RETURN(auto grads, FloatsOf(request, 1, keys.size() * static_cast<uint64_t>(t->dim), &hv));
-  METAPS_RETURN_IF_ERROR(store_->Push(t->name, keys, grads, request.header.step));
+  const PushOrigin origin{request.header.sender, request.header.request_id};
+  METAPS_RETURN_IF_ERROR(store_->Push(t->name, keys, grads, request.header.step, &origin));
   counters_.rows_pushed += keys.size();
   Message reply = ReplyTo(request.header, MsgType::kPushAck);
   reply.header.num_keys = keys.size();
@@ -287,7 +265,8 @@ Result<Message> Server::HandlePushDense(Message& request) {
   if (!t->dense) return InvalidArgument("'" + t->name + "' is a sparse table; use push");
   Bytes hv;
   METAPS_ASSIGN_OR_RETURN(auto grads, FloatsOf(request, 0, t->dim, &hv));
-  METAPS_RETURN_IF_ERROR(store_->PushDense(t->name, grads, request.header.step));
+  const PushOrigin origin{request.header.sender, request.header.request_id};
+  METAPS_RETURN_IF_ERROR(store_->PushDense(t->name, grads, request.header.step, &origin));
   return ReplyTo(request.header, MsgType::kPushAck);
 }
 

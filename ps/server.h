@@ -6,15 +6,15 @@
 // loop. Requests that carry the wrong job id or token are dropped with a logged reason: a stale
 // process from another job on a reused port must not get answers from this one.
 //
-// A push is answered only after the ParamStore reports it durable.
+// A push is answered only after the ParamStore reports it durable. Retried pushes (same sender,
+// same request id) are acknowledged without being applied again; the window of applied request
+// ids lives in the ParamStore, which logs each push's id with it and so keeps the window across a
+// crash and restart (docs/wire.md, docs/storage.md).
 #pragma once
 
 #include <atomic>
 #include <memory>
-#include <deque>
 #include <string>
-#include <unordered_map>
-#include <unordered_set>
 
 #include "common/logging.h"
 #include "common/status.h"
@@ -29,26 +29,6 @@ struct ServerOptions {
   std::string job_id;  // when not empty, requests of other jobs are dropped
   std::string auth;    // when not empty, requests must carry this token
   int32_t shard_id = 0;
-};
-
-// Pushes already applied, per sender: a retried push (same sender, same request id) is answered
-// again without being applied twice. Bounded: the newest `per_sender` ids of the newest `senders`.
-// In memory only: a retry that crosses a server restart may be applied twice (docs/wire.md).
-class DedupeWindow {
- public:
-  DedupeWindow(size_t senders = 4096, size_t per_sender = 1024) : max_senders_(senders), per_sender_(per_sender) {}
-  bool Seen(const std::string& sender, uint64_t request_id) const;
-  void Add(const std::string& sender, uint64_t request_id);
-
- private:
-  struct Recent {
-    std::unordered_set<uint64_t> ids;
-    std::deque<uint64_t> order;
-    uint64_t last_use = 0;
-  };
-  size_t max_senders_, per_sender_;
-  uint64_t clock_ = 0;
-  std::unordered_map<std::string, Recent> senders_;
 };
 
 struct ServerCounters {
@@ -95,7 +75,6 @@ class Server {
   Logger logger_;
   std::atomic<bool> stop_{false};
   ServerCounters counters_;
-  DedupeWindow dedupe_;
 };
 
 }  // namespace metaps::ps

@@ -1,13 +1,18 @@
-// Server and client logic in one process over the in-process transport and in-memory storage.
+// Server and client logic in one process over the in-process transport and in-memory storage
+// (RocksDB for the restart tests at the end).
 #include "ps/server.h"
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <thread>
 
 #include "common/fault_transport.h"
 #include "common/inproc_transport.h"
 #include "common/memory_storage.h"
+#include "common/rocksdb_storage.h"
 #include "ps/client.h"
 
 namespace metaps::ps {
@@ -227,6 +232,108 @@ TEST(ServerTest, RequestsToADeadShardTimeOutWithDeadlineExceeded) {
   std::vector<Key> keys = {1};
   EXPECT_EQ(client.Pull("emb", keys).get().status().code(), StatusCode::kDeadlineExceeded);
 }
+
+}  // namespace
+}  // namespace metaps::ps
+
+namespace metaps::ps {
+namespace {
+
+// A server over a RocksDB store in `dir` that, when dropped, leaves the directory as kill -9
+// would (no final write-back).
+std::unique_ptr<Server> CrashableServer(const std::string& dir, std::shared_ptr<InprocNetwork> net) {
+  auto cfg = Config::ParseString(R"(
+    [[tables]]
+    name = "emb"
+    dim = 3
+    optimizer = "sgd"
+    lr = 1.0
+    init = "zeros"
+    [[tables]]
+    name = "w"
+    dim = 2
+    dense = true
+    optimizer = "sgd"
+    lr = 1.0
+    init = "zeros"
+  )");
+  auto tables = ParseTableSpecs(*cfg);
+  EXPECT_TRUE(tables.ok()) << tables.status();
+  StoreOptions o;
+  o.data_dir = dir;
+  o.final_flush_on_close = false;
+  o.writeback_interval_ms = 3600 * 1000;  // cuts only when the test asks
+  auto storage = RocksDbStorage::Open(dir, RocksDbOptions{});
+  EXPECT_TRUE(storage.ok()) << storage.status();
+  auto store = ParamStore::Open(o, *tables, std::move(storage).value());
+  EXPECT_TRUE(store.ok()) << store.status();
+  if (!store.ok()) return nullptr;
+  return std::make_unique<Server>(ServerOptions{}, std::make_unique<InprocTransport>(net), std::move(store).value(),
+                                  MakeLogger("crashable", "", "warn"));
+}
+
+Message PushMessage(uint64_t request_id) {
+  Message m;
+  m.header = Header{.type = MsgType::kPush, .sender = "worker-0#1f2e", .request_id = request_id, .table = "emb",
+                    .num_keys = 1, .dim = 3};
+  m.payload.push_back(Bytes::FromVector(std::vector<uint64_t>{42}));
+  m.payload.push_back(Bytes::FromVector(std::vector<float>{1, 2, 3}));
+  return m;
+}
+
+Message PushDenseMessage(uint64_t request_id) {
+  Message m;
+  m.header = Header{.type = MsgType::kPushDense, .sender = "worker-0#1f2e", .request_id = request_id, .table = "w",
+                    .dim = 2};
+  m.payload.push_back(Bytes::FromVector(std::vector<float>{1, 1}));
+  return m;
+}
+
+MsgType Answer(Server& server, Message m) {
+  bool reply_needed = false, shutdown = false;
+  return server.Handle(m, &reply_needed, &shutdown).header.type;
+}
+
+// The push was applied and durable, the server died before its ack left, the client retries
+// after the restart: the retry is acknowledged and not applied again, whether the push's log
+// record is still there (replayed) or a write-back cut already dropped it.
+class ServerRestartTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ServerRestartTest, ARetryAfterACrashAndRestartIsNotAppliedAgain) {
+  const bool cut_before_crash = GetParam();
+  const std::string dir = ::testing::TempDir() + "/server_restart_" + std::to_string(getpid()) +
+                          (cut_before_crash ? "_cut" : "_log");
+  std::filesystem::remove_all(dir);
+  auto net = std::make_shared<InprocNetwork>();
+  {
+    auto server = CrashableServer(dir, net);
+    ASSERT_NE(server, nullptr);
+    ASSERT_EQ(Answer(*server, PushMessage(7)), MsgType::kPushAck);
+    ASSERT_EQ(Answer(*server, PushDenseMessage(8)), MsgType::kPushAck);
+    if (cut_before_crash) {
+      ASSERT_TRUE(server->store().Flush().ok());
+    }
+  }  // crash: the acks are lost
+  auto server = CrashableServer(dir, net);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(Answer(*server, PushMessage(7)), MsgType::kPushAck);
+  EXPECT_EQ(Answer(*server, PushDenseMessage(8)), MsgType::kPushAck);
+  EXPECT_EQ(server->counters().duplicate_pushes, 2u);
+  auto row = server->store().GetRow("emb", 42);
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->update_count, 1u);
+  EXPECT_EQ(row->value, (std::vector<float>{-1, -2, -3}));
+  auto dense = server->store().GetRow("w", 0);
+  ASSERT_TRUE(dense.ok());
+  EXPECT_EQ(dense->update_count, 1u);
+  // A new request id is a new push.
+  EXPECT_EQ(Answer(*server, PushMessage(9)), MsgType::kPushAck);
+  EXPECT_EQ(server->store().GetRow("emb", 42)->update_count, 2u);
+  server.reset();
+  std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(LogOrCut, ServerRestartTest, ::testing::Bool());
 
 }  // namespace
 }  // namespace metaps::ps
