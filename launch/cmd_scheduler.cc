@@ -31,6 +31,7 @@ Status WriteIfAsked(const std::string& path, const std::string& text) {
 }
 
 int RunScheduler(const SchedulerFlags& f) {
+  StopOnSignals on_signal;  // before any thread exists (see launch/signals.h)
   auto cfg = LoadJobConfig(f.config_path, f.overrides);
   if (!cfg.ok()) return UsageError("scheduler", cfg.status());
   auto settings = SchedulerSettingsFromConfig(*cfg);
@@ -92,7 +93,7 @@ int RunScheduler(const SchedulerFlags& f) {
   }
   Status st;
   {
-    StopOnSignals on_signal([&sched] { sched.Stop(); });
+    auto armed = on_signal.ArmFor([&sched] { sched.Stop(); });
     st = sched.Serve();
   }
   http.Stop();

@@ -33,6 +33,9 @@ struct ServerFlags {
 };
 
 int RunServer(const ServerFlags& f) {
+  // Before any thread exists (RocksDB, ZeroMQ, the writer): SIGTERM/SIGINT then always reach the
+  // watcher and stop the loop cleanly (the store writes back before the process exits).
+  StopOnSignals on_signal;
   auto cfg = LoadJobConfig(f.config_path, f.overrides);
   if (!cfg.ok()) return UsageError("server", cfg.status());
   auto opts = ServerSettingsFromConfig(*cfg);
@@ -88,8 +91,7 @@ int RunServer(const ServerFlags& f) {
     }
   }
 
-  // SIGTERM/SIGINT stop the loop cleanly (the store writes back before the process exits).
-  StopOnSignals on_signal([&server] { server.Stop(); });
+  auto armed = on_signal.ArmFor([&server] { server.Stop(); });
   // With a scheduler: register, then heartbeat until the job ends (the scheduler says stop).
   std::atomic<bool> serving{true};
   std::thread heartbeat;

@@ -2,7 +2,9 @@
 //
 // The signals are blocked in the constructing thread (and so in every thread it starts later) and
 // taken with sigwait by the watcher, so `stop` may do anything a normal thread may (log, interrupt
-// a transport). Construct it in main's thread before starting others. The destructor wakes and
+// a transport). Construct it in main's thread before starting any other thread (a thread started
+// earlier would not block the signals and could take one with its default action: exit, no
+// clean-up), then Arm it once the object to stop exists. The destructor wakes and
 // joins the watcher if no signal came.
 #pragma once
 
@@ -10,34 +12,68 @@
 
 #include <atomic>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 namespace metaps::launch {
 
 class StopOnSignals {
  public:
-  explicit StopOnSignals(std::function<void()> stop) {
+  // Blocks the signals now; `stop` (or the one given to Arm later) runs when one arrives.
+  explicit StopOnSignals(std::function<void()> stop = {}) : stop_(std::move(stop)) {
     sigemptyset(&set_);
     sigaddset(&set_, SIGTERM);
     sigaddset(&set_, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-    watcher_ = std::thread([this, stop = std::move(stop)] {
+    watcher_ = std::thread([this] {
       int sig = 0;
       sigwait(&set_, &sig);
-      if (!done_) stop();
+      std::lock_guard<std::mutex> lock(mu_);
+      if (done_) return;
+      fired_ = true;
+      if (stop_) stop_();
     });
   }
+  // Sets what a signal does, for objects made after the signals had to be blocked (construct
+  // this first, before any thread exists, so none of them can take the signal with its default
+  // action). A signal that came before runs `stop` at once.
+  void Arm(std::function<void()> stop) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = std::move(stop);
+    if (fired_ && stop_) stop_();
+  }
+  // Forgets the action (its target is about to go away); a later signal does nothing.
+  void Disarm() { Arm({}); }
+  bool fired() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fired_;
+  }
   ~StopOnSignals() {
-    done_ = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
     pthread_kill(watcher_.native_handle(), SIGTERM);  // wakes the watcher if nothing came
     watcher_.join();
+  }
+  // Disarms when it goes out of scope: declare it right after the object `stop` refers to.
+  struct ArmedScope {
+    StopOnSignals& signals;
+    ~ArmedScope() { signals.Disarm(); }
+  };
+  [[nodiscard]] ArmedScope ArmFor(std::function<void()> stop) {
+    Arm(std::move(stop));
+    return ArmedScope{*this};
   }
   StopOnSignals(const StopOnSignals&) = delete;
   StopOnSignals& operator=(const StopOnSignals&) = delete;
 
  private:
   sigset_t set_;
-  std::atomic<bool> done_{false};
+  std::mutex mu_;
+  bool done_ = false;   // GUARDED_BY(mu_)
+  bool fired_ = false;  // GUARDED_BY(mu_)
+  std::function<void()> stop_;  // GUARDED_BY(mu_)
   std::thread watcher_;
 };
 
