@@ -98,6 +98,26 @@ TEST(JobTest, ARunDirectoryHoldsLogsMetricsPlotReportAndCheckpoint) {
   EXPECT_NE(ServerProcess::ReadFile(run + "/logs/server-0.log").find("stopped"), std::string::npos);
 }
 
+// security.curve = true: every link encrypted, every process with its own key pair, each
+// authenticated by the binding side's ZAP handler against authorized_keys. A job completes, and
+// no handshake of its own processes was refused.
+TEST(JobTest, AnEncryptedJobWithPerProcessKeysCompletes) {
+  ScratchDir dir("job-curve");
+  std::string run = dir / "run";
+  RunResult r = RunJob(run, {"--set", "datagen.users=300", "--set", "train.epochs=1", "--set", "security.curve=true"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Report(run)["methods"]["meta"]["mae"].is_number());
+  std::string authorized = ServerProcess::ReadFile(run + "/keys/authorized_keys");
+  for (const char* name : {"scheduler", "server-0", "server-1", "worker-0", "worker-1"}) {
+    EXPECT_TRUE(std::filesystem::exists(run + "/keys/" + name + ".key")) << name;
+    EXPECT_NE(authorized.find(name), std::string::npos) << name << " is not in authorized_keys:\n" << authorized;
+  }
+  for (const char* role : {"scheduler", "server-0", "server-1"}) {
+    std::string log = ServerProcess::ReadFile(run + "/logs/" + role + ".log");
+    EXPECT_EQ(log.find("rejected CURVE handshake"), std::string::npos) << role << ":\n" << log;
+  }
+}
+
 TEST(JobTest, ABadConfigKeyIsNamedAndNothingStarts) {
   ScratchDir dir("job-badkey");
   RunResult r = RunJob(dir / "run", {"--set", "meta.inner_stpes=3"});
