@@ -22,6 +22,7 @@ void RegisterCommands(CLI::App& app, Action* action) {
   RegisterDatagenCommand(app, action);
   RegisterWorkerCommand(app, action);
   RegisterRunCommand(app, action);
+  RegisterKeygenCommand(app, action);
   auto* bench = app.add_subcommand("bench", "Benchmarks; each ends with one JSON line on stdout");
   bench->require_subcommand(1);
   RegisterBenchPsCommand(*bench, action);

@@ -21,6 +21,7 @@ void RegisterSchedulerCommand(CLI::App& app, Action* action);  // also `metaps s
 void RegisterDatagenCommand(CLI::App& app, Action* action);
 void RegisterWorkerCommand(CLI::App& app, Action* action);
 void RegisterRunCommand(CLI::App& app, Action* action);
+void RegisterKeygenCommand(CLI::App& app, Action* action);     // cmd_keygen.cc
 // Benchmarks are subcommands of `metaps bench`.
 void RegisterBenchPsCommand(CLI::App& bench, Action* action);
 void RegisterBenchWorkerCommand(CLI::App& bench, Action* action);  // cmd_bench_worker.cc

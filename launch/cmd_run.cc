@@ -69,14 +69,6 @@ std::string Timestamp() {
   return buf;
 }
 
-Result<std::string> MakeToken() {
-  std::ifstream r("/dev/urandom", std::ios::binary);
-  unsigned char b[16];
-  if (!r.read(reinterpret_cast<char*>(b), sizeof(b))) return Internal("cannot read /dev/urandom");
-  std::ostringstream os;
-  for (unsigned char c : b) os << std::hex << std::setw(2) << std::setfill('0') << static_cast<int>(c);
-  return os.str();
-}
 
 // Relative data paths are read against `base`.
 Status ResolveDataPaths(Config& cfg, const fs::path& base) {

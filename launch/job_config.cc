@@ -1,6 +1,7 @@
 #include "launch/job_config.h"
 
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <sstream>
 
@@ -103,6 +104,15 @@ Result<std::string> ReadTokenFile(const std::string& path) {
   auto b = t.find_first_not_of(" \t\r\n"), e = t.find_last_not_of(" \t\r\n");
   if (b == std::string::npos) return InvalidArgument("token file " + path + " is empty");
   return t.substr(b, e - b + 1);
+}
+
+Result<std::string> MakeToken() {
+  std::ifstream r("/dev/urandom", std::ios::binary);
+  unsigned char b[16];
+  if (!r.read(reinterpret_cast<char*>(b), sizeof(b))) return Internal("cannot read /dev/urandom");
+  std::ostringstream os;
+  for (unsigned char c : b) os << std::hex << std::setw(2) << std::setfill('0') << static_cast<int>(c);
+  return os.str();
 }
 
 }  // namespace metaps::launch

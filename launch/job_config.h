@@ -60,4 +60,7 @@ int UsageError(const char* command, const Status& status);
 // A job token file: one line of text; surrounding whitespace is ignored. Empty is an error.
 Result<std::string> ReadTokenFile(const std::string& path);
 
+// A fresh job token: 128 bits from /dev/urandom as 32 hex digits.
+Result<std::string> MakeToken();
+
 }  // namespace metaps::launch
