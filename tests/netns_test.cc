@@ -8,7 +8,7 @@
 //
 // A whole job across namespaces: the scheduler, 2 servers and 2 workers each in their own
 // namespace, joined by veth pairs to a bridge in a hub namespace, started by hand as
-// docs/running.md describes. One server is cut off mid-job for 4 s (longer than the scheduler's
+// docs/running.md describes. One server is cut off mid-job for 5 s (longer than the scheduler's
 // heartbeat timeout, so it is marked dead and comes back); the job must complete, the workers must
 // have seen typed timeouts and retried, and with the push audit every acknowledged push must be
 // stored exactly once (the server was never killed, so its dedupe window saw every retry).
@@ -236,7 +236,9 @@ TEST(NetnsTest, AJobAcrossNamespacesSurvivesAServerCutOffForSeconds) {
   std::string cfg = run + "/job.toml", token = run + "/token", state = run + "/scheduler.state";
   const std::vector<std::string> sets = {
       "--set", "train.rounds=" + std::to_string(kRounds),
-      "--set", "scheduler.heartbeat_timeout_ms=2000",  // shorter than the cut
+      // Shorter than the cut; not much shorter, or a server slowed by a busy machine at the very end
+      // is marked dead, never told the job is over, and keeps running (see docs/operations.md).
+      "--set", "scheduler.heartbeat_timeout_ms=3000",
       "--set", "scheduler.state_file=\"" + state + "\"",
       "--set", "checkpoint.every_rounds=0",
       "--set", "train.validate_every=0",
@@ -284,7 +286,7 @@ TEST(NetnsTest, AJobAcrossNamespacesSurvivesAServerCutOffForSeconds) {
     return all;
   };
 
-  // Mid-job: cut server 1 off for 4 s, then heal.
+  // Mid-job: cut server 1 off for 5 s, then heal.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (MinClock(state) < kCutAtRound && std::chrono::steady_clock::now() < deadline && workers[0].running() &&
          workers[1].running()) {
@@ -294,17 +296,21 @@ TEST(NetnsTest, AJobAcrossNamespacesSurvivesAServerCutOffForSeconds) {
   ASSERT_GE(cut_at, kCutAtRound) << logs();
   ASSERT_LT(cut_at, kRounds) << "the job ended before the cut";
   ASSERT_TRUE(net.SetLink(kCut, false));
-  std::this_thread::sleep_for(std::chrono::seconds(4));
+  std::this_thread::sleep_for(std::chrono::seconds(5));
   int64_t during_cut = MinClock(state);
   ASSERT_TRUE(net.SetLink(kCut, true));
-  std::cout << "cut server 1 off at round " << cut_at << " for 4 s (round " << during_cut << " when healed)\n";
+  std::cout << "cut server 1 off at round " << cut_at << " for 5 s (round " << during_cut << " when healed)\n";
 
   for (int w = 0; w < 2; ++w) {
     auto code = workers[w].Wait(std::chrono::seconds(90));
     ASSERT_TRUE(code.ok()) << "worker " << w << " did not finish\n" << logs();
     EXPECT_EQ(*code, 0) << logs();
   }
-  for (auto& s : servers) EXPECT_EQ(s.Wait(std::chrono::seconds(20)).value_or(-1), 0) << logs();
+  for (int s = 0; s < 2; ++s) {
+    auto code = servers[s].Wait(std::chrono::seconds(20));
+    EXPECT_TRUE(code.ok()) << "server " << s << " still runs: " << code.status() << "\n" << logs();
+    EXPECT_EQ(code.value_or(0), 0) << logs();
+  }
   EXPECT_EQ(scheduler->Wait(std::chrono::seconds(20)).value_or(-1), 0) << logs();
   EXPECT_TRUE(std::filesystem::exists(run + "/report.json")) << logs();
 
