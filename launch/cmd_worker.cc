@@ -1,4 +1,5 @@
 // `metaps worker`: one training worker of a job.
+#include <atomic>
 #include <iostream>
 
 #include "common/zmq_transport.h"
@@ -63,8 +64,19 @@ int RunWorker(const WorkerFlags& f) {
     log->error("oneDNN: {}", kernels.status().ToString());
     return 1;
   }
+  // [worker]: audit_pushes is read by the node; the parameter client's patience is set here.
+  auto worker_cfg = cfg->GetTable("worker");
+  if (!worker_cfg.ok()) return UsageError("worker", worker_cfg.status());
+  if (Status k = worker_cfg->CheckKnownKeys({"audit_pushes", "request_timeout_ms", "max_retries"}); !k.ok()) {
+    return UsageError("worker", k);
+  }
+  auto timeout_ms = worker_cfg->GetIntIn("request_timeout_ms", 5000, 1, 3600 * 1000);
+  if (!timeout_ms.ok()) return UsageError("worker", timeout_ms.status());
+  auto max_retries = worker_cfg->GetIntIn("max_retries", 6, 0, 1000000);
+  if (!max_retries.ok()) return UsageError("worker", max_retries.status());
   int32_t id = static_cast<int32_t>(f.id);
   PsParams* live = nullptr;
+  auto retries = std::make_shared<std::atomic<uint64_t>>(0);
   worker::WorkerEnv env;
   env.logger = log;
   env.kernels = kernels->get();
@@ -76,7 +88,15 @@ int RunWorker(const WorkerFlags& f) {
                    uint64_t epoch) -> Result<std::unique_ptr<worker::ParamClient>> {
     auto c = std::make_unique<ps::PsClient>(
         ps::ClientOptions{.job_id = job_id, .sender = "worker-" + std::to_string(id), .auth = auth,
-                          .request_timeout_ms = 5000, .max_retries = 6, .worker_id = id},
+                          .request_timeout_ms = static_cast<uint32_t>(*timeout_ms),
+                          .max_retries = static_cast<uint32_t>(*max_retries), .worker_id = id,
+                          .on_retry =
+                              [log, retries](int32_t shard, const Status& cause, uint32_t retry) {
+                                // Retries reuse the request id: a server applies a push once.
+                                retries->fetch_add(1);
+                                log->warn("shard {}: {}; retry {} with the same request id", shard,
+                                          cause.ToString(), retry);
+                              }},
         std::make_unique<ZmqTransport>(*zmq_options), ShardMap{epoch, servers});
     METAPS_RETURN_IF_ERROR(c->Start());
     auto p = std::make_unique<PsParams>(std::move(c));
@@ -87,9 +107,14 @@ int RunWorker(const WorkerFlags& f) {
     if (!live) return FailedPrecondition("no server connection");
     return live->client().Checkpoint(dir).get();
   };
+  env.server_stats = [&]() -> Result<std::vector<std::string>> {
+    if (!live) return FailedPrecondition("no server connection");
+    return live->client().Stats().get();
+  };
   worker::WorkerNode node({.worker_id = id, .num_workers = sched->scheduler.num_workers, .run_dir = f.run_dir, .start_round = f.start_round},
                           *cfg, std::move(env));
   Status s = node.Run();
+  if (retries->load() > 0) log->info("worker {}: {} parameter-server requests were retried", id, retries->load());
   if (!s.ok()) {
     log->error("worker {} failed: {}", id, s.ToString());
     return 1;

@@ -355,6 +355,12 @@ void PsClient::IoLoop() {
           if (part.attempts < options_.max_retries) {
             // Same frames, same request id: the server recognizes a push it already applied.
             ++part.attempts;
+            if (options_.on_retry) {
+              options_.on_retry(part.shard,
+                                DeadlineExceeded("no reply from shard " + std::to_string(part.shard) + " in " +
+                                                 std::to_string(options_.request_timeout_ms) + " ms"),
+                                part.attempts);
+            }
             part.deadline = now + timeout;
             (void)transport_->Send({"shard-" + std::to_string(part.shard), part.frames});
             ++it;

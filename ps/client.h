@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -45,6 +46,10 @@ struct ClientOptions {
   // instead of applying it twice, so retries are idempotent (see docs/wire.md).
   uint32_t max_retries = 3;
   int32_t worker_id = -1;
+  // Optional: called on the I/O thread before each retry with the shard, the typed error that
+  // caused it (DeadlineExceeded: no reply in time) and the retry's number (1 = first). Must not
+  // block; meant for logs and counters.
+  std::function<void(int32_t shard, const Status& cause, uint32_t retry)> on_retry;
 };
 
 namespace internal {

@@ -12,6 +12,7 @@
 #include "worker/data/split.h"
 #include "worker/evaluator.h"
 #include "worker/job.h"
+#include "worker/push_audit.h"
 #include "worker/trainer.h"
 
 namespace metaps::worker {
@@ -104,6 +105,19 @@ Status WorkerNode::Run() {
   auto servers = membership["servers"].get<std::vector<std::string>>();
   METAPS_ASSIGN_OR_RETURN(std::unique_ptr<ParamClient> params,
                           env_.params(servers, membership.value("epoch", uint64_t{0})));
+  // Opt-in: record every acknowledged push (tests compare them with the rows' update counts).
+  METAPS_ASSIGN_OR_RETURN(Config worker_cfg, config_.GetTable("worker"));
+  METAPS_ASSIGN_OR_RETURN(bool audit_pushes, worker_cfg.GetBool("audit_pushes", false));
+  std::unique_ptr<PushAuditLog> audit_log;
+  std::unique_ptr<ParamClient> audited;
+  if (audit_pushes) {
+    if (options_.run_dir.empty()) return InvalidArgument("worker.audit_pushes: needs a run directory (--run-dir)");
+    METAPS_ASSIGN_OR_RETURN(audit_log, PushAuditLog::Open(options_.run_dir + "/audit/worker-" + std::to_string(w) +
+                                                          ".pushes"));
+    audited = std::make_unique<AuditedParams>(params.get(), audit_log.get());
+    log->info("worker {}: acknowledged pushes are recorded in {}", w, audit_log->path());
+  }
+  ParamClient* pc = audited ? audited.get() : params.get();
 
   std::atomic<bool> running{true};
   std::thread heartbeat([&] {
@@ -133,7 +147,7 @@ Status WorkerNode::Run() {
   // The sampler is deterministic: a worker's data position is the number of batches it drew.
   for (uint64_t r = 0; r < options_.start_round; ++r) (void)sampler.NextMetaBatch();
   if (options_.start_round > 0) log->info("worker {} resumes at round {}", w, options_.start_round);
-  Trainer trainer(job, std::move(sampler), env_.kernels, params.get(), prefetch);
+  Trainer trainer(job, std::move(sampler), env_.kernels, pc, prefetch);
   Evaluator evaluator(job, env_.kernels, dataset, split_options.ndcg_k);
   std::vector<Task> validation = evaluator.Tasks(split.validation);
   uint64_t tasks_total = 0, pulled = 0, pushed = 0;
@@ -161,6 +175,12 @@ Status WorkerNode::Run() {
     METAPS_RETURN_IF_ERROR(CallUntilAnswered(*control, "progress", progress, kCallTimeout, log).status());
   }
   log->info("worker {} finished training: {} tasks", w, tasks_total);
+  if (env_.server_stats) {
+    // Every worker has finished training here: the counters cover the whole job's pushes.
+    auto stats = env_.server_stats();
+    if (!stats.ok()) log->warn("server stats: {}", stats.status().ToString());
+    for (size_t s = 0; stats.ok() && s < stats->size(); ++s) log->info("server {} stats: {}", s, (*stats)[s]);
+  }
 
   if (w == 0) {
     // Final evaluation of the test users, with the baselines on the same rows.

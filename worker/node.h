@@ -7,6 +7,9 @@
 //   "stop" once every worker finished the last round) worker 0 evaluates the test users against
 //   the baselines, writes report.json and asks the servers for a final checkpoint -> done.
 //
+// With `worker.audit_pushes = true` every acknowledged push is recorded in
+// <run_dir>/audit/worker-<id>.pushes (worker/push_audit.h).
+//
 // A separate thread heartbeats to the scheduler. Concrete classes (transport, parameter client,
 // kernels) are chosen by the caller (launch/) and passed in.
 #pragma once
@@ -41,6 +44,8 @@ struct WorkerEnv {
   std::function<Result<std::unique_ptr<ParamClient>>(const std::vector<std::string>& servers, uint64_t epoch)> params;
   // Asks every server to checkpoint into the directory.
   std::function<Status(const std::string& dir)> checkpoint;
+  // Optional: every server's statistics (JSON text per shard), logged once training is over.
+  std::function<Result<std::vector<std::string>>()> server_stats;
   Kernels* kernels = nullptr;
   Logger logger;
 };
