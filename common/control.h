@@ -11,6 +11,8 @@
 //                                       round `clock` (BSP barrier, SSP bound, ASP at once)
 //   progress   {worker, round, tasks, loss, ...} -> {}
 //   done       {worker}              -> {}
+//   leaving    {role, id}            -> {}; a node that has its last answer and exits (the
+//                                       scheduler waits for every node's before it leaves)
 //   status     {}                    -> the job's status
 #pragma once
 

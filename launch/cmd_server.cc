@@ -117,8 +117,12 @@ int RunServer(const ServerFlags& f) {
           if (r.ok() && r->value("stop", false)) {
             log->info("the scheduler says the job is over");
             server.Stop();
+            // Lets the scheduler leave: it waits for this so that its last answers are not lost
+            // with its connections. Its reply is not needed (it may leave before sending it).
+            (void)link.Call("leaving", {{"role", "server"}, {"id", s.server.shard_id}}, std::chrono::milliseconds(1000));
             return;
           }
+          if (!r.ok()) log->info("heartbeat: {}", r.status().ToString());
           if (!r.ok() && r.status().code() == StatusCode::kFailedPrecondition) registered = false;  // scheduler restarted
         }
         for (int64_t waited = 0; serving && waited < f.heartbeat_ms; waited += 50) {

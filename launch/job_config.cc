@@ -32,7 +32,13 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   s.store.writeback_dirty_bytes = static_cast<uint64_t>(wb_bytes);
   METAPS_ASSIGN_OR_RETURN(s.store.restore_from, c.GetString("restore_from", ""));
   METAPS_ASSIGN_OR_RETURN(s.log_level, c.GetString("log_level", "info"));
-  METAPS_ASSIGN_OR_RETURN(s.server.job_id, c.GetString("job_id", ""));
+  // The job's id (job.id) unless server.job_id says otherwise; empty (accept any job) only for a
+  // standalone server whose config names no job.
+  std::string job_id;
+  if (root.Has("job.id")) {
+    METAPS_ASSIGN_OR_RETURN(job_id, root.GetString("job.id"));
+  }
+  METAPS_ASSIGN_OR_RETURN(s.server.job_id, c.GetString("job_id", job_id));
   METAPS_ASSIGN_OR_RETURN(s.tables, ps::ParseTableSpecs(root));
   if (s.tables.empty()) return NotFound("tables: the config declares no [[tables]]");
   return s;

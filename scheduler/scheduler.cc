@@ -66,14 +66,17 @@ Status Scheduler::Serve() {
       last_check = Clock::now();
     }
     if (finished_) {
-      bool servers_told = true;
+      // Leave only once every node said "leaving" (dead-marked ones too: their heartbeats may only
+      // have been late). Leaving right after queueing the last answer would lose it: a node's
+      // socket drops unread messages when the connection closes, and a server that missed its
+      // "stop" would heartbeat into the void. Servers learn of the end from their next heartbeat;
+      // a node that never asks (dead for good) is waited for a bounded time.
+      bool everyone_left = true;
       for (const auto& [k, n] : nodes_) {
-        // Dead-marked servers too: one whose heartbeats were only late would otherwise never hear.
-        if (n.role == "server" && !n.told_to_stop) servers_told = false;
+        if (!n.left) everyone_left = false;
       }
-      // Servers learn of the end from their next heartbeat; give them a bounded time to ask.
       auto grace = std::chrono::milliseconds(options_.heartbeat_timeout_ms) + std::chrono::seconds(2);
-      if (servers_told || Clock::now() - finished_at_ > grace) break;
+      if (everyone_left || Clock::now() - finished_at_ > grace) break;
     }
   }
   PublishSnapshot();
@@ -169,6 +172,7 @@ Result<nlohmann::json> Scheduler::HandleControl(const std::string& peer, const H
     } else {
       ReleaseClockWaiters(clock_.SetAlive(id, !worker_done_[id]));
     }
+    n.left = false;  // a restarted node that registers again has not left
     logger_->info("{} {} registered{} ({})", role, id, again ? " again" : "", n.endpoint.empty() ? n.name : n.endpoint);
     ReleaseMembershipWaiters();
     return nlohmann::json{{"id", id}, {"epoch", epoch_}};
@@ -195,7 +199,10 @@ Result<nlohmann::json> Scheduler::HandleControl(const std::string& peer, const H
       logger_->info("{} {} is alive again", role, id);
       if (role == "worker" && !worker_done_[id]) ReleaseClockWaiters(clock_.SetAlive(id, true));
     }
-    if (finished_) n.told_to_stop = true;
+    if (finished_ && !n.told_to_stop) {
+      n.told_to_stop = true;
+      logger_->info("{} {} told that the job is over (request {})", role, id, h.request_id);
+    }
     return nlohmann::json{{"stop", finished_.load()}, {"epoch", epoch_}};
   }
   if (kind == "clock") {
@@ -233,6 +240,17 @@ Result<nlohmann::json> Scheduler::HandleControl(const std::string& peer, const H
     p.rows_pushed = body.value("rows_pushed", p.rows_pushed);
     p.tasks_per_s = body.value("tasks_per_s", p.tasks_per_s);
     if (body.contains("extra")) p.extra = body["extra"];
+    return nlohmann::json::object();
+  }
+  if (kind == "leaving") {
+    // A node that has its last answer (a worker after "done", a server after "stop") and exits.
+    std::string role = body.value("role", "");
+    int32_t id = body.value("id", -1);
+    auto it = nodes_.find(NodeKey(role, id));
+    if (it == nodes_.end()) return FailedPrecondition("'leaving' from unregistered " + role + " " + std::to_string(id));
+    it->second.left = true;
+    it->second.last_seen = now;
+    logger_->info("{} {} left", role, id);
     return nlohmann::json::object();
   }
   if (kind == "done") {

@@ -79,6 +79,7 @@ class Scheduler {
     Clock::time_point last_seen;
     bool alive = true;
     bool told_to_stop = false;
+    bool left = false;  // said "leaving": it has every answer it needs from the scheduler
   };
   struct WorkerProgress {
     uint64_t round = 0;

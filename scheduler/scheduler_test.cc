@@ -132,7 +132,15 @@ TEST_F(SchedulerTest, JobFinishesWhenEveryWorkerIsDoneAndServersAreToldToStop) {
   auto hb = s->Call("heartbeat", {{"role", "server"}, {"id", 0}}, milliseconds(1000));
   ASSERT_TRUE(hb.ok());
   EXPECT_TRUE((*hb)["stop"].get<bool>());
-  loop_.join();  // Serve returns by itself once the servers were told
+  // The scheduler stays until every node said it is leaving: its last answers must not be lost
+  // with its connections. A repeated heartbeat is still answered "stop".
+  std::this_thread::sleep_for(milliseconds(300));
+  auto again = s->Call("heartbeat", {{"role", "server"}, {"id", 0}}, milliseconds(1000));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE((*again)["stop"].get<bool>());
+  EXPECT_TRUE(s->Call("leaving", {{"role", "server"}, {"id", 0}}, milliseconds(1000)).ok());
+  EXPECT_TRUE(w->Call("leaving", {{"role", "worker"}, {"id", 0}}, milliseconds(1000)).ok());
+  loop_.join();  // Serve returns by itself once every node left
   EXPECT_TRUE(scheduler_->finished());
 }
 

@@ -238,6 +238,9 @@ Status WorkerNode::Run() {
               g.ToString(split_options.ndcg_k), gf.ToString(split_options.ndcg_k));
   }
   METAPS_RETURN_IF_ERROR(CallUntilAnswered(*control, "done", {{"worker", w}}, kCallTimeout, log).status());
+  // The scheduler waits for this before it leaves, so the answer to "done" cannot be lost with its
+  // connection; the reply to "leaving" itself is not needed.
+  (void)control->Call("leaving", {{"role", "worker"}, {"id", w}}, std::chrono::milliseconds(1000));
   return Status::Ok();
 }
 
