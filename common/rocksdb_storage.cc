@@ -209,28 +209,56 @@ Status RocksDbStorage::MultiGet(StorageSpace space, std::span<const std::string_
   return Status::Ok();
 }
 
-Status RocksDbStorage::Write(const StorageBatch& batch, bool sync) {
-  if (impl_->closed) return FailedPrecondition("rocksdb storage is closed");
-  rocksdb::WriteBatch wb(batch.ByteSize() + 64);
+namespace {
+
+Status ToWriteBatch(const StorageBatch& batch, const std::vector<rocksdb::ColumnFamilyHandle*>& handles,
+                   rocksdb::WriteBatch* wb) {
   Status bad;
   batch.ForEach([&](StorageBatch::Op op, StorageSpace space, std::string_view key, std::string_view value) {
-    if (space >= impl_->handles.size()) {
+    if (space >= handles.size()) {
       bad = InvalidArgument("storage space " + std::to_string(space) + " out of range");
       return;
     }
-    auto* h = impl_->handles[space];
+    auto* h = handles[space];
     rocksdb::Status s;
     switch (op) {
-      case StorageBatch::Op::kPut: s = wb.Put(h, ToSlice(key), ToSlice(value)); break;
-      case StorageBatch::Op::kDelete: s = wb.Delete(h, ToSlice(key)); break;
-      case StorageBatch::Op::kDeleteRange: s = wb.DeleteRange(h, ToSlice(key), ToSlice(value)); break;
+      case StorageBatch::Op::kPut: s = wb->Put(h, ToSlice(key), ToSlice(value)); break;
+      case StorageBatch::Op::kDelete: s = wb->Delete(h, ToSlice(key)); break;
+      case StorageBatch::Op::kDeleteRange: s = wb->DeleteRange(h, ToSlice(key), ToSlice(value)); break;
     }
     if (!s.ok() && bad.ok()) bad = FromRocks(s, "batch");
   });
-  METAPS_RETURN_IF_ERROR(bad);
+  return bad;
+}
+
+}  // namespace
+
+Status RocksDbStorage::Write(const StorageBatch& batch, bool sync) {
+  if (impl_->closed) return FailedPrecondition("rocksdb storage is closed");
+  rocksdb::WriteBatch wb(batch.ByteSize() + 64);
+  METAPS_RETURN_IF_ERROR(ToWriteBatch(batch, impl_->handles, &wb));
   rocksdb::WriteOptions wo;
   wo.sync = sync || impl_->sync;
   return FromRocks(impl_->db->Write(wo, &wb), "write");
+}
+
+Status RocksDbStorage::WriteUnlogged(const StorageBatch& batch) {
+  if (impl_->closed) return FailedPrecondition("rocksdb storage is closed");
+  rocksdb::WriteBatch wb(batch.ByteSize() + 64);
+  METAPS_RETURN_IF_ERROR(ToWriteBatch(batch, impl_->handles, &wb));
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;
+  return FromRocks(impl_->db->Write(wo, &wb), "write (unlogged)");
+}
+
+Status RocksDbStorage::Persist(StorageSpace space) {
+  METAPS_RETURN_IF_ERROR(impl_->CheckSpace(space));
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  // Waiting out a write stall would make a caller that is itself the way out of it (a store's
+  // write-back) wait on itself; the flush is what relieves the memtables anyway.
+  fo.allow_write_stall = true;
+  return FromRocks(impl_->db->Flush(fo, impl_->handles[space]), "flush");
 }
 
 Status RocksDbStorage::Scan(StorageSpace space, std::string_view begin, std::string_view end,
