@@ -50,6 +50,11 @@ struct StoreOptions {
   // (one writev per push; much cheaper than a RocksDB write of the same bytes). true, or when
   // data_dir is empty: the storage's "log" space.
   bool log_in_storage = false;
+  // A write-back of at least this many row bytes writes its rows without the storage's WAL and
+  // makes them durable with Storage::Persist (a memtable flush) before recording its cut: cheaper
+  // for big write-backs, while a flush per small one would litter the storage with small table
+  // files. Default: 32 MiB (about half a RocksDB memtable); 0: always.
+  uint64_t writeback_unlogged_bytes = 32ull << 20;
 };
 
 struct RowInfo {
