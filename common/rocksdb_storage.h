@@ -2,7 +2,8 @@
 //
 // rocksdb::Status is converted to metaps Status here and never escapes (NotFound -> kNotFound,
 // Corruption -> kDataLoss, Busy/TimedOut/TryAgain -> kUnavailable, IOError -> kInternal, ...).
-// The WAL is always on: a Write that returned OK survives a killed process; `sync` adds fsync.
+// Write always uses the WAL: a Write that returned OK survives a killed process; `sync` adds fsync.
+// WriteUnlogged skips the WAL; Persist flushes a family's memtables to (synced) table files.
 // A directory made by Checkpoint is itself a RocksDB database: Open it to read or restore it.
 //
 // Thread-safety: as Storage (RocksDB is internally synchronized).
@@ -46,6 +47,8 @@ class RocksDbStorage final : public Storage {
   Status MultiGet(StorageSpace space, std::span<const std::string_view> keys,
                   const std::function<void(size_t index, std::string_view value)>& found) override;
   Status Write(const StorageBatch& batch, bool sync) override;
+  Status WriteUnlogged(const StorageBatch& batch) override;  // WriteOptions::disableWAL
+  Status Persist(StorageSpace space) override;                // DB::Flush of the family, waiting
   Status Scan(StorageSpace space, std::string_view begin, std::string_view end,
               const std::function<bool(std::string_view key, std::string_view value)>& f) override;
   Status Checkpoint(const std::string& dir) override;

@@ -126,6 +126,14 @@ class Storage {
 
   // Applies `batch` atomically. See the header comment for what `sync` promises.
   virtual Status Write(const StorageBatch& batch, bool sync) = 0;
+  // Applies `batch` atomically, visible to reads at once, but WITHOUT durability: until a later
+  // Persist of its spaces returns OK, a crash may lose it (whole, or only its part in some
+  // spaces). Cheaper than Write for bulk data that something else (a log) still covers: RocksDB
+  // skips its WAL. Batches written later must not rely on it having survived.
+  virtual Status WriteUnlogged(const StorageBatch& batch) = 0;
+  // Makes every write to `space` so far durable, including WriteUnlogged ones, against a machine
+  // crash too (RocksDB: flushes the space's memtables to synced table files).
+  virtual Status Persist(StorageSpace space) = 0;
 
   // Visits keys k with begin <= k < end (end empty: to the end of the space) in order, calling
   // f(key, value) until it returns false. Views are valid only during the call.

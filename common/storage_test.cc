@@ -169,6 +169,40 @@ TEST(RocksDbStorageTest, DataSurvivesReopen) {
   fs::remove_all(dir);
 }
 
+TEST_P(StorageTest, UnloggedWritesAreVisibleAtOnceAndPersistSucceeds) {
+  const StorageSpace a = *storage_->FindSpace("a");
+  StorageBatch b;
+  b.Put(a, "k1", "v1");
+  b.Put(a, "k2", "v2");
+  ASSERT_TRUE(storage_->WriteUnlogged(b).ok());
+  std::string v;
+  ASSERT_TRUE(storage_->Get(a, "k2", &v).ok());
+  EXPECT_EQ(v, "v2");
+  EXPECT_TRUE(storage_->Persist(a).ok());
+  EXPECT_EQ(All(storage_.get(), a).size(), 2u);
+  EXPECT_FALSE(storage_->Persist(99).ok());
+}
+
+TEST(RocksDbStorageTest, PersistedUnloggedWritesSurviveReopen) {
+  const std::string dir = TempPath("unlogged");
+  {
+    auto s = RocksDbStorage::Open(dir, RocksDbOptions{});
+    ASSERT_TRUE(s.ok()) << s.status();
+    const StorageSpace rows = *(*s)->FindSpace("rows");
+    StorageBatch b;
+    b.Put(rows, "r", "1");
+    ASSERT_TRUE((*s)->WriteUnlogged(b).ok());
+    ASSERT_TRUE((*s)->Persist(rows).ok());
+  }
+  auto s = RocksDbStorage::Open(dir, RocksDbOptions{});
+  ASSERT_TRUE(s.ok());
+  std::string v;
+  ASSERT_TRUE((*s)->Get(*(*s)->FindSpace("rows"), "r", &v).ok());
+  EXPECT_EQ(v, "1");
+  s = Status(StatusCode::kCancelled, "close");
+  fs::remove_all(dir);
+}
+
 TEST(MemoryStorageTest, InjectedWriteFailuresChangeNothing) {
   MemoryStorage m({"a"});
   StorageBatch b;

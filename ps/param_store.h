@@ -62,6 +62,11 @@ struct StoreOptions {
   // Default: 4096 senders, 1024 ids each.
   size_t dedupe_senders = 4096;
   size_t dedupe_ids_per_sender = 1024;
+  // A write-back of at least this many row bytes writes its rows without the storage's WAL and
+  // makes them durable with Storage::Persist (a memtable flush) before recording its cut: cheaper
+  // for big write-backs, while a flush per small one would litter the storage with small table
+  // files. Default: 32 MiB (about half a RocksDB memtable); 0: always.
+  uint64_t writeback_unlogged_bytes = 32ull << 20;
 };
 
 // Who sent a push, for exactly-once application of retries: a retried push carries the same

@@ -353,7 +353,7 @@ TEST(ParamStoreTest, TableTenTimesTheCacheStaysCorrect) {
   EXPECT_LE(store->Stats().cache_bytes, o.cache_bytes * 2);
 }
 
-void ReopenKeepsEveryPush(bool log_in_storage) {
+void ReopenKeepsEveryPush(bool log_in_storage, bool unlogged_writebacks = false) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   Workload w;
@@ -361,6 +361,7 @@ void ReopenKeepsEveryPush(bool log_in_storage) {
   o.data_dir = dir.path();
   o.final_flush_on_close = false;
   o.log_in_storage = log_in_storage;
+  if (unlogged_writebacks) o.writeback_unlogged_bytes = 0;
   {
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
     for (int r = 0; r < 6; ++r) w.Round(store.get(), ref.get());
@@ -388,6 +389,10 @@ void ReopenKeepsEveryPush(bool log_in_storage) {
 
 TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithTheFileLog) { ReopenKeepsEveryPush(false); }
 TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithTheLogInRocksDb) { ReopenKeepsEveryPush(true); }
+TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithUnloggedWriteBacks) { ReopenKeepsEveryPush(false, true); }
+TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithUnloggedWriteBacksAndTheLogInRocksDb) {
+  ReopenKeepsEveryPush(true, true);
+}
 
 // Exactly-once across a crash: the origin of each push rides in its log record, and the window
 // of applied pushes is stored with each write-back cut. final_flush_on_close = false leaves the
