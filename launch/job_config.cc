@@ -17,8 +17,8 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   ServerSettings s;
   METAPS_ASSIGN_OR_RETURN(Config c, root.GetTable("server"));
   METAPS_RETURN_IF_ERROR(c.CheckKnownKeys({"bind", "data_dir", "shard_id", "cache_bytes", "sync",
-                                           "writeback_interval_ms", "writeback_dirty_bytes", "restore_from",
-                                           "log_level", "job_id"}));
+                                           "writeback_interval_ms", "writeback_dirty_bytes", "writeback_log_bytes",
+                                           "restore_from", "log_level", "job_id"}));
   METAPS_ASSIGN_OR_RETURN(s.server.bind, c.GetString("bind", "tcp://127.0.0.1:0"));
   METAPS_ASSIGN_OR_RETURN(s.store.data_dir, c.GetString("data_dir", ""));
   METAPS_ASSIGN_OR_RETURN(int64_t shard, c.GetIntIn("shard_id", 0, 0, 1 << 20));
@@ -30,6 +30,9 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   s.store.writeback_interval_ms = static_cast<uint32_t>(wb_ms);
   METAPS_ASSIGN_OR_RETURN(int64_t wb_bytes, c.GetIntIn("writeback_dirty_bytes", 64LL << 20, 1 << 12, 1LL << 50));
   s.store.writeback_dirty_bytes = static_cast<uint64_t>(wb_bytes);
+  METAPS_ASSIGN_OR_RETURN(int64_t log_bytes, c.GetIntIn("writeback_log_bytes", static_cast<int64_t>(s.store.writeback_log_bytes),
+                                                        1 << 20, 1LL << 50));
+  s.store.writeback_log_bytes = static_cast<uint64_t>(log_bytes);
   METAPS_ASSIGN_OR_RETURN(s.store.restore_from, c.GetString("restore_from", ""));
   METAPS_ASSIGN_OR_RETURN(s.log_level, c.GetString("log_level", "info"));
   // The job's id (job.id) unless server.job_id says otherwise; empty (accept any job) only for a
