@@ -63,6 +63,16 @@ std::unique_ptr<ps::ParamStore> ReferenceStore(const std::string& config_text) {
   return std::move(store).value();
 }
 
+// Opens a (stopped) server's data directory in-process, as recovery sees it.
+Result<std::unique_ptr<ps::ParamStore>> OpenDataDir(const std::string& config, const std::string& data_dir) {
+  METAPS_ASSIGN_OR_RETURN(Config parsed, Config::ParseString(config));
+  METAPS_ASSIGN_OR_RETURN(std::vector<ps::TableSpec> tables, ps::ParseTableSpecs(parsed));
+  ps::StoreOptions o;
+  o.data_dir = data_dir;
+  METAPS_ASSIGN_OR_RETURN(std::unique_ptr<Storage> storage, RocksDbStorage::Open(o.data_dir, RocksDbOptions{}));
+  return ps::ParamStore::Open(o, std::move(tables), std::move(storage));
+}
+
 std::vector<Key> Keys(int n, int offset = 0) {
   std::vector<Key> k(n);
   for (int i = 0; i < n; ++i) k[i] = FeatureKey("item", std::to_string(i + offset));
@@ -275,13 +285,7 @@ TEST_P(KillRetryTest, ARetryAcrossKillNineAndRestartIsAppliedExactlyOnce) {
   // so what is checked is what recovery makes of the data dir).
   ASSERT_TRUE(restarted.proc.Signal(SIGKILL).ok());
   ASSERT_EQ(restarted.proc.Wait(std::chrono::seconds(10)).value_or(-1), 128 + SIGKILL);
-  auto tables = ps::ParseTableSpecs(*Config::ParseString(config));
-  ASSERT_TRUE(tables.ok()) << tables.status();
-  ps::StoreOptions o;
-  o.data_dir = dir / "s/db";
-  auto storage = RocksDbStorage::Open(o.data_dir, RocksDbOptions{});
-  ASSERT_TRUE(storage.ok()) << storage.status();
-  auto store = ps::ParamStore::Open(o, *tables, std::move(storage).value());
+  auto store = OpenDataDir(config, dir / "s/db");
   ASSERT_TRUE(store.ok()) << store.status();
   for (Key k : {keys.front(), keys[kKeys / 2], keys.back()}) {
     auto row = (*store)->GetRow("sgd_emb", k);
@@ -318,13 +322,7 @@ TEST(PsProcessTest, SigtermWritesEverythingBackAndExitsZero) {
     ASSERT_TRUE(server.proc.Signal(SIGTERM).ok());
     EXPECT_EQ(server.proc.Wait(std::chrono::seconds(30)).value_or(-1), 0) << ServerProcess::ReadFile(server.log);
   }
-  auto tables = ps::ParseTableSpecs(*Config::ParseString(config));
-  ASSERT_TRUE(tables.ok()) << tables.status();
-  ps::StoreOptions o;
-  o.data_dir = dir / "s/db";
-  auto storage = RocksDbStorage::Open(o.data_dir, RocksDbOptions{});
-  ASSERT_TRUE(storage.ok()) << storage.status();
-  auto store = ps::ParamStore::Open(o, *tables, std::move(storage).value());
+  auto store = OpenDataDir(config, dir / "s/db");
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ((*store)->Stats().replayed_records, 0u);  // the last stop wrote everything back
   auto row = (*store)->GetRow("adam_emb", keys[7]);
