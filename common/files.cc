@@ -1,5 +1,11 @@
 #include "common/files.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -17,6 +23,15 @@ Status WriteFileAtomically(const std::string& path, std::string_view text) {
   std::filesystem::rename(tmp, path, ec);
   if (ec) return Internal("cannot rename " + tmp + " to " + path + ": " + ec.message());
   return Status::Ok();
+}
+
+Status WriteFileWithMode(const std::string& path, std::string_view text, unsigned mode) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(mode));
+  if (fd < 0) return Internal("cannot write " + path + ": " + std::strerror(errno));
+  bool ok = fchmod(fd, static_cast<mode_t>(mode)) == 0 &&
+            write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ok = close(fd) == 0 && ok;
+  return ok ? Status::Ok() : Internal("cannot write " + path + ": " + std::strerror(errno));
 }
 
 }  // namespace metaps

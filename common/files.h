@@ -13,4 +13,8 @@ namespace metaps {
 // one, never half of it. Internal with the path on failure.
 Status WriteFileAtomically(const std::string& path, std::string_view text);
 
+// Creates (or truncates) `path` with permission `mode` before writing `text`, so a secret (a job
+// token, a CURVE secret key with mode 0600) is never readable by others, not even briefly.
+Status WriteFileWithMode(const std::string& path, std::string_view text, unsigned mode);
+
 }  // namespace metaps

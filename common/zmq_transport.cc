@@ -1,5 +1,7 @@
 #include "common/zmq_transport.h"
 
+#include "common/files.h"
+
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -47,20 +49,11 @@ Result<std::string> ReadKey(const std::string& path) {
 
 namespace {
 
-// Creates (or truncates) `path` with `mode` before writing, so a secret is never readable by others.
-Status WriteKeyFile(const std::string& path, const std::string& text, mode_t mode) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return Internal("cannot write " + path + ": " + std::strerror(errno));
-  bool ok = fchmod(fd, mode) == 0 && write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ok = close(fd) == 0 && ok;
-  return ok ? Status::Ok() : Internal("cannot write " + path + ": " + std::strerror(errno));
-}
-
 Status WriteKeyPair(const std::string& base, std::string* pub_out) {
   char pub[41], sec[41];
   if (zmq_curve_keypair(pub, sec) != 0) return Unimplemented("this libzmq has no CURVE support");
-  METAPS_RETURN_IF_ERROR(WriteKeyFile(base + ".key", std::string(sec) + "\n", 0600));
-  METAPS_RETURN_IF_ERROR(WriteKeyFile(base + ".pub", std::string(pub) + "\n", 0644));
+  METAPS_RETURN_IF_ERROR(WriteFileWithMode(base + ".key", std::string(sec) + "\n", 0600));
+  METAPS_RETURN_IF_ERROR(WriteFileWithMode(base + ".pub", std::string(pub) + "\n", 0644));
   *pub_out = pub;
   return Status::Ok();
 }
@@ -90,7 +83,7 @@ Status WriteCurveKeys(const std::string& dir, const std::vector<std::string>& cl
     METAPS_RETURN_IF_ERROR(WriteKeyPair(dir + "/" + c, &pub));
     authorized += pub + " " + c + "\n";
   }
-  return WriteKeyFile(dir + "/authorized_keys", authorized, 0644);
+  return WriteFileWithMode(dir + "/authorized_keys", authorized, 0644);
 }
 
 Result<ZmqOptions> CurveOptionsFromDir(const std::string& dir, const std::string& client) {

@@ -1,9 +1,7 @@
 // `metaps keygen`: the secrets of a multi-host job, made once on one host: the job token and,
 // with --curve, the CURVE keys (a server pair, one client pair per node, authorized_keys) in the
 // layout `--token-file` / `--curve-keys DIR --curve-name NAME` read. See docs/operations.md.
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -12,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/files.h"
 #include "common/zmq_transport.h"
 #include "launch/cli.h"
 #include "launch/job_config.h"
@@ -46,20 +45,9 @@ int RunKeygen(const KeygenFlags& f) {
     return 1;
   }
   const std::string token_file = f.dir + "/token";
-  {
-    // Created with mode 0600 before anything is written to it.
-    int fd = ::open(token_file.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-    if (fd < 0) {
-      std::cerr << "metaps keygen: cannot create " << token_file << "\n";
-      return 1;
-    }
-    std::string line = *token + "\n";
-    bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
-    ok = (::close(fd) == 0) && ok;
-    if (!ok) {
-      std::cerr << "metaps keygen: cannot write " << token_file << "\n";
-      return 1;
-    }
+  if (Status w = WriteFileWithMode(token_file, *token + "\n", 0600); !w.ok()) {
+    std::cerr << "metaps keygen: " << w.message() << "\n";
+    return 1;
   }
   std::cout << "token: " << token_file << "\n";
   if (!f.curve) return 0;

@@ -27,6 +27,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/files.h"
 #include "common/http_server.h"
 #include "common/subprocess.h"
 #include "common/zmq_transport.h"
@@ -234,10 +235,7 @@ int RunJob(const RunFlags& f) {
   auto token = MakeToken();
   if (!token.ok()) return Fail(token.status().message());
   std::string token_file = (run_dir / "token").string();
-  {
-    std::ofstream(token_file) << *token << "\n";
-    chmod(token_file.c_str(), 0600);
-  }
+  if (Status w = WriteFileWithMode(token_file, *token + "\n", 0600); !w.ok()) return Fail(w.message());
   std::cout << "metaps run: job '" << job_id << "' in " << run_dir.string() << "\n"
             << "  data: " << dataset->size() << " events, " << split->train.size() << " train / "
             << split->validation.size() << " validation / " << split->test.size() << " test users"
