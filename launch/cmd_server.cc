@@ -99,7 +99,11 @@ int RunServer(const ServerFlags& f) {
     heartbeat = std::thread([&] {
       NodeIdentity self{s.server.job_id, s.server.auth, "server", s.server.shard_id,
                         "server-" + std::to_string(s.server.shard_id)};
-      ControlLink link(std::make_unique<ZmqTransport>(*zmq_options), f.scheduler, self);
+      // A send to a scheduler that is gone blocks for the send timeout; keep it short so that a
+      // stopping server joins this thread (and writes back) well within a supervisor's SIGKILL grace.
+      ZmqOptions link_options = *zmq_options;
+      link_options.send_timeout_ms = 1000;
+      ControlLink link(std::make_unique<ZmqTransport>(link_options), f.scheduler, self);
       if (Status c = link.Connect(); !c.ok()) {
         log->error("scheduler {}: {}", f.scheduler, c.ToString());
         return;
