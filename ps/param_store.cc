@@ -121,7 +121,7 @@ std::string SeqKey(uint64_t seq) {
 constexpr size_t kHugePage = size_t{2} << 20;
 
 inline void* AllocateMaybeHuge(size_t bytes) {
-  if (bytes < kHugePage) return std::malloc(bytes == 0 ? 1 : bytes);
+  if (bytes < kHugePage) return std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) & ~size_t{63});
   const size_t rounded = (bytes + kHugePage - 1) & ~(kHugePage - 1);
   void* p = std::aligned_alloc(kHugePage, rounded);
   if (p != nullptr) (void)madvise(p, rounded, MADV_HUGEPAGE);
@@ -244,7 +244,9 @@ class KeyIndex {
 
 // ---- Cache slots ---------------------------------------------------------------------------------
 
-// At the start of every cache slot, followed by the row's dim weights and its optimizer state.
+// At the end of every cache slot, after the row's dim weights and its optimizer state. (Weights
+// first: a slot starts on a cache line where the stride allows, so a pull reads only the weights'
+// own lines.)
 struct SlotMeta {
   Key key;
   uint64_t update_count;
@@ -256,7 +258,9 @@ struct SlotMeta {
 };
 static_assert(sizeof(SlotMeta) == 40);
 
-constexpr uint8_t kUsed = 1, kDirty = 2, kInflight = 4, kRef = 8;
+// The CLOCK reference bit is not a flag: it lives in Table::ref_bits, so that a pull, which sets
+// it, touches neither the slot's metadata line nor dirties one.
+constexpr uint8_t kUsed = 1, kDirty = 2, kInflight = 4;
 
 // Bytes charged to the cache budget per row besides the slot: index entry at load <= 0.7, and
 // free-list/clock bookkeeping.
@@ -593,12 +597,29 @@ struct ParamStore::Impl {
     uint64_t clean_rows = 0;
     uint64_t pinned_clean = 0;
 
-    SlotMeta* Meta(uint32_t slot) const {
-      return reinterpret_cast<SlotMeta*>(chunks[slot >> chunk_shift].get() +
-                                         (slot & ((1u << chunk_shift) - 1)) * stride);
+    std::vector<uint64_t> ref_bits;  // CLOCK reference bit per allocated slot
+
+    std::byte* Slot(uint32_t slot) const {
+      return chunks[slot >> chunk_shift].get() + (slot & ((1u << chunk_shift) - 1)) * stride;
     }
-    float* Weights(uint32_t slot) const { return reinterpret_cast<float*>(Meta(slot) + 1); }
+    float* Weights(uint32_t slot) const { return reinterpret_cast<float*>(Slot(slot)); }
     float* State(uint32_t slot) const { return Weights(slot) + spec.dim; }
+    SlotMeta* Meta(uint32_t slot) const {
+      return reinterpret_cast<SlotMeta*>(Slot(slot) + size_t{row_floats} * 4);
+    }
+    void SetRef(uint32_t slot) {
+      uint64_t& w = ref_bits[slot >> 6];
+      const uint64_t bit = uint64_t{1} << (slot & 63);
+      if (!(w & bit)) w |= bit;
+    }
+    // Clears the slot's reference bit and says whether it was set.
+    bool TakeRef(uint32_t slot) {
+      uint64_t& w = ref_bits[slot >> 6];
+      const uint64_t bit = uint64_t{1} << (slot & 63);
+      const bool was = (w & bit) != 0;
+      w &= ~bit;
+      return was;
+    }
   };
 
   StoreOptions options;
@@ -677,12 +698,13 @@ struct ParamStore::Impl {
   }
 
   // Pins a resident row for the current op. REQUIRES: mu held.
-  void Pin(Table* t, SlotMeta* m) {
+  void Pin(Table* t, uint32_t s) {
+    SlotMeta* m = t->Meta(s);
+    t->SetRef(s);
     if (m->pin != epoch) {
       m->pin = epoch;
       if (!(m->flags & (kDirty | kInflight))) ++t->pinned_clean;
     }
-    m->flags |= kRef;
   }
 
   // Frees one clean, unpinned, not-in-flight row. False if there is none (known without a sweep).
@@ -697,10 +719,7 @@ struct ParamStore::Impl {
         t->clock_hand = (t->clock_hand + 1 == t->slots_allocated) ? 0 : t->clock_hand + 1;
         SlotMeta* m = t->Meta(s);
         if (!(m->flags & kUsed) || (m->flags & (kDirty | kInflight)) || m->pin == epoch) continue;
-        if (m->flags & kRef) {
-          m->flags &= ~kRef;
-          continue;
-        }
+        if (t->TakeRef(s)) continue;
         t->index_map.Erase(m->key);
         m->flags = 0;
         --t->clean_rows;
@@ -745,6 +764,7 @@ struct ParamStore::Impl {
         t->chunks.emplace_back(chunk);
       }
       ++t->slots_allocated;
+      if (t->ref_bits.size() * 64 < t->slots_allocated) t->ref_bits.push_back(0);
       t->Meta(s)->flags = 0;
     }
     cached_bytes += t->charge;
@@ -773,7 +793,7 @@ struct ParamStore::Impl {
         const size_t j = i - kSlotAhead;
         const uint32_t s = slots_out[j];
         if (s != KeyIndex::kNone) {
-          Pin(t, t->Meta(s));
+          Pin(t, s);
         } else {
           miss_idx.push_back(static_cast<uint32_t>(j));
         }
@@ -827,7 +847,8 @@ struct ParamStore::Impl {
       m->last_step = h.last_step;
       m->last_seq = h.last_seq;
       m->pin = epoch;
-      m->flags = kUsed | kRef;
+      m->flags = kUsed;
+      t->SetRef(s);
       ++t->clean_rows;
       ++t->pinned_clean;
       std::memcpy(t->Weights(s), v.data() + sizeof(h), size_t{t->row_floats} * 4);
@@ -850,7 +871,8 @@ struct ParamStore::Impl {
       m->last_step = 0;
       m->last_seq = 0;
       m->pin = epoch;
-      m->flags = kUsed | kRef;
+      m->flags = kUsed;
+      t->SetRef(s);
       ++t->clean_rows;
       ++t->pinned_clean;
       InitializeRow(t->spec.init, t->init_seed, miss_keys[j], t->Weights(s), t->spec.dim);
@@ -1522,7 +1544,11 @@ Result<std::unique_ptr<ParamStore>> ParamStore::Open(StoreOptions options, std::
     t->state_floats = t->opt->StateFloats(spec.dim);
     t->row_floats = spec.dim + t->state_floats;
     t->init_seed = Hash64(spec.name);
-    t->stride = (sizeof(SlotMeta) + size_t{t->row_floats} * 4 + 7) & ~size_t{7};
+    // Slots start on a cache line when that wastes at most an eighth of the slot (a pull then
+    // reads ceil(dim * 4 / 64) lines per row); otherwise on 8 bytes.
+    const size_t packed = (sizeof(SlotMeta) + size_t{t->row_floats} * 4 + 7) & ~size_t{7};
+    const size_t lined = (packed + 63) & ~size_t{63};
+    t->stride = (lined - packed) * 8 <= packed ? lined : packed;
     t->charge = t->stride + kIndexOverheadBytes;
     // Chunks of about 16 MiB (at least one row): huge pages (AllocateMaybeHuge).
     uint32_t shift = 0;
@@ -1589,7 +1615,7 @@ Status ParamStore::Pull(std::string_view table, std::span<const Key> keys, float
   // (pinned) and copied.
   StageTimer copy_timer(m.prof, StageProfile::kPullCopy);
   constexpr size_t kIndexAhead = 16, kSlotAhead = 8;
-  const size_t lines = std::min<size_t>(8, (sizeof(SlotMeta) + bytes + 63) / 64);
+  const size_t lines = std::min<size_t>(8, (bytes + 63) / 64);
   m.slots.resize(n);
   m.pull_miss_pos.clear();
   for (size_t i = 0; i < std::min(n, kIndexAhead); ++i) t->index_map.Prefetch(keys[i]);
@@ -1599,7 +1625,7 @@ Status ParamStore::Pull(std::string_view table, std::span<const Key> keys, float
       const uint32_t s = t->index_map.Find(keys[i]);
       m.slots[i] = s;
       if (s != KeyIndex::kNone) {
-        const char* p = reinterpret_cast<const char*>(t->Meta(s));
+        const char* p = reinterpret_cast<const char*>(t->Weights(s));
         for (size_t l = 0; l < lines; ++l) __builtin_prefetch(p + 64 * l);
       }
     }
@@ -1607,8 +1633,7 @@ Status ParamStore::Pull(std::string_view table, std::span<const Key> keys, float
       const size_t j = i - kSlotAhead;
       const uint32_t s = m.slots[j];
       if (s != KeyIndex::kNone) {
-        SlotMeta* meta = t->Meta(s);
-        if (!(meta->flags & kRef)) meta->flags |= kRef;  // no store (dirty line) when already set
+        t->SetRef(s);  // no store (dirty line) when already set
         std::memcpy(out + j * dim, t->Weights(s), bytes);
       } else {
         m.pull_miss_pos.push_back(static_cast<uint32_t>(j));
