@@ -44,7 +44,8 @@ struct BenchFlags {
   int64_t resident_keys = 200000;
   int64_t over_cache_keys = 1000000;
   int64_t window = 4;
-  double seconds = 2.0;
+  double seconds = 1.0;
+  int64_t rounds = 3;
   double zipf_s = 0.99;
   std::string optimizer = "adam";
   std::string work_dir;
@@ -55,6 +56,7 @@ struct BenchFlags {
   // load
   int64_t workers = 8;
   int64_t load_cache_bytes = 16 << 20;
+  double load_seconds = 2.0;
 };
 
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
@@ -86,11 +88,25 @@ class KeyGen {
   std::vector<double> cdf_;
 };
 
+// One timed phase: rows/s and CPU milliseconds per request (all threads) of this process and of
+// the server process.
+struct Phase {
+  double rate = 0, client_cpu_ms = 0, server_cpu_ms = 0;
+};
+
+// Medians over rounds of each phase of a case, and of the per-round ratios to raw ZeroMQ.
 struct Rates {
   double pull = 0, push = 0;
-  // CPU milliseconds per request (all threads) of this process and of the server process.
   double pull_client_cpu_ms = 0, pull_server_cpu_ms = 0, push_client_cpu_ms = 0, push_server_cpu_ms = 0;
+  double pull_ratio = 0, push_ratio = 0;  // store / raw ZeroMQ, median of the rounds' ratios
 };
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
 
 // User + system CPU seconds of a process so far (/proc/<pid>/stat; 0 when unreadable).
 double ProcessCpuSeconds(pid_t pid) {
@@ -108,112 +124,117 @@ double ProcessCpuSeconds(pid_t pid) {
   return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-// Runs pulls then pushes for ~seconds each with `window` requests in flight.
-Result<Rates> MeasureStore(ps::PsClient& client, KeyGen& gen, const BenchFlags& f, pid_t server_pid) {
-  std::vector<std::vector<Key>> batches(16, std::vector<Key>(f.batch));
-  for (auto& b : batches) gen.Fill(b);
-  std::vector<float> grads(f.batch * f.dim, 0.001f);
-  Rates r;
-  for (int phase = 0; phase < 2; ++phase) {
-    std::deque<std::future<Status>> push_q;
-    std::deque<std::future<Result<ps::PullResult>>> pull_q;
-    int64_t rows = 0, i = 0;
-    const double client_cpu0 = ProcessCpuSeconds(0), server_cpu0 = ProcessCpuSeconds(server_pid);
-    auto start = Clock::now();
-    while (Seconds(start, Clock::now()) < f.seconds) {
-      const auto& keys = batches[i++ % batches.size()];
-      if (phase == 0) pull_q.push_back(client.Pull("emb", keys));
-      else push_q.push_back(client.Push("emb", keys, grads, i));
-      if (static_cast<int64_t>(pull_q.size() + push_q.size()) >= f.window) {
-        if (phase == 0) {
-          auto res = pull_q.front().get();
-          pull_q.pop_front();
-          if (!res.ok()) return res.status();
-        } else {
-          Status s = push_q.front().get();
-          push_q.pop_front();
-          if (!s.ok()) return s;
-        }
-        rows += f.batch;
-      }
-    }
-    for (auto& q : pull_q) {
-      auto res = q.get();
-      if (!res.ok()) return res.status();
-      rows += f.batch;
-    }
-    for (auto& q : push_q) {
-      Status s = q.get();
-      if (!s.ok()) return s;
-      rows += f.batch;
-    }
-    double rate = rows / Seconds(start, Clock::now());
-    (phase == 0 ? r.pull : r.push) = rate;
-    const double requests = static_cast<double>(rows) / f.batch;
-    (phase == 0 ? r.pull_client_cpu_ms : r.push_client_cpu_ms) = 1e3 * (ProcessCpuSeconds(0) - client_cpu0) / requests;
-    (phase == 0 ? r.pull_server_cpu_ms : r.push_server_cpu_ms) =
-        1e3 * (ProcessCpuSeconds(server_pid) - server_cpu0) / requests;
-  }
-  return r;
+// Times `body` (which returns the rows it moved, or an error) and the CPU both processes spent.
+template <typename F>
+Result<Phase> TimePhase(pid_t server_pid, int64_t batch, F&& body) {
+  const double client_cpu0 = ProcessCpuSeconds(0), server_cpu0 = ProcessCpuSeconds(server_pid);
+  const auto start = Clock::now();
+  METAPS_ASSIGN_OR_RETURN(int64_t rows, body());
+  Phase p;
+  p.rate = rows / Seconds(start, Clock::now());
+  const double requests = std::max(1.0, static_cast<double>(rows) / batch);
+  p.client_cpu_ms = 1e3 * (ProcessCpuSeconds(0) - client_cpu0) / requests;
+  p.server_cpu_ms = 1e3 * (ProcessCpuSeconds(server_pid) - server_cpu0) / requests;
+  return p;
 }
 
-// The same exchange over plain cppzmq to a server that does no work.
-Result<Rates> MeasureRawZmq(const std::string& endpoint, const BenchFlags& f, pid_t server_pid) {
-  zmq::context_t ctx(1);
-  zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  s.connect(endpoint);
-  Header pull_h{.type = MsgType::kPull, .table = "emb"};
-  pull_h.num_keys = f.batch;
-  Header push_h = pull_h;
-  push_h.type = MsgType::kPush;
-  push_h.dim = static_cast<uint32_t>(f.dim);
-  Bytes pull_hb = EncodeHeader(pull_h), push_hb = EncodeHeader(push_h);
-  std::vector<Key> keys(f.batch);
-  for (int64_t i = 0; i < f.batch; ++i) keys[i] = Mix64(i);
-  std::vector<float> grads(f.batch * f.dim, 0.001f);
-  Rates r;
-  for (int phase = 0; phase < 2; ++phase) {
-    int64_t inflight = 0, rows = 0;
-    const double client_cpu0 = ProcessCpuSeconds(0), server_cpu0 = ProcessCpuSeconds(server_pid);
-    auto start = Clock::now();
-    auto recv_one = [&] {
-      zmq::message_t m;
-      do {
-        (void)s.recv(m);
-      } while (m.more());
-      --inflight;
-      rows += f.batch;
-    };
-    while (Seconds(start, Clock::now()) < f.seconds) {
-      const Bytes& hb = phase == 0 ? pull_hb : push_hb;
-      // Each request builds its frames like the client does: keys copied into a fresh buffer.
-      std::vector<Key> k = keys;
-      s.send(zmq::message_t(hb.data(), hb.size()), zmq::send_flags::sndmore);
-      auto* kv = new std::vector<Key>(std::move(k));
-      zmq::message_t km(kv->data(), kv->size() * sizeof(Key), [](void*, void* h) {
-        delete static_cast<std::vector<Key>*>(h);
-      }, kv);
-      if (phase == 0) {
-        s.send(km, zmq::send_flags::none);
+// Pulls (or pushes) for ~seconds through the client with `window` requests in flight.
+Result<Phase> MeasureStore(ps::PsClient& client, const std::vector<std::vector<Key>>& batches,
+                           const std::vector<float>& grads, bool push, const BenchFlags& f, pid_t server_pid,
+                           uint64_t* step) {
+  return TimePhase(server_pid, f.batch, [&]() -> Result<int64_t> {
+    std::deque<std::future<Status>> push_q;
+    std::deque<std::future<Result<ps::PullResult>>> pull_q;
+    int64_t rows = 0;
+    size_t i = 0;
+    auto finish_one = [&]() -> Status {
+      if (push) {
+        Status s = push_q.front().get();
+        push_q.pop_front();
+        METAPS_RETURN_IF_ERROR(s);
       } else {
-        s.send(km, zmq::send_flags::sndmore);
-        auto* gv = new std::vector<float>(grads);
-        zmq::message_t gm(gv->data(), gv->size() * sizeof(float), [](void*, void* h) {
-          delete static_cast<std::vector<float>*>(h);
-        }, gv);
-        s.send(gm, zmq::send_flags::none);
+        auto res = pull_q.front().get();
+        pull_q.pop_front();
+        METAPS_RETURN_IF_ERROR(res.status());
       }
-      if (++inflight >= f.window) recv_one();
+      rows += f.batch;
+      return Status::Ok();
+    };
+    const auto start = Clock::now();
+    while (Seconds(start, Clock::now()) < f.seconds) {
+      const auto& keys = batches[i++ % batches.size()];
+      if (push) push_q.push_back(client.Push("emb", keys, grads, ++*step));
+      else pull_q.push_back(client.Pull("emb", keys));
+      if (static_cast<int64_t>(pull_q.size() + push_q.size()) >= f.window) METAPS_RETURN_IF_ERROR(finish_one());
     }
-    while (inflight > 0) recv_one();
-    (phase == 0 ? r.pull : r.push) = rows / Seconds(start, Clock::now());
-    const double requests = static_cast<double>(rows) / f.batch;
-    (phase == 0 ? r.pull_client_cpu_ms : r.push_client_cpu_ms) = 1e3 * (ProcessCpuSeconds(0) - client_cpu0) / requests;
-    (phase == 0 ? r.pull_server_cpu_ms : r.push_server_cpu_ms) =
-        1e3 * (ProcessCpuSeconds(server_pid) - server_cpu0) / requests;
-  }
-  return r;
+    while (!pull_q.empty() || !push_q.empty()) METAPS_RETURN_IF_ERROR(finish_one());
+    return rows;
+  });
 }
+
+// The same exchange over plain cppzmq to a server that does no work, on one connection.
+class RawExchange {
+ public:
+  RawExchange(const std::string& endpoint, const BenchFlags& f) : f_(f), ctx_(1), s_(ctx_, zmq::socket_type::dealer) {
+    s_.connect(endpoint);
+    Header pull_h{.type = MsgType::kPull, .table = "emb"};
+    pull_h.num_keys = f.batch;
+    Header push_h = pull_h;
+    push_h.type = MsgType::kPush;
+    push_h.dim = static_cast<uint32_t>(f.dim);
+    pull_hb_ = EncodeHeader(pull_h);
+    push_hb_ = EncodeHeader(push_h);
+    keys_.resize(f.batch);
+    for (int64_t i = 0; i < f.batch; ++i) keys_[i] = Mix64(i);
+    grads_.assign(f.batch * f.dim, 0.001f);
+  }
+
+  Result<Phase> Measure(bool push, pid_t server_pid) {
+    return TimePhase(server_pid, f_.batch, [&]() -> Result<int64_t> {
+      int64_t inflight = 0, rows = 0;
+      auto recv_one = [&] {
+        zmq::message_t m;
+        do {
+          (void)s_.recv(m);
+        } while (m.more());
+        --inflight;
+        rows += f_.batch;
+      };
+      const auto start = Clock::now();
+      while (Seconds(start, Clock::now()) < f_.seconds) {
+        const Bytes& hb = push ? push_hb_ : pull_hb_;
+        // Each request builds its frames like the client does: keys copied into a fresh buffer.
+        std::vector<Key> k = keys_;
+        s_.send(zmq::message_t(hb.data(), hb.size()), zmq::send_flags::sndmore);
+        auto* kv = new std::vector<Key>(std::move(k));
+        zmq::message_t km(kv->data(), kv->size() * sizeof(Key), [](void*, void* h) {
+          delete static_cast<std::vector<Key>*>(h);
+        }, kv);
+        if (!push) {
+          s_.send(km, zmq::send_flags::none);
+        } else {
+          s_.send(km, zmq::send_flags::sndmore);
+          auto* gv = new std::vector<float>(grads_);
+          zmq::message_t gm(gv->data(), gv->size() * sizeof(float), [](void*, void* h) {
+            delete static_cast<std::vector<float>*>(h);
+          }, gv);
+          s_.send(gm, zmq::send_flags::none);
+        }
+        if (++inflight >= f_.window) recv_one();
+      }
+      while (inflight > 0) recv_one();
+      return rows;
+    });
+  }
+
+ private:
+  const BenchFlags& f_;
+  zmq::context_t ctx_;
+  zmq::socket_t s_;
+  Bytes pull_hb_, push_hb_;
+  std::vector<Key> keys_;
+  std::vector<float> grads_;
+};
 
 double MeasureRawRocksDb(const std::string& dir, size_t row_bytes, int64_t batch, double seconds) {
   rocksdb::Options o;
@@ -291,7 +312,9 @@ int RunBench(BenchFlags f) {
   size_t row_bytes = static_cast<size_t>(f.dim) * 4 * (1 + state) + 24;
   nlohmann::json out;
 
-  // Raw ZeroMQ reference.
+  // Raw ZeroMQ reference: one no-work server for the whole run. Every round of every case times
+  // it right before the store, op by op, so that both see the same machine (on a shared box the
+  // rates drift by 2x within a minute); the ratios are medians of the rounds' ratios.
   std::string raw_ep_file = f.work_dir + "/raw-endpoint";
   auto raw = Subprocess::Spawn({SelfExecutable(), "bench", "ps-raw-server", "--endpoint-file", raw_ep_file,
                                 "--dim", std::to_string(f.dim), "--batch", std::to_string(f.batch)},
@@ -299,16 +322,13 @@ int RunBench(BenchFlags f) {
   if (!raw.ok()) return fail(raw.status());
   auto raw_ep = WaitForFileLine(raw_ep_file, std::chrono::seconds(30), &*raw);
   if (!raw_ep.ok()) return fail(raw_ep.status());
-  auto raw_rates = MeasureRawZmq(*raw_ep, f, raw->pid());
-  (void)raw->Signal(SIGTERM);
-  (void)raw->Wait(std::chrono::seconds(5));
-  if (!raw_rates.ok()) return fail(raw_rates.status());
-  double raw_zmq = raw_rates->pull;
+  RawExchange raw_x(*raw_ep, f);
+  auto stop_raw = [&] {
+    (void)raw->Signal(SIGTERM);
+    (void)raw->Wait(std::chrono::seconds(5));
+  };
   double raw_rocks = MeasureRawRocksDb(f.work_dir + "/raw-rocksdb", row_bytes, f.batch, f.seconds);
-  std::cerr << "raw zeromq: pull-sized exchange " << raw_rates->pull << " rows/s, push-sized " << raw_rates->push
-            << " rows/s (cpu ms/request: pull client " << raw_rates->pull_client_cpu_ms << " server "
-            << raw_rates->pull_server_cpu_ms << ", push client " << raw_rates->push_client_cpu_ms << " server "
-            << raw_rates->push_server_cpu_ms << "); raw rocksdb WriteBatch " << raw_rocks << " rows/s of " << row_bytes << " bytes\n";
+  std::cerr << "raw rocksdb WriteBatch " << raw_rocks << " rows/s of " << row_bytes << " bytes\n";
 
   struct Case {
     std::string name;
@@ -319,55 +339,111 @@ int RunBench(BenchFlags f) {
                              {"zipf_resident", true, false},
                              {"zipf_over_cache", true, true},
                              {"uniform_over_cache", false, true}};
-  std::map<std::string, Rates> results;
+  std::map<std::string, Rates> results, raw_results;
+  auto cpu_json = [](const Rates& r) {
+    return nlohmann::json{{"pull_client", r.pull_client_cpu_ms}, {"pull_server", r.pull_server_cpu_ms},
+                          {"push_client", r.push_client_cpu_ms}, {"push_server", r.push_server_cpu_ms}};
+  };
   for (const auto& c : cases) {
     if (!f.cases.empty() && ("," + f.cases + ",").find("," + c.name + ",") == std::string::npos) continue;
     int64_t space = c.over_cache ? f.over_cache_keys : f.resident_keys;
     // Resident: room for everything twice over. Over cache: a tenth of the table.
     int64_t cache = c.over_cache ? static_cast<int64_t>(space * row_bytes / 10) : static_cast<int64_t>(space * row_bytes * 2 + (64 << 20));
     auto server = StartServer(f, c.name, cache);
-    if (!server.ok()) return fail(server.status());
+    if (!server.ok()) return stop_raw(), fail(server.status());
     auto client = Connect(server->endpoint);
-    if (!client.ok()) return fail(client.status());
-    if (Status s = Populate(**client, space, f); !s.ok()) return fail(s);
+    if (!client.ok()) return stop_raw(), fail(client.status());
+    if (Status s = Populate(**client, space, f); !s.ok()) return stop_raw(), fail(s);
     KeyGen gen(space, c.zipf, f.zipf_s, 42);
-    auto r = MeasureStore(**client, gen, f, server->proc.pid());
-    if (!r.ok()) return fail(r.status());
+    std::vector<std::vector<Key>> batches(16, std::vector<Key>(f.batch));
+    for (auto& b : batches) gen.Fill(b);
+    std::vector<float> grads(f.batch * f.dim, 0.001f);
+    uint64_t step = 0;
+    // rounds x {raw pull, store pull, raw push, store push}
+    std::vector<Phase> phases[4];
+    for (int64_t round = 0; round < f.rounds; ++round) {
+      for (int op = 0; op < 2; ++op) {
+        const bool push = op == 1;
+        auto rp = raw_x.Measure(push, raw->pid());
+        if (!rp.ok()) return stop_raw(), fail(rp.status());
+        auto sp = MeasureStore(**client, batches, grads, push, f, server->proc.pid(), &step);
+        if (!sp.ok()) return stop_raw(), fail(sp.status());
+        phases[2 * op].push_back(*rp);
+        phases[2 * op + 1].push_back(*sp);
+      }
+    }
     auto stats = (*client)->Stats().get();
     (*client)->Stop();
     (void)server->proc.Signal(SIGTERM);
     (void)server->proc.Wait(std::chrono::seconds(60));
-    results[c.name] = *r;
-    nlohmann::json cj = {{"keys", space}, {"cache_bytes", cache}, {"pull_rows_per_s", r->pull},
-                         {"push_rows_per_s", r->push}, {"pull_ratio_to_raw_zmq", r->pull / raw_zmq},
-                         {"push_ratio_to_raw_zmq", r->push / raw_rates->push},
-                         {"cpu_ms_per_request", {{"pull_client", r->pull_client_cpu_ms}, {"pull_server", r->pull_server_cpu_ms},
-                                                 {"push_client", r->push_client_cpu_ms}, {"push_server", r->push_server_cpu_ms}}}};
+    auto median = [&](int k, double Phase::*field) {
+      std::vector<double> v;
+      for (const auto& p : phases[k]) v.push_back(p.*field);
+      return Median(v);
+    };
+    auto ratio = [&](int k) {
+      std::vector<double> v;
+      for (size_t i = 0; i < phases[k].size(); ++i) v.push_back(phases[k][i].rate / phases[k - 1][i].rate);
+      return Median(v);
+    };
+    Rates raw_r, r;
+    for (int op = 0; op < 2; ++op) {
+      for (Rates* x : {&raw_r, &r}) {
+        const int k = 2 * op + (x == &r ? 1 : 0);
+        (op == 0 ? x->pull : x->push) = median(k, &Phase::rate);
+        (op == 0 ? x->pull_client_cpu_ms : x->push_client_cpu_ms) = median(k, &Phase::client_cpu_ms);
+        (op == 0 ? x->pull_server_cpu_ms : x->push_server_cpu_ms) = median(k, &Phase::server_cpu_ms);
+      }
+    }
+    r.pull_ratio = ratio(1);
+    r.push_ratio = ratio(3);
+    results[c.name] = r;
+    raw_results[c.name] = raw_r;
+    nlohmann::json rounds = nlohmann::json::array();
+    for (size_t i = 0; i < phases[0].size(); ++i) {
+      rounds.push_back({{"raw_pull", phases[0][i].rate}, {"pull", phases[1][i].rate},
+                        {"raw_push", phases[2][i].rate}, {"push", phases[3][i].rate}});
+    }
+    nlohmann::json cj = {{"keys", space}, {"cache_bytes", cache}, {"pull_rows_per_s", r.pull},
+                         {"push_rows_per_s", r.push}, {"pull_ratio_to_raw_zmq", r.pull_ratio},
+                         {"push_ratio_to_raw_zmq", r.push_ratio},
+                         {"raw_zmq_pull_rows_per_s", raw_r.pull}, {"raw_zmq_push_rows_per_s", raw_r.push},
+                         {"cpu_ms_per_request", cpu_json(r)}, {"raw_zmq_cpu_ms_per_request", cpu_json(raw_r)},
+                         {"rounds", rounds}};
     if (stats.ok()) cj["server_stats"] = nlohmann::json::parse((*stats)[0], nullptr, false);
     out[c.name] = cj;
-    std::cerr << c.name << ": pull " << r->pull << " rows/s (" << r->pull / raw_zmq << "x raw), push " << r->push
-              << " rows/s (" << r->push / raw_rates->push << "x raw); cpu ms/request: pull client "
-              << r->pull_client_cpu_ms << " server " << r->pull_server_cpu_ms << ", push client " << r->push_client_cpu_ms
-              << " server " << r->push_server_cpu_ms << "\n";
+    std::cerr << c.name << ": pull " << r.pull << " rows/s (" << r.pull_ratio << "x raw " << raw_r.pull << "), push "
+              << r.push << " rows/s (" << r.push_ratio << "x raw " << raw_r.push << "); cpu ms/request: pull client "
+              << r.pull_client_cpu_ms << " server " << r.pull_server_cpu_ms << " (raw " << raw_r.pull_client_cpu_ms
+              << " / " << raw_r.pull_server_cpu_ms << "), push client " << r.push_client_cpu_ms << " server "
+              << r.push_server_cpu_ms << " (raw " << raw_r.push_client_cpu_ms << " / " << raw_r.push_server_cpu_ms
+              << ")\n";
   }
+  stop_raw();
+  // The headline figures are the cache-resident uniform case's (null when it was not run).
+  auto or_null = [](bool have, double v) { return have ? nlohmann::json(v) : nlohmann::json(); };
+  const bool have_base = results.count("uniform_resident") > 0;
   const Rates& base = results["uniform_resident"];
-  out["pull_rows_per_s"] = base.pull;
-  out["push_rows_per_s"] = base.push;
-  out["raw_zmq_rows_per_s"] = raw_zmq;
-  out["raw_zmq_push_rows_per_s"] = raw_rates->push;
-  out["raw_zmq_cpu_ms_per_request"] = {{"pull_client", raw_rates->pull_client_cpu_ms},
-                                       {"pull_server", raw_rates->pull_server_cpu_ms},
-                                       {"push_client", raw_rates->push_client_cpu_ms},
-                                       {"push_server", raw_rates->push_server_cpu_ms}};
+  const Rates& raw_base = raw_results["uniform_resident"];
+  out["pull_rows_per_s"] = or_null(have_base, base.pull);
+  out["push_rows_per_s"] = or_null(have_base, base.push);
+  out["raw_zmq_rows_per_s"] = or_null(have_base, raw_base.pull);
+  out["raw_zmq_push_rows_per_s"] = or_null(have_base, raw_base.push);
+  if (have_base) out["raw_zmq_cpu_ms_per_request"] = cpu_json(raw_base);
   out["raw_rocksdb_rows_per_s"] = raw_rocks;
   out["row_bytes"] = row_bytes;
-  out["pull_ratio_to_raw_zmq"] = base.pull / raw_zmq;
-  out["push_ratio_to_raw_zmq"] = base.push / raw_rates->push;
-  out["zipf_over_cache_pull_ratio_to_resident"] = results["zipf_over_cache"].pull / results["zipf_resident"].pull;
-  out["zipf_over_cache_push_ratio_to_resident"] = results["zipf_over_cache"].push / results["zipf_resident"].push;
+  out["pull_ratio_to_raw_zmq"] = or_null(have_base, base.pull_ratio);
+  out["push_ratio_to_raw_zmq"] = or_null(have_base, base.push_ratio);
+  const bool have_zipf = results.count("zipf_over_cache") && results.count("zipf_resident");
+  out["zipf_over_cache_pull_ratio_to_resident"] =
+      or_null(have_zipf, results["zipf_over_cache"].pull / results["zipf_resident"].pull);
+  out["zipf_over_cache_push_ratio_to_resident"] =
+      or_null(have_zipf, results["zipf_over_cache"].push / results["zipf_resident"].push);
   out["dim"] = f.dim;
   out["batch"] = f.batch;
   out["window"] = f.window;
+  out["rounds"] = f.rounds;
+  out["seconds_per_phase"] = f.seconds;
   std::error_code ec;
   fs::remove_all(f.work_dir, ec);
   std::cout << out.dump() << std::endl;
@@ -503,7 +579,8 @@ void RegisterBenchPsCommand(CLI::App& bench, Action* action) {
   cmd->add_option("--server-set", f->server_sets, "Extra [server] setting for the server, e.g. writeback_interval_ms=10000");
   cmd->add_option("--over-cache-keys", f->over_cache_keys, "Key space of the cases 10x over the cache");
   cmd->add_option("--window", f->window, "Requests in flight");
-  cmd->add_option("--seconds", f->seconds, "Measuring time per phase");
+  cmd->add_option("--seconds", f->seconds, "Measuring time per phase (each round times raw and store pulls and pushes)");
+  cmd->add_option("--rounds", f->rounds, "Rounds per case; figures are medians over the rounds")->check(CLI::PositiveNumber);
   cmd->add_option("--optimizer", f->optimizer, "Server optimizer (sgd, adagrad, adam, ftrl)");
   cmd->add_option("--work-dir", f->work_dir, "Scratch directory (removed afterwards)");
   cmd->add_option("--cases", f->cases, "Comma-separated cases to run (default: all)");
@@ -514,11 +591,12 @@ void RegisterBenchPsCommand(CLI::App& bench, Action* action) {
   load->add_option("--cache-bytes", f->load_cache_bytes, "Server cache budget");
   load->add_option("--keys", f->over_cache_keys, "Key space (Zipf)");
   load->add_option("--batch", f->batch, "Keys per request");
-  load->add_option("--seconds", f->seconds, "Duration");
+  load->add_option("--seconds", f->load_seconds, "Duration");
   load->add_option("--work-dir", f->work_dir, "Scratch directory (removed afterwards)");
   load->callback([f, action] {
     *action = [f] {
       BenchFlags g = *f;
+      g.seconds = g.load_seconds;
       return RunLoad(g);
     };
   });
