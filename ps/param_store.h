@@ -138,6 +138,10 @@ class ParamStore {
   Status Checkpoint(const std::string& dir);
   Status Flush();  // synchronously write back all dirty rows (and truncate the log)
   Result<RowInfo> GetRow(std::string_view table, Key key);  // for tests/inspection
+  // Not OK once the store has stopped: a push's log append failed after its rows had changed
+  // (pushes of 1024 rows and more overlap the two). Every call then fails with this status and
+  // nothing more is written back; reopening the directory recovers the state before that push.
+  Status Failure() const;
   StoreStats Stats() const;
   ~ParamStore();  // stops the background writer after a final flush
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -575,6 +576,69 @@ TEST(ParamStoreTest, TornLogTailIsCutOff) {
   }
   auto store = OpenOrDie(o, OpenRocks(dir.path()));
   ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
+// Pushes of 1024 rows and more append their log record on a side thread while the optimizer
+// runs on both threads: live rows, and rows replayed from the log after a crash, are bitwise what
+// a store that does it all in one thread (MemoryStorage: the log in storage, no side thread) has.
+TEST(ParamStoreTest, BigPushesAppendTheLogAlongsideTheOptimizerAndReplayExactly) {
+  TempDir dir;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  w.key_space = 6000;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = false;
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get(), 3000);  // ~2600 unique keys each
+    ASSERT_TRUE(store->Flush().ok());
+    for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get(), 3000);
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+  }
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  EXPECT_EQ(store->Stats().replayed_records, 12u);
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
+// A log append that fails after the optimizer has changed rows (the big-push path) stops the
+// store: the push and every later call fail, nothing is written back, and reopening the directory
+// gives the state before that push. The append is made to fail with RLIMIT_FSIZE (EFBIG).
+TEST(ParamStoreTest, AFailedLogAppendStopsTheStoreAndARestartRecovers) {
+  TempDir dir;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  w.key_space = 6000;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = true;  // would write the failed push's rows back if it were allowed
+  std::vector<Key> keys(2000);
+  for (size_t i = 0; i < keys.size(); ++i) keys[i] = 100000 + i;
+  std::vector<float> grads(keys.size() * 4, 0.5f);
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    for (int r = 0; r < 2; ++r) w.Round(store.get(), ref.get(), 3000);
+    rlimit old{};
+    ASSERT_EQ(0, getrlimit(RLIMIT_FSIZE, &old));
+    auto old_handler = signal(SIGXFSZ, SIG_IGN);
+    rlimit small = old;
+    small.rlim_cur = 4096;  // below the current log segment's size: the next append fails
+    ASSERT_EQ(0, setrlimit(RLIMIT_FSIZE, &small));
+    Status failed = store->Push("emb", keys, grads, 99);
+    ASSERT_EQ(0, setrlimit(RLIMIT_FSIZE, &old));
+    signal(SIGXFSZ, old_handler);
+    ASSERT_FALSE(failed.ok());
+    EXPECT_NE(failed.message().find("log"), std::string::npos) << failed;
+    std::vector<float> out(4 * 2);
+    EXPECT_FALSE(store->Pull("emb", std::vector<Key>{1, 2}, out.data()).ok());
+    EXPECT_FALSE(store->Push("lin", std::vector<Key>{1}, std::vector<float>{1, 1}, 100).ok());
+    EXPECT_FALSE(store->Flush().ok());
+  }
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+  auto row = store->GetRow("emb", keys[0]);
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->update_count, 0u);  // the failed push is nowhere
 }
 
 // The real thing: a child process pushes to RocksDB and is killed with SIGKILL right after the

@@ -157,6 +157,14 @@ Status Server::Serve() {
       prof.MaybePrint(t4);
     }
     if (shutdown) break;
+    const bool push = msg.ok() && (msg->header.type == MsgType::kPush || msg->header.type == MsgType::kPushDense);
+    if (push && reply.header.type == MsgType::kError) {
+      if (Status f = store_->Failure(); !f.ok()) {
+        // The memory holds a push the log does not: stop, so that a restart replays the log.
+        logger_->critical("shard {} store failed, stopping: {}", options_.shard_id, f.ToString());
+        return f;
+      }
+    }
   }
   logger_->info("shard {} stopping; flushing", options_.shard_id);
   return store_->Flush();
