@@ -219,6 +219,13 @@ int RunJob(const RunFlags& f) {
   std::string job_toml = (run_dir / "job.toml").string();
   std::ofstream(job_toml) << "# Resolved by `metaps run` from " << f.config_path << "\n"
                           << cfg.ToToml() << "\n\n# Parameter tables derived from the model\n" << *tables;
+  {
+    // The servers' own settings too, from the file they will read: a bad [server] key stops the
+    // job here, named, instead of every server dying on it at start.
+    auto resolved = LoadJobConfig(job_toml, {});
+    if (!resolved.ok()) return Fail(resolved.status().message()), 2;
+    if (auto server = ServerSettingsFromConfig(*resolved); !server.ok()) return Fail(server.status().message()), 2;
+  }
   auto security = cfg.GetTable("security");
   if (!security.ok()) return Fail(security.status().message()), 2;
   if (Status k = security->CheckKnownKeys({"curve"}); !k.ok()) return Fail(k.message()), 2;
@@ -258,6 +265,7 @@ int ResumeJob(const RunFlags& f) {
   if (!cfg.ok()) return Fail(cfg.status().message()), 2;
   auto sched = SchedulerSettingsFromConfig(*cfg);
   if (!sched.ok()) return Fail(sched.status().message()), 2;
+  if (auto server = ServerSettingsFromConfig(*cfg); !server.ok()) return Fail(server.status().message()), 2;
   const int servers = sched->scheduler.num_servers, workers = sched->scheduler.num_workers;
   auto rounds = cfg->GetInt("train.rounds");
   if (!rounds.ok()) return Fail(rounds.status().message()), 2;

@@ -1,6 +1,8 @@
 #include "ps/param_store.h"
 
 #include "common/files.h"
+#include <sys/resource.h>
+#include <unistd.h>
 #include "common/side_thread.h"
 #include "common/internal/profile_sink.h"
 
@@ -1139,6 +1141,11 @@ struct ParamStore::Impl {
   }
 
   void WriterLoop() {
+    // Background work yields to the request loop when the cores are contended (a failure to
+    // change the nice value only costs that).
+    if (options.writeback_nice != 0) {
+      (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), options.writeback_nice);
+    }
     std::unique_lock<std::mutex> lock(mu);
     while (!stop) {
       cv.wait_for(lock, std::chrono::milliseconds(options.writeback_interval_ms),

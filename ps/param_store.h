@@ -52,6 +52,10 @@ struct StoreOptions {
   // 32 floats: seconds; each write-back rewrites every dirty row, so a low bound under a heavy push
   // load means many write-backs that coalesce little).
   uint64_t writeback_log_bytes = 1ull << 30;
+  // Nice value of the background write-back thread (Linux: per thread), so that on contended
+  // cores the request loop goes first; the write-back still keeps up, since pushes wait for it
+  // once the cache fills with dirty rows (backpressure). 0: the process's own priority.
+  int writeback_nice = 10;
   // false: the destructor skips the final write-back, leaving state as a killed process would
   // (the log still covers every acknowledged push). For crash-recovery tests.
   bool final_flush_on_close = true;

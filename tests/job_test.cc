@@ -126,6 +126,14 @@ TEST(JobTest, ABadConfigKeyIsNamedAndNothingStarts) {
   EXPECT_FALSE(std::filesystem::exists(dir / "run/logs/scheduler.log"));
 }
 
+TEST(JobTest, ABadServerSettingIsNamedAndNothingStarts) {
+  ScratchDir dir("job-badserver");
+  RunResult r = RunJob(dir / "run", {"--set", "server.writeback_nice=40"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("server.writeback_nice"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "run/logs/server-0.log"));
+}
+
 TEST(JobTest, MalformedDataLinesAreReportedWithFileAndLineAndCounted) {
   ScratchDir dir("job-badline");
   std::string run = dir / "run";
