@@ -36,6 +36,9 @@ int RunServer(const ServerFlags& f) {
   // Before any thread exists (RocksDB, ZeroMQ, the writer): SIGTERM/SIGINT then always reach the
   // watcher and stop the loop cleanly (the store writes back before the process exits).
   StopOnSignals on_signal;
+  // A file-size limit (ulimit -f) makes writes fail with EFBIG, which the store reports (a failed
+  // push log append stops the server with a logged error), instead of killing it by signal.
+  signal(SIGXFSZ, SIG_IGN);
   auto cfg = LoadJobConfig(f.config_path, f.overrides);
   if (!cfg.ok()) return UsageError("server", cfg.status());
   auto opts = ServerSettingsFromConfig(*cfg);

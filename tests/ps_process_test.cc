@@ -331,6 +331,48 @@ TEST(PsProcessTest, SigtermWritesEverythingBackAndExitsZero) {
   EXPECT_EQ(row->value, std::vector<float>(last.begin() + 7 * kDim, last.begin() + 8 * kDim));
 }
 
+// A push whose log append fails after the optimizer has changed its rows (pushes of 1024+ rows
+// overlap the two) gets an error, and the server stops (exit 1, the reason in its log) instead of
+// serving rows its log does not hold. Restarted on its directory, it has every acknowledged push
+// and nothing of the failed one. The append fails because of a file-size limit (prlimit --fsize).
+TEST(PsProcessTest, AFailedLogAppendStopsTheServerAndARestartRecovers) {
+  if (!std::filesystem::exists("/usr/bin/prlimit")) GTEST_SKIP() << "needs /usr/bin/prlimit (util-linux)";
+  ScratchDir dir("ps-failstop");
+  std::string config = std::string(kTables) + "\n[server]\nwriteback_interval_ms = 600000\n";
+  const int kDim = 8;
+  const std::vector<Key> small = Keys(100), big = Keys(20000, 1000);  // big: an 800 KB record
+  std::vector<float> acked;
+  {
+    auto server = ServerProcess::Start(dir / "s", config, {}, {"/usr/bin/prlimit", "--fsize=262144", "--"});
+    ASSERT_TRUE(server.started());
+    auto client = Connect({server.endpoint});
+    ASSERT_TRUE(client->Push("adam_emb", small, std::vector<float>(small.size() * kDim, 0.5f), 1).get().ok());
+    auto pulled = client->Pull("adam_emb", small).get();
+    ASSERT_TRUE(pulled.ok()) << pulled.status();
+    acked = pulled->values;
+    Status failed = client->Push("adam_emb", big, std::vector<float>(big.size() * kDim, 0.5f), 2).get();
+    EXPECT_FALSE(failed.ok());
+    EXPECT_NE(failed.message().find("log"), std::string::npos) << failed;
+    EXPECT_EQ(server.proc.Wait(std::chrono::seconds(30)).value_or(-1), 1);
+    EXPECT_NE(ServerProcess::ReadFile(server.log).find("store failed"), std::string::npos)
+        << ServerProcess::ReadFile(server.log);
+  }
+  {
+    auto server = ServerProcess::Start(dir / "s", config);
+    ASSERT_TRUE(server.started());
+    auto client = Connect({server.endpoint});
+    auto pulled = client->Pull("adam_emb", small).get();
+    ASSERT_TRUE(pulled.ok()) << pulled.status();
+    EXPECT_EQ(pulled->values, acked);
+    ASSERT_TRUE(server.proc.Signal(SIGTERM).ok());
+    EXPECT_EQ(server.proc.Wait(std::chrono::seconds(30)).value_or(-1), 0) << ServerProcess::ReadFile(server.log);
+  }
+  auto store = OpenDataDir(config, dir / "s/db");
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->GetRow("adam_emb", small[3])->update_count, 1u);
+  EXPECT_EQ((*store)->GetRow("adam_emb", big[3])->update_count, 0u);
+}
+
 TEST(PsProcessTest, TableTenTimesTheCacheBudgetStaysCorrect) {
   ScratchDir dir("ps-cache");
   std::string config = std::string(kTables);

@@ -51,8 +51,10 @@ struct ServerProcess {
   std::string log;
 
   // Starts `metaps server` with `config` (TOML text) in `dir`, extra flags appended.
+  // `wrapper` (e.g. {"prlimit", "--fsize=N", "--"}) goes before the command.
   static ServerProcess Start(const std::string& dir, const std::string& config,
-                             const std::vector<std::string>& extra = {}) {
+                             const std::vector<std::string>& extra = {},
+                             const std::vector<std::string>& wrapper = {}) {
     fs::create_directories(dir);
     std::string cfg = dir + "/job.toml";
     std::ofstream(cfg) << config;
@@ -61,6 +63,7 @@ struct ServerProcess {
     std::vector<std::string> argv = {MetapsBin(), "server", "--config", cfg, "--data-dir", dir + "/db",
                                      "--endpoint-file", ep_file};
     argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.insert(argv.begin(), wrapper.begin(), wrapper.end());
     ServerProcess s;
     s.log = dir + "/server.log";
     auto p = Subprocess::Spawn(argv, s.log);
