@@ -789,24 +789,24 @@ struct ParamStore::Impl {
     miss_idx.clear();
     const size_t n = keys.size();
     // One software-pipelined pass so that memory latency overlaps: index entries are prefetched
-    // kIndexAhead keys ahead, a found slot's metadata line kSlotAhead keys before it is pinned.
+    // kIndexAhead keys ahead. It reads no slot: a pin matters only if this op evicts, which only
+    // loading misses does, so the hits are pinned (their metadata lines read) only then.
     constexpr size_t kIndexAhead = 16, kSlotAhead = 8;
     for (size_t i = 0; i < std::min(n, kIndexAhead); ++i) t->index_map.Prefetch(keys[i]);
-    for (size_t i = 0; i < n + kSlotAhead; ++i) {
-      if (i < n) {
-        if (i + kIndexAhead < n) t->index_map.Prefetch(keys[i + kIndexAhead]);
-        const uint32_t s = t->index_map.Find(keys[i]);
-        slots_out[i] = s;
-        if (s != KeyIndex::kNone) __builtin_prefetch(t->Meta(s), 1);
+    for (size_t i = 0; i < n; ++i) {
+      if (i + kIndexAhead < n) t->index_map.Prefetch(keys[i + kIndexAhead]);
+      const uint32_t s = t->index_map.Find(keys[i]);
+      slots_out[i] = s;
+      if (s != KeyIndex::kNone) {
+        t->SetRef(s);
+      } else {
+        miss_idx.push_back(static_cast<uint32_t>(i));
       }
-      if (i >= kSlotAhead) {
-        const size_t j = i - kSlotAhead;
-        const uint32_t s = slots_out[j];
-        if (s != KeyIndex::kNone) {
-          Pin(t, s);
-        } else {
-          miss_idx.push_back(static_cast<uint32_t>(j));
-        }
+    }
+    if (!miss_idx.empty()) {
+      for (size_t i = 0; i < n + kSlotAhead; ++i) {
+        if (i < n && slots_out[i] != KeyIndex::kNone) __builtin_prefetch(t->Meta(slots_out[i]), 1);
+        if (i >= kSlotAhead && slots_out[i - kSlotAhead] != KeyIndex::kNone) Pin(t, slots_out[i - kSlotAhead]);
       }
     }
     stats.cache_hits += n - miss_idx.size();
