@@ -587,6 +587,7 @@ struct ParamStore::Impl {
     uint32_t row_floats = 0;      // dim + state_floats
     uint64_t init_seed = 0;       // Hash64(name)
     size_t stride = 0;            // bytes per slot
+    size_t meta_offset = 0;       // of the SlotMeta in a slot: after the row, 8-byte aligned
     uint64_t charge = 0;          // bytes charged per cached row
     uint32_t chunk_shift = 0;     // slots per chunk = 1 << chunk_shift
     std::vector<std::unique_ptr<std::byte[], FreeDeleter>> chunks;  // from AllocateMaybeHuge
@@ -607,9 +608,7 @@ struct ParamStore::Impl {
     }
     float* Weights(uint32_t slot) const { return reinterpret_cast<float*>(Slot(slot)); }
     float* State(uint32_t slot) const { return Weights(slot) + spec.dim; }
-    SlotMeta* Meta(uint32_t slot) const {
-      return reinterpret_cast<SlotMeta*>(Slot(slot) + size_t{row_floats} * 4);
-    }
+    SlotMeta* Meta(uint32_t slot) const { return reinterpret_cast<SlotMeta*>(Slot(slot) + meta_offset); }
     void SetRef(uint32_t slot) {
       uint64_t& w = ref_bits[slot >> 6];
       const uint64_t bit = uint64_t{1} << (slot & 63);
@@ -1607,7 +1606,8 @@ Result<std::unique_ptr<ParamStore>> ParamStore::Open(StoreOptions options, std::
     t->init_seed = Hash64(spec.name);
     // Slots start on a cache line when that wastes at most an eighth of the slot (a pull then
     // reads ceil(dim * 4 / 64) lines per row); otherwise on 8 bytes.
-    const size_t packed = (sizeof(SlotMeta) + size_t{t->row_floats} * 4 + 7) & ~size_t{7};
+    t->meta_offset = (size_t{t->row_floats} * 4 + 7) & ~size_t{7};
+    const size_t packed = t->meta_offset + sizeof(SlotMeta);
     const size_t lined = (packed + 63) & ~size_t{63};
     t->stride = (lined - packed) * 8 <= packed ? lined : packed;
     t->charge = t->stride + kIndexOverheadBytes;
