@@ -581,14 +581,21 @@ TEST(ParamStoreTest, TornLogTailIsCutOff) {
 // Pushes of 1024 rows and more append their log record on a side thread while the optimizer
 // runs on both threads: live rows, and rows replayed from the log after a crash, are bitwise what
 // a store that does it all in one thread (MemoryStorage: the log in storage, no side thread) has.
+// Options for a store in `dir` (file log) and a workload whose pushes of 3000 keys reach the
+// big-push path (~2600 unique keys each).
+StoreOptions BigPushSetup(const TempDir& dir, bool final_flush, Workload* w) {
+  w->key_space = 6000;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = final_flush;
+  return o;
+}
+
 TEST(ParamStoreTest, BigPushesAppendTheLogAlongsideTheOptimizerAndReplayExactly) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   Workload w;
-  w.key_space = 6000;
-  StoreOptions o = Quiet();
-  o.data_dir = dir.path();
-  o.final_flush_on_close = false;
+  StoreOptions o = BigPushSetup(dir, false, &w);
   {
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
     for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get(), 3000);  // ~2600 unique keys each
@@ -608,10 +615,8 @@ TEST(ParamStoreTest, AFailedLogAppendStopsTheStoreAndARestartRecovers) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   Workload w;
-  w.key_space = 6000;
-  StoreOptions o = Quiet();
-  o.data_dir = dir.path();
-  o.final_flush_on_close = true;  // would write the failed push's rows back if it were allowed
+  // A final flush would write the failed push's rows back if it were allowed.
+  StoreOptions o = BigPushSetup(dir, true, &w);
   std::vector<Key> keys(2000);
   for (size_t i = 0; i < keys.size(); ++i) keys[i] = 100000 + i;
   std::vector<float> grads(keys.size() * 4, 0.5f);

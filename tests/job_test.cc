@@ -118,20 +118,23 @@ TEST(JobTest, AnEncryptedJobWithPerProcessKeysCompletes) {
   }
 }
 
-TEST(JobTest, ABadConfigKeyIsNamedAndNothingStarts) {
-  ScratchDir dir("job-badkey");
-  RunResult r = RunJob(dir / "run", {"--set", "meta.inner_stpes=3"});
+// `metaps run --set KEY=VALUE` with a bad setting exits 2 naming KEY, and `never_log` (the log of
+// a role it would have started) does not exist.
+void ExpectRefusedBeforeStart(const std::string& scratch, const std::string& key, const std::string& value,
+                              const std::string& never_log) {
+  ScratchDir dir(scratch);
+  RunResult r = RunJob(dir / "run", {"--set", key + "=" + value});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.output.find("meta.inner_stpes"), std::string::npos) << r.output;
-  EXPECT_FALSE(std::filesystem::exists(dir / "run/logs/scheduler.log"));
+  EXPECT_NE(r.output.find(key), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / ("run/logs/" + never_log)));
+}
+
+TEST(JobTest, ABadConfigKeyIsNamedAndNothingStarts) {
+  ExpectRefusedBeforeStart("job-badkey", "meta.inner_stpes", "3", "scheduler.log");
 }
 
 TEST(JobTest, ABadServerSettingIsNamedAndNothingStarts) {
-  ScratchDir dir("job-badserver");
-  RunResult r = RunJob(dir / "run", {"--set", "server.writeback_nice=40"});
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.output.find("server.writeback_nice"), std::string::npos) << r.output;
-  EXPECT_FALSE(std::filesystem::exists(dir / "run/logs/server-0.log"));
+  ExpectRefusedBeforeStart("job-badserver", "server.writeback_nice", "40", "server-0.log");
 }
 
 TEST(JobTest, MalformedDataLinesAreReportedWithFileAndLineAndCounted) {
