@@ -4,6 +4,7 @@
 // reference is the same exchange (same request and reply sizes, same pipelining window) with a
 // process that does no work: `metaps bench ps-raw-server` answers pulls with a preallocated reply.
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +31,8 @@
 #include "common/zmq_transport.h"
 #include "launch/cli.h"
 #include "ps/client.h"
+#include "ps/optimizer.h"
+#include "ps/param_store.h"
 
 namespace metaps::launch {
 namespace {
@@ -258,6 +261,63 @@ double MeasureRawRocksDb(const std::string& dir, size_t row_bytes, int64_t batch
   return rows / Seconds(start, Clock::now());
 }
 
+// The row-memory floor of one request on this machine: `batch` rows picked uniformly from `rows`
+// slots of `stride` bytes (2 MiB-aligned, huge pages, as the row cache keeps them), prefetched 8
+// rows ahead like the store does, and either
+//   gather: the first `dim` floats of each copied out, in order (what a pull must read), or
+//   update: all `row_floats` floats of each read, changed and written back (what an optimizer
+//           step over weights and state must move).
+// No index, no locks, no network, one thread: the store's part of a request cannot go below it.
+// Milliseconds per request, the median of `reps` requests.
+struct MemoryFloor {
+  double gather_ms = 0, update_ms = 0;
+};
+
+MemoryFloor MeasureMemoryFloor(int64_t rows, size_t stride, uint32_t dim, uint32_t row_floats, int64_t batch,
+                               int reps) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t bytes = (static_cast<size_t>(rows) * stride + kHuge - 1) & ~(kHuge - 1);
+  std::unique_ptr<std::byte, decltype(&std::free)> mem(static_cast<std::byte*>(std::aligned_alloc(kHuge, bytes)),
+                                                        &std::free);
+  if (!mem) return {};
+  (void)madvise(mem.get(), bytes, MADV_HUGEPAGE);
+  std::memset(mem.get(), 0, bytes);  // fault every page in before timing
+  std::vector<float> out(static_cast<size_t>(batch) * dim);
+  std::vector<uint32_t> idx(batch);
+  std::mt19937_64 rng(7);
+  auto row = [&](int64_t i) { return reinterpret_cast<float*>(mem.get() + size_t{idx[i]} * stride); };
+  auto prefetch = [](const float* p, size_t floats, int write) {
+    for (size_t o = 0; o < floats * 4; o += 64) {
+      if (write) __builtin_prefetch(reinterpret_cast<const char*>(p) + o, 1);
+      else __builtin_prefetch(reinterpret_cast<const char*>(p) + o, 0);
+    }
+  };
+  constexpr int64_t kAhead = 8;
+  std::vector<double> gather, update;
+  for (int rep = 0; rep < reps; ++rep) {
+    for (auto& x : idx) x = static_cast<uint32_t>(rng() % static_cast<uint64_t>(rows));
+    auto t0 = Clock::now();
+    for (int64_t i = 0; i < batch; ++i) {
+      if (i + kAhead < batch) prefetch(row(i + kAhead), dim, 0);
+      std::memcpy(&out[static_cast<size_t>(i) * dim], row(i), size_t{dim} * 4);
+    }
+    auto t1 = Clock::now();
+    for (auto& x : idx) x = static_cast<uint32_t>(rng() % static_cast<uint64_t>(rows));
+    auto t2 = Clock::now();
+    for (int64_t i = 0; i < batch; ++i) {
+      if (i + kAhead < batch) prefetch(row(i + kAhead), row_floats, 1);
+      float* p = row(i);
+      for (uint32_t k = 0; k < row_floats; ++k) p[k] = p[k] * 0.999f + 1e-6f;
+    }
+    auto t3 = Clock::now();
+    gather.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    update.push_back(std::chrono::duration<double, std::milli>(t3 - t2).count());
+  }
+  volatile float sink = out[out.size() / 2];
+  (void)sink;
+  return {Median(gather), Median(update)};
+}
+
 struct ServerProc {
   Subprocess proc;
   std::string endpoint;
@@ -308,8 +368,12 @@ int RunBench(BenchFlags f) {
     return 1;
   };
   // Row bytes as the store keeps them for adam: weights + 2 moments + 24 bytes of metadata.
-  int state = f.optimizer == "adam" ? 2 : f.optimizer == "sgd" ? 0 : f.optimizer == "ftrl" ? 2 : 1;
-  size_t row_bytes = static_cast<size_t>(f.dim) * 4 * (1 + state) + 24;
+  auto kind = ps::ParseOptimizerKind(f.optimizer);
+  if (!kind.ok()) return fail(kind.status());
+  auto opt = ps::Optimizer::Create(ps::DefaultOptimizerSpec(*kind));
+  if (!opt.ok()) return fail(opt.status());
+  const uint32_t row_floats = static_cast<uint32_t>(f.dim) + (*opt)->StateFloats(static_cast<uint32_t>(f.dim));
+  size_t row_bytes = size_t{row_floats} * 4 + 24;
   nlohmann::json out;
 
   // Raw ZeroMQ reference: one no-work server for the whole run. Every round of every case times
@@ -329,6 +393,11 @@ int RunBench(BenchFlags f) {
   };
   double raw_rocks = MeasureRawRocksDb(f.work_dir + "/raw-rocksdb", row_bytes, f.batch, f.seconds);
   std::cerr << "raw rocksdb WriteBatch " << raw_rocks << " rows/s of " << row_bytes << " bytes\n";
+  const size_t slot_bytes = ps::ParamStore::SlotBytes(row_floats);
+  const MemoryFloor floor = MeasureMemoryFloor(f.resident_keys, slot_bytes, static_cast<uint32_t>(f.dim), row_floats,
+                                               f.batch, 60);
+  std::cerr << "row-memory floor (" << f.resident_keys << " slots of " << slot_bytes << " bytes): gather "
+            << floor.gather_ms << " ms, update " << floor.update_ms << " ms per request\n";
 
   struct Case {
     std::string name;
@@ -361,6 +430,7 @@ int RunBench(BenchFlags f) {
     uint64_t step = 0;
     // rounds x {raw pull, store pull, raw push, store push}
     std::vector<Phase> phases[4];
+    auto stats_before = (*client)->Stats().get();
     for (int64_t round = 0; round < f.rounds; ++round) {
       for (int op = 0; op < 2; ++op) {
         const bool push = op == 1;
@@ -411,6 +481,27 @@ int RunBench(BenchFlags f) {
                          {"cpu_ms_per_request", cpu_json(r)}, {"raw_zmq_cpu_ms_per_request", cpu_json(raw_r)},
                          {"rounds", rounds}};
     if (stats.ok()) cj["server_stats"] = nlohmann::json::parse((*stats)[0], nullptr, false);
+    // The store's part of a request (wall time inside the store's Pull or Push, from the server's
+    // counters over the measured rounds), beside the row-memory floor of the same request.
+    if (stats.ok() && stats_before.ok()) {
+      auto a = nlohmann::json::parse((*stats_before)[0], nullptr, false);
+      auto b = nlohmann::json::parse((*stats)[0], nullptr, false);
+      auto per_request = [&](const char* ns, const char* rows) -> nlohmann::json {
+        if (!a.contains(ns) || !b.contains(ns)) return nullptr;
+        const double n = (b[rows].get<double>() - a[rows].get<double>()) / static_cast<double>(f.batch);
+        if (n <= 0) return nullptr;
+        return (b[ns].get<double>() - a[ns].get<double>()) / 1e6 / n;
+      };
+      cj["store_ms_per_request"] = {{"pull", per_request("pull_store_ns", "rows_pulled")},
+                                    {"push", per_request("push_store_ns", "rows_pushed")}};
+      if (!c.over_cache && !c.zipf && cj["store_ms_per_request"]["pull"].is_number() &&
+          cj["store_ms_per_request"]["push"].is_number()) {
+        const double sp = cj["store_ms_per_request"]["pull"], su = cj["store_ms_per_request"]["push"];
+        std::cerr << c.name << ": store part per request: pull " << sp << " ms (" << sp / floor.gather_ms
+                  << "x the row-memory gather floor), push " << su << " ms (" << su / floor.update_ms
+                  << "x the row-memory update floor)\n";
+      }
+    }
     out[c.name] = cj;
     std::cerr << c.name << ": pull " << r.pull << " rows/s (" << r.pull_ratio << "x raw " << raw_r.pull << "), push "
               << r.push << " rows/s (" << r.push_ratio << "x raw " << raw_r.push << "); cpu ms/request: pull client "
@@ -432,6 +523,8 @@ int RunBench(BenchFlags f) {
   if (have_base) out["raw_zmq_cpu_ms_per_request"] = cpu_json(raw_base);
   out["raw_rocksdb_rows_per_s"] = raw_rocks;
   out["row_bytes"] = row_bytes;
+  out["row_memory_floor_ms_per_request"] = {{"gather", floor.gather_ms}, {"update", floor.update_ms},
+                                            {"rows", f.resident_keys}, {"slot_bytes", slot_bytes}};
   out["pull_ratio_to_raw_zmq"] = or_null(have_base, base.pull_ratio);
   out["push_ratio_to_raw_zmq"] = or_null(have_base, base.push_ratio);
   const bool have_zipf = results.count("zipf_over_cache") && results.count("zipf_resident");

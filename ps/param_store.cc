@@ -261,6 +261,9 @@ struct SlotMeta {
 };
 static_assert(sizeof(SlotMeta) == 40);
 
+// The header follows the weights and state at an 8-byte aligned offset.
+inline size_t MetaOffset(uint32_t row_floats) { return (size_t{row_floats} * 4 + 7) & ~size_t{7}; }
+
 // The CLOCK reference bit is not a flag: it lives in Table::ref_bits, so that a pull, which sets
 // it, touches neither the slot's metadata line nor dirties one.
 constexpr uint8_t kUsed = 1, kDirty = 2, kInflight = 4;
@@ -1606,10 +1609,8 @@ Result<std::unique_ptr<ParamStore>> ParamStore::Open(StoreOptions options, std::
     t->init_seed = Hash64(spec.name);
     // Slots start on a cache line when that wastes at most an eighth of the slot (a pull then
     // reads ceil(dim * 4 / 64) lines per row); otherwise on 8 bytes.
-    t->meta_offset = (size_t{t->row_floats} * 4 + 7) & ~size_t{7};
-    const size_t packed = t->meta_offset + sizeof(SlotMeta);
-    const size_t lined = (packed + 63) & ~size_t{63};
-    t->stride = (lined - packed) * 8 <= packed ? lined : packed;
+    t->meta_offset = MetaOffset(t->row_floats);
+    t->stride = ParamStore::SlotBytes(t->row_floats);
     t->charge = t->stride + kIndexOverheadBytes;
     // Chunks of about 16 MiB (at least one row): huge pages (AllocateMaybeHuge).
     uint32_t shift = 0;
@@ -1652,6 +1653,12 @@ ParamStore::~ParamStore() {
   impl_->cv.notify_all();
   if (impl_->writer.joinable()) impl_->writer.join();
   (void)impl_->storage->Close();
+}
+
+size_t ParamStore::SlotBytes(uint32_t row_floats) {
+  const size_t packed = MetaOffset(row_floats) + sizeof(SlotMeta);
+  const size_t lined = (packed + 63) & ~size_t{63};
+  return (lined - packed) * 8 <= packed ? lined : packed;
 }
 
 const TableSpec* ParamStore::FindTable(std::string_view name) const {

@@ -120,6 +120,10 @@ class ParamStore {
   // Where a checkpoint made by Checkpoint(dir) keeps its database (dir + "/db").
   static std::string CheckpointDbDir(const std::string& checkpoint_dir);
 
+  // Bytes one cached row of `row_floats` floats (weights and optimizer state) takes, header and
+  // alignment included: the slot stride of the row cache.
+  static size_t SlotBytes(uint32_t row_floats);
+
   const TableSpec* FindTable(std::string_view name) const;  // nullptr if unknown
 
   // Writes keys.size()*dim floats to out, in key order (duplicates allowed). Unseen keys: initial values, nothing written.

@@ -143,6 +143,14 @@ void ExpectSameState(ParamStore* got, ParamStore* want, uint64_t key_space) {
   EXPECT_EQ(0, std::memcmp(a->value.data(), b->value.data(), a->value.size() * 4));
 }
 
+// Slot layout: weights and state, then the 40-byte header at an 8-byte boundary; the stride is a
+// multiple of 64 when that pads by at most an eighth of the slot.
+TEST(ParamStoreTest, SlotBytesFollowTheLayoutRule) {
+  EXPECT_EQ(ParamStore::SlotBytes(96), 448u);  // dim 32 adam: 384 + 40 = 424 -> 448 (24 <= 53)
+  EXPECT_EQ(ParamStore::SlotBytes(3), 56u);    // 12 -> 16 + 40 = 56; 64 would pad 8 > 7
+  EXPECT_EQ(ParamStore::SlotBytes(32), 168u);  // dim 32 sgd: 128 + 40 = 168; 192 would pad 24 > 21
+}
+
 TEST(ParamStoreTest, PullOfUnseenKeysReturnsInitialValuesAndWritesNothing) {
   auto mem = std::make_unique<MemoryStorage>(Spaces());
   MemoryStorage* raw = mem.get();

@@ -12,6 +12,11 @@
 namespace metaps::ps {
 namespace {
 
+uint64_t NanosSince(std::chrono::steady_clock::time_point start) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+}
+
 // Request-loop timing for performance work: on when METAPS_PROFILE is set (a file to append to,
 // or "1" for stderr); totals about every 2 seconds.
 struct LoopProfile {
@@ -226,7 +231,10 @@ Result<Message> Server::HandlePull(Message& request) {
   // The transport sends it without a copy and frees it once sent.
   const size_t n = keys.size() * static_cast<size_t>(t->dim);
   std::shared_ptr<float[]> values(new float[n == 0 ? 1 : n]);
-  METAPS_RETURN_IF_ERROR(store_->Pull(t->name, keys, values.get()));
+  const auto start = std::chrono::steady_clock::now();
+  Status pulled = store_->Pull(t->name, keys, values.get());
+  counters_.pull_store_ns += NanosSince(start);
+  METAPS_RETURN_IF_ERROR(pulled);
   counters_.rows_pulled += keys.size();
   Message reply = ReplyTo(request.header, MsgType::kPullReply);
   reply.header.num_keys = keys.size();
@@ -248,7 +256,10 @@ Result<Message> Server::HandlePush(Message& request) {
   METAPS_ASSIGN_OR_RETURN(auto keys, KeysOf(request, 0, &hk));
   METAPS_ASSIGN_OR_RETURN(auto grads, FloatsOf(request, 1, keys.size() * static_cast<uint64_t>(t->dim), &hv));
   const PushOrigin origin{request.header.sender, request.header.request_id};
-  METAPS_RETURN_IF_ERROR(store_->Push(t->name, keys, grads, request.header.step, &origin));
+  const auto start = std::chrono::steady_clock::now();
+  Status pushed = store_->Push(t->name, keys, grads, request.header.step, &origin);
+  counters_.push_store_ns += NanosSince(start);
+  METAPS_RETURN_IF_ERROR(pushed);
   counters_.rows_pushed += keys.size();
   Message reply = ReplyTo(request.header, MsgType::kPushAck);
   reply.header.num_keys = keys.size();
@@ -297,6 +308,8 @@ Result<Message> Server::HandleStats(Message& request) {
       {"rows_pulled", counters_.rows_pulled},
       {"rows_pushed", counters_.rows_pushed},
       {"duplicate_pushes", counters_.duplicate_pushes},
+      {"pull_store_ns", counters_.pull_store_ns},
+      {"push_store_ns", counters_.push_store_ns},
       {"rows_cached", s.rows_cached},
       {"cache_bytes", s.cache_bytes},
       {"rows_dirty", s.rows_dirty},

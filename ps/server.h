@@ -38,6 +38,8 @@ struct ServerCounters {
   uint64_t rows_pulled = 0;
   uint64_t rows_pushed = 0;
   uint64_t duplicate_pushes = 0;  // retried pushes answered without applying them again
+  uint64_t pull_store_ns = 0;     // wall time inside the store's Pull (sparse tables)
+  uint64_t push_store_ns = 0;     // wall time inside the store's Push (sparse tables)
 };
 
 class Server {

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "common/fault_transport.h"
 #include "common/inproc_transport.h"
 #include "common/memory_storage.h"
@@ -128,6 +130,32 @@ TEST(ServerTest, OneShardPullsAndPushesWithAndWithoutDuplicates) {
     for (int d = 0; d < 3; ++d) EXPECT_EQ(r->values[i * 3 + d], want[i]) << i;
   }
   EXPECT_EQ(job.server(0).counters().rows_pushed, 1000u + 3u);  // the duplicates were summed by the client
+}
+
+// The server counts the time its requests spend inside the store, per op, and reports it in its
+// stats (bench ps sets it beside the row-memory floor). A failed request still counts its time.
+TEST(ServerTest, StoreTimeIsCountedPerOpAndReported) {
+  InprocJob job(1);
+  auto client = job.Client();
+  auto stats = [&] {
+    auto s = client->Stats().get();
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? nlohmann::json::parse((*s)[0]) : nlohmann::json::object();
+  };
+  auto before = stats();
+  EXPECT_EQ(before["pull_store_ns"], 0u);
+  EXPECT_EQ(before["push_store_ns"], 0u);
+  std::vector<Key> keys(5000);
+  for (size_t i = 0; i < keys.size(); ++i) keys[i] = i * 31 + 1;
+  ASSERT_TRUE(client->Pull("emb", keys).get().ok());
+  auto after_pull = stats();
+  EXPECT_GT(after_pull["pull_store_ns"].get<uint64_t>(), 0u);
+  EXPECT_EQ(after_pull["push_store_ns"], 0u);
+  ASSERT_TRUE(client->Push("emb", keys, std::vector<float>(keys.size() * 3, 1.0f)).get().ok());
+  auto after_push = stats();
+  EXPECT_EQ(after_push["pull_store_ns"], after_pull["pull_store_ns"]);
+  EXPECT_GT(after_push["push_store_ns"].get<uint64_t>(), 0u);
+  EXPECT_EQ(job.server(0).counters().push_store_ns, after_push["push_store_ns"].get<uint64_t>());
 }
 
 TEST(ServerTest, DenseTensorsArePulledAndPushedWhole) {
