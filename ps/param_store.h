@@ -63,6 +63,10 @@ struct StoreOptions {
   // (one writev per push; much cheaper than a RocksDB write of the same bytes). true, or when
   // data_dir is empty: the storage's "log" space.
   bool log_in_storage = false;
+  // Size of a push log segment file. Full segments are closed, retired ones recycled (their
+  // pages stay cached: a push's append is a copy, not an allocation); see FileLog. A push
+  // bigger than this gets a segment to itself.
+  uint64_t log_segment_bytes = 32ull << 20;
   // Bounds of the window of applied push ids (see PushOrigin): the newest
   // dedupe_ids_per_sender ids of each of the dedupe_senders most recently active senders.
   // Default: 4096 senders, 1024 ids each.

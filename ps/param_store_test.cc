@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 
 #include "common/config.h"
 #include "common/memory_storage.h"
@@ -558,6 +560,28 @@ TEST(ParamStoreTest, PendingFileLogIsNotSilentlyIgnored) {
   EXPECT_EQ(store->GetRow("lin", 1)->update_count, 1u);
 }
 
+// The push log's segment files, oldest first, and its spare (retired, kept for reuse) files.
+std::vector<fs::path> Segments(const std::string& log_dir) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(log_dir)) {
+    if (e.path().extension() == ".seg") out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+std::vector<fs::path> Spares(const std::string& log_dir) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(log_dir)) {
+    if (e.path().filename().string().starts_with("spare-")) out.push_back(e.path());
+  }
+  return out;
+}
+ino_t Inode(const fs::path& p) {
+  struct stat st {};
+  EXPECT_EQ(0, ::stat(p.c_str(), &st)) << p;
+  return st.st_ino;
+}
+
 TEST(ParamStoreTest, TornLogTailIsCutOff) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
@@ -570,8 +594,7 @@ TEST(ParamStoreTest, TornLogTailIsCutOff) {
     for (int r = 0; r < 4; ++r) w.Round(store.get(), ref.get());
   }
   // A write that never completed: half a record header and some garbage at the end.
-  fs::path last;
-  for (const auto& e : fs::directory_iterator(dir.path("pushlog"))) last = std::max(last, e.path());
+  const fs::path last = Segments(dir.path("pushlog")).back();
   {
     std::ofstream out(last, std::ios::binary | std::ios::app);
     out.write("PSLR\x10\x00\x00\x00garbage", 15);
@@ -584,6 +607,141 @@ TEST(ParamStoreTest, TornLogTailIsCutOff) {
   }
   auto store = OpenOrDie(o, OpenRocks(dir.path()));
   ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
+// Segments retired by a write-back are reused for the next ones (same files, overwritten from
+// the start). A reused file still holds records of its previous life after the new ones; with
+// pushes of one size (the usual case: fixed batches) they begin right where the new records
+// end and are intact records in themselves. A replay after a crash takes exactly the records of
+// the current life, also across a second restart over the segments the first one left.
+TEST(ParamStoreTest, RecycledLogSegmentsReplayOnlyTheirOwnRecords) {
+  TempDir dir;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = false;
+  o.log_segment_bytes = 4096;  // four of the pushes below
+  std::mt19937_64 rng(5);
+  uint64_t step = 0;
+  auto push = [&](ParamStore* store, int n) {
+    for (int i = 0; i < n; ++i) {
+      ++step;
+      std::vector<Key> keys(40);
+      for (size_t k = 0; k < keys.size(); ++k) keys[k] = (rng() % 5) * 40 + k;  // 40 distinct keys
+      std::vector<float> grads(keys.size() * 4);
+      std::normal_distribution<float> g(0.0f, 1.0f);
+      for (auto& x : grads) x = g(rng);
+      ASSERT_TRUE(store->Push("emb", keys, grads, step).ok());
+      ASSERT_TRUE(ref->Push("emb", keys, grads, step).ok());
+    }
+  };
+  std::set<ino_t> retired;
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    push(store.get(), 30);
+    ASSERT_GE(Segments(dir.path("pushlog")).size(), 7u);
+    ASSERT_TRUE(store->Flush().ok());
+    for (const auto& p : Spares(dir.path("pushlog"))) retired.insert(Inode(p));
+    ASSERT_GE(retired.size(), 6u);
+    push(store.get(), 17);  // ends part-way into a reused segment
+  }
+  size_t reused = 0;
+  for (const auto& p : Segments(dir.path("pushlog"))) reused += retired.count(Inode(p));
+  EXPECT_GE(reused, 4u);
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    EXPECT_EQ(store->Stats().replayed_records, 17u);
+    ExpectSameState(store.get(), ref.get(), 200);
+    push(store.get(), 10);
+  }
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  EXPECT_EQ(store->Stats().replayed_records, 27u);
+  ExpectSameState(store.get(), ref.get(), 200);
+}
+
+// A damaged record in a segment that is not the last cannot be a torn write: the records after
+// it would be lost, so opening the store fails with DataLoss, naming the segment. Damaging the
+// first record of the log, or the last of a segment, is found too.
+TEST(ParamStoreTest, ADamagedRecordInsideTheLogIsDataLoss) {
+  for (const char* where : {"first record", "middle record", "last record of the first segment"}) {
+    SCOPED_TRACE(where);
+    TempDir dir;
+    Workload w;
+    StoreOptions o = Quiet();
+    o.data_dir = dir.path();
+    o.final_flush_on_close = false;
+    o.log_segment_bytes = 4096;
+    {
+      auto store = OpenOrDie(o, OpenRocks(dir.path()));
+      for (int r = 0; r < 6; ++r) w.Round(store.get(), nullptr);
+    }
+    const auto segments = Segments(dir.path("pushlog"));
+    ASSERT_GE(segments.size(), 3u);
+    // Walk the first segment's records: {u32 magic, u32 bytes, u64 seq, u64 checksum} payload,
+    // after the 24-byte segment header.
+    std::string bytes;
+    {
+      std::ifstream in(segments[0], std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    std::vector<size_t> records;
+    for (size_t pos = 24; pos + 24 <= bytes.size();) {
+      uint32_t len = 0;
+      std::memcpy(&len, bytes.data() + pos + 4, 4);
+      records.push_back(pos);
+      pos += 24 + len;
+    }
+    ASSERT_GE(records.size(), 3u);
+    const size_t at = std::string(where) == "first record" ? records[0]
+                      : std::string(where) == "middle record" ? records[records.size() / 2]
+                                                               : records.back();
+    {
+      std::fstream f(segments[0], std::ios::binary | std::ios::in | std::ios::out);
+      f.seekp(static_cast<std::streamoff>(at + 24 + 3));
+      f.put(static_cast<char>(bytes[at + 24 + 3] ^ 0x5a));
+    }
+    auto s = ParamStore::Open(o, Tables(), OpenRocks(dir.path()));
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.status().code(), StatusCode::kDataLoss) << s.status();
+  }
+}
+
+// A small push whose log append fails part-way (here: the file-size limit) is not applied, and
+// the bytes it left in the segment do not hide the pushes after it: the next record is written
+// where the failed one began, and a replay after a crash has every acknowledged push.
+TEST(ParamStoreTest, APartlyWrittenFailedAppendDoesNotHideLaterPushes) {
+  TempDir dir;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = false;
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());
+    const auto size = fs::file_size(Segments(dir.path("pushlog")).back());
+    std::vector<Key> keys(100);
+    for (size_t i = 0; i < keys.size(); ++i) keys[i] = 1000 + i;
+    const std::vector<float> grads(keys.size() * 2, 1.0f);
+    rlimit old{};
+    ASSERT_EQ(0, getrlimit(RLIMIT_FSIZE, &old));
+    auto old_handler = signal(SIGXFSZ, SIG_IGN);
+    rlimit small = old;
+    small.rlim_cur = size + 100;  // the record's first 100 bytes fit
+    ASSERT_EQ(0, setrlimit(RLIMIT_FSIZE, &small));
+    Status failed = store->Push("lin", keys, grads, 99);
+    ASSERT_EQ(0, setrlimit(RLIMIT_FSIZE, &old));
+    signal(SIGXFSZ, old_handler);
+    ASSERT_FALSE(failed.ok());
+    EXPECT_GE(fs::file_size(Segments(dir.path("pushlog")).back()), size + 100);  // part of it is there
+    EXPECT_EQ(store->GetRow("lin", 1000)->update_count, 0u);
+    for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+  }
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  EXPECT_EQ(store->Stats().replayed_records, 24u);
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+  EXPECT_EQ(store->GetRow("lin", 1000)->update_count, 0u);
 }
 
 // Pushes of 1024 rows and more append their log record on a side thread while the optimizer
