@@ -451,8 +451,12 @@ class FileLog {
   };
   static constexpr off_t kHeaderBytes = sizeof(SegmentHeader);
 
+  // The spares go with the log: they hold nothing needed, and a deleted file's dirty pages are
+  // dropped, not written to disk by the kernel some seconds later (after a kill, the next Open
+  // takes them over).
   ~FileLog() {
     if (fd_ >= 0) ::close(fd_);
+    for (const auto& spare : spares_) ::unlink(spare.c_str());
   }
 
   static Result<std::unique_ptr<FileLog>> Open(const std::string& dir, bool sync, uint64_t segment_bytes,
