@@ -18,7 +18,7 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   METAPS_ASSIGN_OR_RETURN(Config c, root.GetTable("server"));
   METAPS_RETURN_IF_ERROR(c.CheckKnownKeys({"bind", "data_dir", "shard_id", "cache_bytes", "sync",
                                            "writeback_interval_ms", "writeback_dirty_bytes", "writeback_log_bytes",
-                                           "writeback_nice",
+                                           "writeback_nice", "log_segment_bytes",
                                            "restore_from", "log_level", "job_id"}));
   METAPS_ASSIGN_OR_RETURN(s.server.bind, c.GetString("bind", "tcp://127.0.0.1:0"));
   METAPS_ASSIGN_OR_RETURN(s.store.data_dir, c.GetString("data_dir", ""));
@@ -34,6 +34,9 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   METAPS_ASSIGN_OR_RETURN(int64_t log_bytes, c.GetIntIn("writeback_log_bytes", static_cast<int64_t>(s.store.writeback_log_bytes),
                                                         1 << 20, 1LL << 50));
   s.store.writeback_log_bytes = static_cast<uint64_t>(log_bytes);
+  METAPS_ASSIGN_OR_RETURN(int64_t seg_bytes, c.GetIntIn("log_segment_bytes", static_cast<int64_t>(s.store.log_segment_bytes),
+                                                        1 << 12, 1LL << 40));
+  s.store.log_segment_bytes = static_cast<uint64_t>(seg_bytes);
   METAPS_ASSIGN_OR_RETURN(int64_t wb_nice, c.GetIntIn("writeback_nice", s.store.writeback_nice, 0, 19));
   s.store.writeback_nice = static_cast<int>(wb_nice);
   METAPS_ASSIGN_OR_RETURN(s.store.restore_from, c.GetString("restore_from", ""));

@@ -171,11 +171,14 @@ TEST(PsProcessTest, TwoServersTwoClientsMatchASingleProcessReference) {
 
 // kill -9 right after acknowledged pushes; the restarted server has all of them. Runs with the
 // write-back effectively off (recovery from the log alone) and very frequent (rows + log tail).
+// Log segments of 256 KiB: each big push gets a segment of its own, so the log spans many
+// segments, and with frequent write-backs they are retired and recycled (spares overwritten).
 class KillRecoveryTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(KillRecoveryTest, KillNineAfterAcknowledgedPushesLosesNothing) {
   ScratchDir dir("ps-kill");
-  std::string config = std::string(kTables) + "\n[server]\nwriteback_interval_ms = " + std::to_string(GetParam()) + "\n";
+  std::string config = std::string(kTables) + "\n[server]\nwriteback_interval_ms = " + std::to_string(GetParam()) +
+                       "\nlog_segment_bytes = 262144\n";
   auto server = ServerProcess::Start(dir / "s", config);
   const int kKeys = 30000, kDim = 8;
   std::vector<Key> keys = Keys(kKeys);
