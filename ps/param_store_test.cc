@@ -613,12 +613,15 @@ TEST(ParamStoreTest, TornLogTailIsCutOff) {
 // the start). A reused file still holds records of its previous life after the new ones; with
 // pushes of one size (the usual case: fixed batches) they begin right where the new records
 // end and are intact records in themselves. A replay after a crash takes exactly the records of
-// the current life, also across a second restart over the segments the first one left.
-TEST(ParamStoreTest, RecycledLogSegmentsReplayOnlyTheirOwnRecords) {
+// the current life, also across a second restart over the segments the first one left. With
+// `sync` (fdatasync per record, the spare's header synced before its rename, the directory after)
+// the same holds.
+void RecycledLogSegmentsReplayOnlyTheirOwnRecords(bool sync) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   StoreOptions o = Quiet();
   o.data_dir = dir.path();
+  o.sync = sync;
   o.final_flush_on_close = false;
   o.log_segment_bytes = 4096;  // four of the pushes below
   std::mt19937_64 rng(5);
@@ -657,6 +660,11 @@ TEST(ParamStoreTest, RecycledLogSegmentsReplayOnlyTheirOwnRecords) {
   auto store = OpenOrDie(o, OpenRocks(dir.path()));
   EXPECT_EQ(store->Stats().replayed_records, 27u);
   ExpectSameState(store.get(), ref.get(), 200);
+}
+
+TEST(ParamStoreTest, RecycledLogSegmentsReplayOnlyTheirOwnRecords) { RecycledLogSegmentsReplayOnlyTheirOwnRecords(false); }
+TEST(ParamStoreTest, RecycledLogSegmentsReplayOnlyTheirOwnRecordsWithSync) {
+  RecycledLogSegmentsReplayOnlyTheirOwnRecords(true);
 }
 
 // A damaged record in a segment that is not the last cannot be a torn write: the records after
