@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <set>
 
@@ -98,6 +99,15 @@ std::unique_ptr<RocksDbStorage> OpenRocks(const std::string& dir) {
   auto s = RocksDbStorage::Open(dir, RocksDbOptions{});
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? std::move(s).value() : nullptr;
+}
+
+// A store over RocksDB in `dir` with the file log, closed the way kill -9 leaves it: no final
+// write-back, so a reopen recovers from the rows on disk plus the log.
+StoreOptions FileLogOptions(const TempDir& dir) {
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = false;
+  return o;
 }
 
 // A deterministic workload: pushes with duplicate keys to "emb", "wide", "lin" and the dense "mlp".
@@ -368,9 +378,7 @@ void ReopenKeepsEveryPush(bool log_in_storage, bool unlogged_writebacks = false)
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   Workload w;
-  StoreOptions o = Quiet();
-  o.data_dir = dir.path();
-  o.final_flush_on_close = false;
+  StoreOptions o = FileLogOptions(dir);
   o.log_in_storage = log_in_storage;
   if (unlogged_writebacks) o.writeback_unlogged_bytes = 0;
   {
@@ -410,9 +418,7 @@ TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithUnloggedWriteBacksAndTheLogI
 // directory as kill -9 would.
 void AppliedPushIdsSurviveACrash(bool log_in_storage) {
   TempDir dir;
-  StoreOptions o = Quiet();
-  o.data_dir = dir.path();
-  o.final_flush_on_close = false;
+  StoreOptions o = FileLogOptions(dir);
   o.log_in_storage = log_in_storage;
   const PushOrigin r7{"worker-0#abc", 7}, r8{"worker-0#abc", 8}, dense9{"worker-0#abc", 9};
   {
@@ -458,9 +464,7 @@ TEST(ParamStoreTest, AppliedPushIdsSurviveACrashWithTheLogInRocksDb) { AppliedPu
 
 TEST(ParamStoreTest, TheStoredWindowKeepsItsBounds) {
   TempDir dir;
-  StoreOptions o = Quiet();
-  o.data_dir = dir.path();
-  o.final_flush_on_close = false;
+  StoreOptions o = FileLogOptions(dir);
   o.dedupe_senders = 2;
   o.dedupe_ids_per_sender = 2;
   {
@@ -508,9 +512,7 @@ TEST(ParamStoreTest, ACheckpointCarriesTheWindowOfAppliedPushes) {
 // opens, replays and is upgraded; an unknown format is refused by name.
 TEST(ParamStoreTest, AnOlderFormatOpensAndAnUnknownOneIsRefused) {
   TempDir dir;
-  StoreOptions o = Quiet();
-  o.data_dir = dir.path();
-  o.final_flush_on_close = false;
+  StoreOptions o = FileLogOptions(dir);
   {
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
     ASSERT_TRUE(store->Push("lin", std::vector<Key>{1}, std::vector<float>{1, 1}, 1).ok());  // no origin: PLG1
@@ -543,9 +545,7 @@ TEST(ParamStoreTest, AnOlderFormatOpensAndAnUnknownOneIsRefused) {
 
 TEST(ParamStoreTest, PendingFileLogIsNotSilentlyIgnored) {
   TempDir dir;
-  StoreOptions o = Quiet();
-  o.data_dir = dir.path();
-  o.final_flush_on_close = false;
+  StoreOptions o = FileLogOptions(dir);
   {
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
     ASSERT_TRUE(store->Push("lin", std::vector<Key>{1}, std::vector<float>{1, 1}, 1).ok());
@@ -582,13 +582,27 @@ ino_t Inode(const fs::path& p) {
   return st.st_ino;
 }
 
+// Runs `f` with the process's file-size limit (RLIMIT_FSIZE) at `limit` bytes and SIGXFSZ
+// ignored, so that a write past it fails with EFBIG; restores both. Returns what f returned.
+Status WithFileSizeLimit(rlim_t limit, const std::function<Status()>& f) {
+  rlimit old{};
+  if (getrlimit(RLIMIT_FSIZE, &old) != 0) return Internal("getrlimit failed");
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old;
+  small.rlim_cur = limit;
+  if (setrlimit(RLIMIT_FSIZE, &small) != 0) return Internal("setrlimit failed");
+  Status st = f();
+  const bool restored = setrlimit(RLIMIT_FSIZE, &old) == 0;
+  signal(SIGXFSZ, old_handler);
+  if (!restored) return Internal("cannot restore RLIMIT_FSIZE");
+  return st;
+}
+
 TEST(ParamStoreTest, TornLogTailIsCutOff) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   Workload w;
-  StoreOptions o = Quiet();
-  o.data_dir = dir.path();
-  o.final_flush_on_close = false;
+  StoreOptions o = FileLogOptions(dir);
   {
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
     for (int r = 0; r < 4; ++r) w.Round(store.get(), ref.get());
@@ -675,9 +689,7 @@ TEST(ParamStoreTest, ADamagedRecordInsideTheLogIsDataLoss) {
     SCOPED_TRACE(where);
     TempDir dir;
     Workload w;
-    StoreOptions o = Quiet();
-    o.data_dir = dir.path();
-    o.final_flush_on_close = false;
+    StoreOptions o = FileLogOptions(dir);
     o.log_segment_bytes = 4096;
     {
       auto store = OpenOrDie(o, OpenRocks(dir.path()));
@@ -721,9 +733,7 @@ TEST(ParamStoreTest, APartlyWrittenFailedAppendDoesNotHideLaterPushes) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   Workload w;
-  StoreOptions o = Quiet();
-  o.data_dir = dir.path();
-  o.final_flush_on_close = false;
+  StoreOptions o = FileLogOptions(dir);
   {
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
     for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());
@@ -731,15 +741,8 @@ TEST(ParamStoreTest, APartlyWrittenFailedAppendDoesNotHideLaterPushes) {
     std::vector<Key> keys(100);
     for (size_t i = 0; i < keys.size(); ++i) keys[i] = 1000 + i;
     const std::vector<float> grads(keys.size() * 2, 1.0f);
-    rlimit old{};
-    ASSERT_EQ(0, getrlimit(RLIMIT_FSIZE, &old));
-    auto old_handler = signal(SIGXFSZ, SIG_IGN);
-    rlimit small = old;
-    small.rlim_cur = size + 100;  // the record's first 100 bytes fit
-    ASSERT_EQ(0, setrlimit(RLIMIT_FSIZE, &small));
-    Status failed = store->Push("lin", keys, grads, 99);
-    ASSERT_EQ(0, setrlimit(RLIMIT_FSIZE, &old));
-    signal(SIGXFSZ, old_handler);
+    // The record's first 100 bytes fit.
+    Status failed = WithFileSizeLimit(size + 100, [&] { return store->Push("lin", keys, grads, 99); });
     ASSERT_FALSE(failed.ok());
     EXPECT_GE(fs::file_size(Segments(dir.path("pushlog")).back()), size + 100);  // part of it is there
     EXPECT_EQ(store->GetRow("lin", 1000)->update_count, 0u);
@@ -797,15 +800,8 @@ TEST(ParamStoreTest, AFailedLogAppendStopsTheStoreAndARestartRecovers) {
   {
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
     for (int r = 0; r < 2; ++r) w.Round(store.get(), ref.get(), 3000);
-    rlimit old{};
-    ASSERT_EQ(0, getrlimit(RLIMIT_FSIZE, &old));
-    auto old_handler = signal(SIGXFSZ, SIG_IGN);
-    rlimit small = old;
-    small.rlim_cur = 4096;  // below the current log segment's size: the next append fails
-    ASSERT_EQ(0, setrlimit(RLIMIT_FSIZE, &small));
-    Status failed = store->Push("emb", keys, grads, 99);
-    ASSERT_EQ(0, setrlimit(RLIMIT_FSIZE, &old));
-    signal(SIGXFSZ, old_handler);
+    // Below the current log segment's size: the next append fails.
+    Status failed = WithFileSizeLimit(4096, [&] { return store->Push("emb", keys, grads, 99); });
     ASSERT_FALSE(failed.ok());
     EXPECT_NE(failed.message().find("log"), std::string::npos) << failed;
     std::vector<float> out(4 * 2);
