@@ -126,12 +126,16 @@ struct Workload {
       std::normal_distribution<float> g(0.0f, 1.0f);
       for (auto& x : grads) x = g(rng);
       ASSERT_TRUE(a->Push(table, keys, grads, step).ok());
-      if (b) ASSERT_TRUE(b->Push(table, keys, grads, step).ok());
+      if (b) {
+        ASSERT_TRUE(b->Push(table, keys, grads, step).ok());
+      }
     }
     std::vector<float> dg(10);
     for (auto& x : dg) x = static_cast<float>(static_cast<int64_t>(rng() % 200) - 100) / 100.0f;
     ASSERT_TRUE(a->PushDense("mlp", dg, step).ok());
-    if (b) ASSERT_TRUE(b->PushDense("mlp", dg, step).ok());
+    if (b) {
+      ASSERT_TRUE(b->PushDense("mlp", dg, step).ok());
+    }
   }
 };
 
