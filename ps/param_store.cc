@@ -566,7 +566,7 @@ class FileLog {
       const std::string spare = spares_.back();
       spares_.pop_back();
       fd = ::open(spare.c_str(), O_WRONLY | O_CLOEXEC);
-      if (fd >= 0 && (!WriteAll(fd, &sh, sizeof(sh), 0).ok() || (sync_ && ::fdatasync(fd) != 0) ||
+      if (fd >= 0 && (!WriteHeader(fd, sh).ok() || (sync_ && ::fdatasync(fd) != 0) ||
                       ::rename(spare.c_str(), path.c_str()) != 0)) {
         ::close(fd);
         fd = -1;
@@ -576,7 +576,7 @@ class FileLog {
     if (fd < 0) {
       fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
       if (fd < 0) return Internal("cannot create push log segment " + path + ": " + std::strerror(errno));
-      Status ws = WriteAll(fd, &sh, sizeof(sh), 0);
+      Status ws = WriteHeader(fd, sh);
       if (ws.ok() && sync_ && ::fdatasync(fd) != 0) ws = Internal(std::string("fsync: ") + std::strerror(errno));
       if (!ws.ok()) {
         ::close(fd);
@@ -619,27 +619,9 @@ class FileLog {
     h.checksum = c.Finish();
     iov[0].iov_base = &h;
     iov[0].iov_len = sizeof(h);
-    // pwritev may write less than asked (e.g. a signal); finish the record, then it counts.
-    size_t want = record;
-    off_t at = off_;
-    int first = 0;
-    while (want > 0) {
-      ssize_t w = ::pwritev(fd_, iov + first, n - first, at);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return Internal(std::string("push log write failed: ") + std::strerror(errno));
-      }
-      want -= static_cast<size_t>(w);
-      at += w;
-      size_t left = static_cast<size_t>(w);
-      while (first < n && left >= iov[first].iov_len) left -= iov[first++].iov_len;
-      if (first < n) {
-        iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
-        iov[first].iov_len -= left;
-      }
-    }
+    METAPS_RETURN_IF_ERROR(WriteAll(fd_, iov, n, off_).WithContext("push log"));
     if (sync_ && ::fdatasync(fd_) != 0) return Internal(std::string("push log fsync failed: ") + std::strerror(errno));
-    off_ = at;
+    off_ += static_cast<off_t>(record);
     return Status::Ok();
   }
 
@@ -686,19 +668,29 @@ class FileLog {
     c.Update(payload, bytes);
     return c.Finish();
   }
-  static Status WriteAll(int fd, const void* p, size_t size, off_t at) {
-    const char* c = static_cast<const char*>(p);
-    while (size > 0) {
-      ssize_t w = ::pwrite(fd, c, size, at);
+  // Writes all of iov[0..n) at offset `at`. pwritev may write less than asked (e.g. a signal):
+  // it goes on until all is written or a call fails. (iov is consumed.)
+  static Status WriteAll(int fd, iovec* iov, int n, off_t at) {
+    int first = 0;
+    while (first < n) {
+      ssize_t w = ::pwritev(fd, iov + first, n - first, at);
       if (w < 0) {
         if (errno == EINTR) continue;
         return Internal(std::string("write failed: ") + std::strerror(errno));
       }
-      c += w;
-      size -= static_cast<size_t>(w);
       at += w;
+      size_t left = static_cast<size_t>(w);
+      while (first < n && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+      if (first < n) {
+        iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+        iov[first].iov_len -= left;
+      }
     }
     return Status::Ok();
+  }
+  static Status WriteHeader(int fd, const SegmentHeader& sh) {
+    iovec iov{const_cast<SegmentHeader*>(&sh), sizeof(sh)};
+    return WriteAll(fd, &iov, 1, 0);
   }
 
   std::string dir_;
