@@ -560,6 +560,7 @@ class FileLog {
     const bool exists = !segments_.empty() && segments_.back() == next_seq;
     const SegmentHeader sh{kSegmentMagic, kSegmentVersion, NextNonce(), 0};
     int fd = -1;
+    bool reused = false;
     if (!exists && !spares_.empty()) {
       // The new header goes in before the rename: under its segment name, a spare never shows
       // its previous life's nonce, so none of its old records can pass for this segment's.
@@ -572,6 +573,7 @@ class FileLog {
         fd = -1;
       }
       if (fd < 0) ::unlink(spare.c_str());  // a spare that cannot be reused: a new file instead
+      reused = fd >= 0;
     }
     if (fd < 0) {
       fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -583,6 +585,7 @@ class FileLog {
         return ws.WithContext("starting push log segment " + path);
       }
     }
+    ++(reused ? reused_ : created_);
     if (fd_ >= 0) ::close(fd_);
     fd_ = fd;
     off_ = kHeaderBytes;
@@ -642,6 +645,8 @@ class FileLog {
   }
 
   uint64_t torn_bytes() const { return torn_bytes_; }
+  uint64_t segments_created() const { return created_; }
+  uint64_t segments_reused() const { return reused_; }
 
  private:
   FileLog() = default;
@@ -705,6 +710,7 @@ class FileLog {
   std::vector<std::string> spares_;
   uint64_t spare_counter_ = 0;
   uint64_t torn_bytes_ = 0;
+  uint64_t created_ = 0, reused_ = 0;  // segments started from a new file / from a spare
 };
 
 }  // namespace
@@ -1999,6 +2005,8 @@ StoreStats ParamStore::Stats() const {
   s.cache_bytes = impl_->cached_bytes;
   s.rows_dirty = impl_->dirty.size();
   s.log_records_pending = impl_->log_records_pending;
+  s.log_segments_created = impl_->file_log ? impl_->file_log->segments_created() : 0;
+  s.log_segments_reused = impl_->file_log ? impl_->file_log->segments_reused() : 0;
   return s;
 }
 

@@ -99,6 +99,9 @@ struct StoreStats {
   uint64_t log_records_pending;  // log records not yet covered by a write-back
   uint64_t replayed_records;     // log records replayed when this store opened
   uint64_t writeback_errors;     // failed background write-backs (retried; the log keeps the data)
+  // Push-log segments started since open (file log only): new files, and retired ones reused.
+  // Mostly new files under a steady load means the spare pool is too small for the log volume.
+  uint64_t log_segments_created, log_segments_reused;
 };
 
 class ParamStore {

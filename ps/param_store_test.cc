@@ -664,7 +664,13 @@ void RecycledLogSegmentsReplayOnlyTheirOwnRecords(bool sync) {
     ASSERT_TRUE(store->Flush().ok());
     for (const auto& p : Spares(dir.path("pushlog"))) retired.insert(Inode(p));
     ASSERT_GE(retired.size(), 6u);
+    const StoreStats before = store->Stats();
+    EXPECT_EQ(before.log_segments_reused, 0u);  // nothing retired yet when they started
+    EXPECT_GE(before.log_segments_created, 7u);
     push(store.get(), 17);  // ends part-way into a reused segment
+    // Every segment started since came from a spare (there were enough of them).
+    EXPECT_EQ(store->Stats().log_segments_created, before.log_segments_created);
+    EXPECT_GE(store->Stats().log_segments_reused, 4u);
   }
   size_t reused = 0;
   for (const auto& p : Segments(dir.path("pushlog"))) reused += retired.count(Inode(p));

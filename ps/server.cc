@@ -318,6 +318,8 @@ Result<Message> Server::HandleStats(Message& request) {
       {"log_records", s.log_records},
       {"writebacks", s.writebacks},
       {"rows_written", s.rows_written},
+      {"log_segments_created", s.log_segments_created},
+      {"log_segments_reused", s.log_segments_reused},
   };
   Message reply = ReplyTo(request.header, MsgType::kStatsReply);
   reply.header.meta = j.dump();

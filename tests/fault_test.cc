@@ -112,7 +112,9 @@ class FaultTest : public ::testing::Test {
     ASSERT_TRUE(code.ok());
     std::string out = ServerProcess::ReadFile(run + ".out");
     ASSERT_EQ(*code, 0) << out;
-    if (!restarted.empty()) EXPECT_NE(out.find(restarted + " died"), std::string::npos) << out;
+    if (!restarted.empty()) {
+      EXPECT_NE(out.find(restarted + " died"), std::string::npos) << out;
+    }
     double mae = MetaMae(run);
     EXPECT_NEAR(mae, baseline_mae_, kTolerance * baseline_mae_) << "fault-free " << baseline_mae_;
   }
