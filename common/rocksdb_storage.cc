@@ -109,6 +109,12 @@ Result<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(const std::string& 
   rocksdb::ColumnFamilyOptions data_cf;
   data_cf.write_buffer_size = options.write_buffer_bytes;
   data_cf.max_write_buffer_number = 3;
+  // A whole-key Bloom filter per memtable: a point read of a row that is not in a memtable (most
+  // misses of a cache much smaller than its table: the memtables hold only the latest write-backs)
+  // skips the skiplist search instead of walking ~18 levels of cache misses in each memtable.
+  // 2% of the write buffer is ~60 bits per 400-byte row.
+  data_cf.memtable_whole_key_filtering = true;
+  data_cf.memtable_prefix_bloom_size_ratio = 0.02;
   data_cf.compression = rocksdb::kNoCompression;  // float rows barely compress
   data_cf.target_file_size_base = 64ull << 20;
   data_cf.max_bytes_for_level_base = 256ull << 20;
