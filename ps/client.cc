@@ -1,5 +1,7 @@
 #include "ps/client.h"
 
+#include "common/first_occurrence.h"
+
 #include <algorithm>
 #include <bit>
 #include <cstdio>
@@ -21,51 +23,6 @@ std::pair<T*, Bytes> NewBuffer(size_t n) {
   return {p, Bytes(p, n * sizeof(T), std::shared_ptr<const void>(owner, p))};
 }
 
-// Key -> first-occurrence index, open addressing with linear probing. Entries carry the
-// generation of the call that wrote them, so a new call starts without clearing the table. One
-// per thread (Pull/Push may be called from several threads), reused across calls.
-class DedupTable {
- public:
-  // Empties the table for up to `n` keys.
-  void Reset(size_t n) {
-    const size_t cap = std::bit_ceil(std::max<size_t>(16, 2 * n));
-    if (entries_.size() < cap) {
-      entries_.assign(cap, Entry{0, 0, 0});
-      gen_ = 0;
-    }
-    if (++gen_ == 0) {  // generations wrapped: really clear
-      std::fill(entries_.begin(), entries_.end(), Entry{0, 0, 0});
-      gen_ = 1;
-    }
-    mask_ = cap - 1;
-  }
-  // Brings the line `k` probes first into the cache (a call a few keys ahead hides the miss).
-  void Prefetch(Key k) const { __builtin_prefetch(&entries_[Mix64(k) & mask_], 1); }
-  // Returns the index already recorded for `k`, or records `v` and returns `v`.
-  uint32_t FindOrInsert(Key k, uint32_t v) {
-    size_t i = Mix64(k) & mask_;
-    while (true) {
-      Entry& e = entries_[i];
-      if (e.gen != gen_) {
-        e = Entry{k, v, gen_};
-        return v;
-      }
-      if (e.key == k) return e.value;
-      i = (i + 1) & mask_;
-    }
-  }
-
- private:
-  struct Entry {
-    Key key;
-    uint32_t value;
-    uint32_t gen;
-  };
-  std::vector<Entry> entries_;
-  uint32_t gen_ = 0;
-  size_t mask_ = 0;
-};
-
 // Unique keys of a request, where each caller position points, and which unique keys each shard
 // owns. The common case (no duplicates, one shard) costs one hash probe per key and no copies.
 struct Dedup {
@@ -76,17 +33,18 @@ struct Dedup {
   std::vector<std::vector<uint32_t>> by_shard;  // shard -> unique indices; empty when num_shards == 1
 
   Dedup(std::span<const Key> keys, int32_t shards) : num_shards(shards) {
-    thread_local DedupTable table;
-    table.Reset(keys.size());
-    // The table is a few times the L1 and probed at random: prefetching kAhead keys ahead keeps
-    // that many misses in flight instead of one at a time.
+    // One per thread (Pull/Push may be called from several threads), reused across calls.
+    thread_local FirstOccurrence table;
+    table.Start(keys);
+    // The table is probed at random: prefetching kAhead keys ahead keeps that many misses in
+    // flight instead of one at a time.
     constexpr size_t kAhead = 16;
     const size_t n = keys.size();
-    for (size_t j = 0; j < std::min(n, kAhead); ++j) table.Prefetch(keys[j]);
+    for (size_t j = 0; j < std::min(n, kAhead); ++j) table.Prefetch(j);
     size_t i = 0;
     for (; i < n; ++i) {
-      if (i + kAhead < n) table.Prefetch(keys[i + kAhead]);
-      if (table.FindOrInsert(keys[i], static_cast<uint32_t>(i)) != i) break;
+      if (i + kAhead < n) table.Prefetch(i + kAhead);
+      if (table.Visit(i) != i) break;
     }
     if (i == keys.size()) {
       unique = keys;
@@ -96,14 +54,17 @@ struct Dedup {
       unique_storage.assign(keys.begin(), keys.begin() + i);
       inverse.resize(keys.size());
       for (size_t j = 0; j < i; ++j) inverse[j] = static_cast<uint32_t>(j);
-      // Re-insert from i with unique indices (the table maps key -> caller index of the first
-      // occurrence, which equals its unique index for every key before i).
+      // From i on, a first occurrence gets the next unique index and a repeat that of its first
+      // occurrence (Visit(i) again is fine: i's key was found, not recorded).
       for (; i < n; ++i) {
-        if (i + kAhead < n) table.Prefetch(keys[i + kAhead]);
-        const uint32_t fresh = static_cast<uint32_t>(unique_storage.size());
-        const uint32_t u = table.FindOrInsert(keys[i], fresh);
-        if (u == fresh) unique_storage.push_back(keys[i]);
-        inverse[i] = u;
+        if (i + kAhead < n) table.Prefetch(i + kAhead);
+        const uint32_t first = table.Visit(i);
+        if (first == i) {
+          inverse[i] = static_cast<uint32_t>(unique_storage.size());
+          unique_storage.push_back(keys[i]);
+        } else {
+          inverse[i] = inverse[first];
+        }
       }
       unique = unique_storage;
     }

@@ -1,6 +1,7 @@
 #include "ps/param_store.h"
 
 #include "common/files.h"
+#include "common/first_occurrence.h"
 #include <sys/resource.h>
 #include <unistd.h>
 #include "common/side_thread.h"
@@ -796,7 +797,8 @@ struct ParamStore::Impl {
   std::condition_variable progress_cv;  // notified when a write-back batch finishes
 
   // Scratch, reused across calls (single caller thread, under mu).
-  KeyIndex dedupe;
+  FirstOccurrence dedupe;          // a push's duplicate keys
+  std::vector<uint32_t> uniq_of;   // push position -> unique index, when it has duplicates
   std::vector<Key> uniq_keys;
   std::vector<float> uniq_grads;
   std::vector<uint32_t> slots;
@@ -1883,28 +1885,38 @@ Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::
   if (m.prof.on()) m.prof.Op(true, keys.size());
   StageTimer dedupe_timer(m.prof, StageProfile::kPushDedupe);
   // Sum duplicates (first occurrence order). Only this thread touches the scratch buffers.
-  m.dedupe.Reset(keys.size());
-  size_t nuniq = 0;
-  bool dups = false;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (m.dedupe.FindOrInsert(keys[i], static_cast<uint32_t>(nuniq)) == KeyIndex::kNone) {
-      ++nuniq;
-    } else {
-      dups = true;
-    }
+  const size_t n = keys.size();
+  constexpr size_t kAhead = 16;
+  m.dedupe.Start(keys);
+  for (size_t j = 0; j < std::min(n, kAhead); ++j) m.dedupe.Prefetch(j);
+  size_t i = 0;
+  for (; i < n; ++i) {
+    if (i + kAhead < n) m.dedupe.Prefetch(i + kAhead);
+    if (m.dedupe.Visit(i) != i) break;
   }
-  if (!dups) {
+  if (i == n) {
     dedupe_timer.Stop();
     return m.PushUnique(t, keys, grads.data(), step, origin);
   }
-  m.uniq_keys.resize(nuniq);
-  m.uniq_grads.assign(nuniq * size_t{dim}, 0.0f);
-  for (size_t i = 0; i < keys.size(); ++i) {
-    uint32_t u = m.dedupe.Find(keys[i]);
-    m.uniq_keys[u] = keys[i];
-    float* dst = m.uniq_grads.data() + size_t{u} * dim;
+  // keys[0, i) are all first occurrences: unique index = position there.
+  m.uniq_keys.assign(keys.begin(), keys.begin() + i);
+  m.uniq_grads.assign(grads.begin(), grads.begin() + i * size_t{dim});
+  m.uniq_of.resize(n);
+  for (size_t j = 0; j < i; ++j) m.uniq_of[j] = static_cast<uint32_t>(j);
+  for (; i < n; ++i) {
+    if (i + kAhead < n) m.dedupe.Prefetch(i + kAhead);
+    const uint32_t first = m.dedupe.Visit(i);
     const float* src = grads.data() + i * dim;
-    for (uint32_t d = 0; d < dim; ++d) dst[d] += src[d];
+    if (first == i) {
+      m.uniq_of[i] = static_cast<uint32_t>(m.uniq_keys.size());
+      m.uniq_keys.push_back(keys[i]);
+      m.uniq_grads.insert(m.uniq_grads.end(), src, src + dim);
+    } else {
+      const uint32_t u = m.uniq_of[first];
+      m.uniq_of[i] = u;
+      float* dst = m.uniq_grads.data() + size_t{u} * dim;
+      for (uint32_t d = 0; d < dim; ++d) dst[d] += src[d];
+    }
   }
   dedupe_timer.Stop();
   return m.PushUnique(t, m.uniq_keys, m.uniq_grads.data(), step, origin);

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <random>
 #include <set>
 
@@ -211,6 +212,44 @@ TEST(ParamStoreTest, DuplicateKeysInOnePushAreSummed) {
     EXPECT_EQ(ra->update_count, 1u);  // one update, not two
     EXPECT_EQ(ra->last_step, 3u);
     EXPECT_EQ(0, std::memcmp(ra->value.data(), rb->value.data(), 16));
+  }
+}
+
+// A big push with many repeats (several per key, scattered) equals one push of the per-key sums,
+// added in the order the repeats come, with one update per row.
+TEST(ParamStoreTest, ManyScatteredDuplicatesInOnePushAreSummedInOrder) {
+  auto a = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  auto b = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  std::mt19937_64 rng(3);
+  std::vector<Key> keys(6000);
+  std::vector<float> grads(keys.size() * 4);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    // The first 1000 positions are all distinct (the first repeat comes late), then repeats.
+    keys[i] = i < 1000 ? Key{i} * 7919 : Key{rng() % 1500} * 7919;
+    for (int d = 0; d < 4; ++d) grads[i * 4 + d] = std::uniform_real_distribution<float>(-1, 1)(rng);
+  }
+  std::vector<Key> uniq;
+  std::map<Key, std::vector<float>> sums;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto [it, fresh] = sums.try_emplace(keys[i], std::vector<float>(grads.begin() + i * 4, grads.begin() + i * 4 + 4));
+    if (fresh) {
+      uniq.push_back(keys[i]);
+    } else {
+      for (int d = 0; d < 4; ++d) it->second[d] += grads[i * 4 + d];
+    }
+  }
+  std::vector<float> summed;
+  for (Key k : uniq) summed.insert(summed.end(), sums[k].begin(), sums[k].end());
+  ASSERT_TRUE(a->Push("emb", keys, grads, 5).ok());
+  ASSERT_TRUE(b->Push("emb", uniq, summed, 5).ok());
+  std::vector<float> va(uniq.size() * 4), vb(uniq.size() * 4);
+  ASSERT_TRUE(a->Pull("emb", uniq, va.data()).ok());
+  ASSERT_TRUE(b->Pull("emb", uniq, vb.data()).ok());
+  EXPECT_EQ(va, vb);
+  for (Key k : {uniq.front(), uniq[1200], uniq.back()}) {
+    auto r = a->GetRow("emb", k);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->update_count, 1u);
   }
 }
 
