@@ -29,6 +29,26 @@ TEST(FirstOccurrenceTest, MatchesAReferenceOverBatchesOfManySizesAndDuplicateRat
         if (i + 4 < n) f.Prefetch(i + 4);
         ASSERT_EQ(f.Visit(i), want[i]) << "n=" << n << " distinct=" << distinct << " i=" << i;
       }
+      // The same batch again through FindFirstRepeat and NumberUnique.
+      size_t want_repeat = 0;
+      while (want_repeat < n && want[want_repeat] == want_repeat) ++want_repeat;
+      std::vector<uint32_t> want_number(n);
+      uint32_t next = 0;
+      for (size_t i = 0; i < n; ++i) want_number[i] = want[i] == i ? next++ : want_number[want[i]];
+      f.Start(keys);
+      const size_t repeat = f.FindFirstRepeat();
+      ASSERT_EQ(repeat, want_repeat) << "n=" << n << " distinct=" << distinct;
+      if (repeat == n) continue;
+      std::vector<uint32_t> number;
+      size_t calls = 0;
+      const size_t unique = f.NumberUnique(repeat, &number, [&](size_t i, uint32_t u, bool first) {
+        EXPECT_EQ(i, repeat + calls++);
+        EXPECT_EQ(u, want_number[i]);
+        EXPECT_EQ(first, want[i] == i);
+      });
+      EXPECT_EQ(calls, n - repeat);
+      EXPECT_EQ(number, want_number) << "n=" << n << " distinct=" << distinct;
+      EXPECT_EQ(unique, size_t{next});
     }
   }
 }

@@ -36,36 +36,15 @@ struct Dedup {
     // One per thread (Pull/Push may be called from several threads), reused across calls.
     thread_local FirstOccurrence table;
     table.Start(keys);
-    // The table is probed at random: prefetching kAhead keys ahead keeps that many misses in
-    // flight instead of one at a time.
-    constexpr size_t kAhead = 16;
-    const size_t n = keys.size();
-    for (size_t j = 0; j < std::min(n, kAhead); ++j) table.Prefetch(j);
-    size_t i = 0;
-    for (; i < n; ++i) {
-      if (i + kAhead < n) table.Prefetch(i + kAhead);
-      if (table.Visit(i) != i) break;
-    }
-    if (i == keys.size()) {
+    const size_t repeat = table.FindFirstRepeat();
+    if (repeat == keys.size()) {
       unique = keys;
     } else {
-      // Duplicates: keys[0, i) were all new, so unique index = caller index there.
       unique_storage.reserve(keys.size());
-      unique_storage.assign(keys.begin(), keys.begin() + i);
-      inverse.resize(keys.size());
-      for (size_t j = 0; j < i; ++j) inverse[j] = static_cast<uint32_t>(j);
-      // From i on, a first occurrence gets the next unique index and a repeat that of its first
-      // occurrence (Visit(i) again is fine: i's key was found, not recorded).
-      for (; i < n; ++i) {
-        if (i + kAhead < n) table.Prefetch(i + kAhead);
-        const uint32_t first = table.Visit(i);
-        if (first == i) {
-          inverse[i] = static_cast<uint32_t>(unique_storage.size());
-          unique_storage.push_back(keys[i]);
-        } else {
-          inverse[i] = inverse[first];
-        }
-      }
+      unique_storage.assign(keys.begin(), keys.begin() + repeat);
+      table.NumberUnique(repeat, &inverse, [&](size_t i, uint32_t, bool first) {
+        if (first) unique_storage.push_back(keys[i]);
+      });
       unique = unique_storage;
     }
     if (num_shards > 1) {

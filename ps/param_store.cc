@@ -1885,39 +1885,26 @@ Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::
   if (m.prof.on()) m.prof.Op(true, keys.size());
   StageTimer dedupe_timer(m.prof, StageProfile::kPushDedupe);
   // Sum duplicates (first occurrence order). Only this thread touches the scratch buffers.
-  const size_t n = keys.size();
-  constexpr size_t kAhead = 16;
   m.dedupe.Start(keys);
-  for (size_t j = 0; j < std::min(n, kAhead); ++j) m.dedupe.Prefetch(j);
-  size_t i = 0;
-  for (; i < n; ++i) {
-    if (i + kAhead < n) m.dedupe.Prefetch(i + kAhead);
-    if (m.dedupe.Visit(i) != i) break;
-  }
-  if (i == n) {
+  const size_t repeat = m.dedupe.FindFirstRepeat();
+  if (repeat == keys.size()) {
     dedupe_timer.Stop();
     return m.PushUnique(t, keys, grads.data(), step, origin);
   }
-  // keys[0, i) are all first occurrences: unique index = position there.
-  m.uniq_keys.assign(keys.begin(), keys.begin() + i);
-  m.uniq_grads.assign(grads.begin(), grads.begin() + i * size_t{dim});
-  m.uniq_of.resize(n);
-  for (size_t j = 0; j < i; ++j) m.uniq_of[j] = static_cast<uint32_t>(j);
-  for (; i < n; ++i) {
-    if (i + kAhead < n) m.dedupe.Prefetch(i + kAhead);
-    const uint32_t first = m.dedupe.Visit(i);
+  m.uniq_keys.reserve(keys.size());
+  m.uniq_grads.reserve(keys.size() * size_t{dim});
+  m.uniq_keys.assign(keys.begin(), keys.begin() + repeat);
+  m.uniq_grads.assign(grads.begin(), grads.begin() + repeat * size_t{dim});
+  m.dedupe.NumberUnique(repeat, &m.uniq_of, [&](size_t i, uint32_t u, bool first) {
     const float* src = grads.data() + i * dim;
-    if (first == i) {
-      m.uniq_of[i] = static_cast<uint32_t>(m.uniq_keys.size());
+    if (first) {
       m.uniq_keys.push_back(keys[i]);
       m.uniq_grads.insert(m.uniq_grads.end(), src, src + dim);
     } else {
-      const uint32_t u = m.uniq_of[first];
-      m.uniq_of[i] = u;
       float* dst = m.uniq_grads.data() + size_t{u} * dim;
       for (uint32_t d = 0; d < dim; ++d) dst[d] += src[d];
     }
-  }
+  });
   dedupe_timer.Stop();
   return m.PushUnique(t, m.uniq_keys, m.uniq_grads.data(), step, origin);
 }
