@@ -48,6 +48,7 @@ struct BenchFlags {
   int64_t over_cache_keys = 1000000;
   int64_t window = 4;
   double seconds = 1.0;
+  double warmup_seconds = 2.0;
   int64_t rounds = 3;
   double zipf_s = 0.99;
   std::string optimizer = "adam";
@@ -143,8 +144,8 @@ Result<Phase> TimePhase(pid_t server_pid, int64_t batch, F&& body) {
 
 // Pulls (or pushes) for ~seconds through the client with `window` requests in flight.
 Result<Phase> MeasureStore(ps::PsClient& client, const std::vector<std::vector<Key>>& batches,
-                           const std::vector<float>& grads, bool push, const BenchFlags& f, pid_t server_pid,
-                           uint64_t* step) {
+                           const std::vector<float>& grads, bool push, const BenchFlags& f, double seconds,
+                           pid_t server_pid, uint64_t* step) {
   return TimePhase(server_pid, f.batch, [&]() -> Result<int64_t> {
     std::deque<std::future<Status>> push_q;
     std::deque<std::future<Result<ps::PullResult>>> pull_q;
@@ -164,7 +165,7 @@ Result<Phase> MeasureStore(ps::PsClient& client, const std::vector<std::vector<K
       return Status::Ok();
     };
     const auto start = Clock::now();
-    while (Seconds(start, Clock::now()) < f.seconds) {
+    while (Seconds(start, Clock::now()) < seconds) {
       const auto& keys = batches[i++ % batches.size()];
       if (push) push_q.push_back(client.Push("emb", keys, grads, ++*step));
       else pull_q.push_back(client.Pull("emb", keys));
@@ -192,7 +193,7 @@ class RawExchange {
     grads_.assign(f.batch * f.dim, 0.001f);
   }
 
-  Result<Phase> Measure(bool push, pid_t server_pid) {
+  Result<Phase> Measure(bool push, double seconds, pid_t server_pid) {
     return TimePhase(server_pid, f_.batch, [&]() -> Result<int64_t> {
       int64_t inflight = 0, rows = 0;
       auto recv_one = [&] {
@@ -204,7 +205,7 @@ class RawExchange {
         rows += f_.batch;
       };
       const auto start = Clock::now();
-      while (Seconds(start, Clock::now()) < f_.seconds) {
+      while (Seconds(start, Clock::now()) < seconds) {
         const Bytes& hb = push ? push_hb_ : pull_hb_;
         // Each request builds its frames like the client does: keys copied into a fresh buffer.
         std::vector<Key> k = keys_;
@@ -428,19 +429,32 @@ int RunBench(BenchFlags f) {
     for (auto& b : batches) gen.Fill(b);
     std::vector<float> grads(f.batch * f.dim, 0.001f);
     uint64_t step = 0;
+    // One pass of {raw pull, store pull, raw push, store push}, `seconds` each, into `into`.
+    auto pass = [&](double seconds, std::vector<Phase>* into) -> Status {
+      for (int op = 0; op < 2; ++op) {
+        const bool push = op == 1;
+        auto rp = raw_x.Measure(push, seconds, raw->pid());
+        if (!rp.ok()) return rp.status();
+        auto sp = MeasureStore(**client, batches, grads, push, f, seconds, server->proc.pid(), &step);
+        if (!sp.ok()) return sp.status();
+        into[2 * op].push_back(*rp);
+        into[2 * op + 1].push_back(*sp);
+      }
+      return Status::Ok();
+    };
+    // Warm-up, untimed in the figures (its rates are reported apart): a new server's first
+    // gigabyte or so of pushes creates the push log's segment files, whose fresh page-cache pages
+    // cost 3-40x a recycled segment's per append on this VM (docs/server.md), and the raw
+    // exchange's buffers settle too. The rounds then see what a long-running server sees.
+    std::vector<Phase> warm[4];
+    if (f.warmup_seconds > 0) {
+      if (Status s = pass(f.warmup_seconds, warm); !s.ok()) return stop_raw(), fail(s);
+    }
     // rounds x {raw pull, store pull, raw push, store push}
     std::vector<Phase> phases[4];
     auto stats_before = (*client)->Stats().get();
     for (int64_t round = 0; round < f.rounds; ++round) {
-      for (int op = 0; op < 2; ++op) {
-        const bool push = op == 1;
-        auto rp = raw_x.Measure(push, raw->pid());
-        if (!rp.ok()) return stop_raw(), fail(rp.status());
-        auto sp = MeasureStore(**client, batches, grads, push, f, server->proc.pid(), &step);
-        if (!sp.ok()) return stop_raw(), fail(sp.status());
-        phases[2 * op].push_back(*rp);
-        phases[2 * op + 1].push_back(*sp);
-      }
+      if (Status s = pass(f.seconds, phases); !s.ok()) return stop_raw(), fail(s);
     }
     auto stats = (*client)->Stats().get();
     (*client)->Stop();
@@ -480,6 +494,10 @@ int RunBench(BenchFlags f) {
                          {"raw_zmq_pull_rows_per_s", raw_r.pull}, {"raw_zmq_push_rows_per_s", raw_r.push},
                          {"cpu_ms_per_request", cpu_json(r)}, {"raw_zmq_cpu_ms_per_request", cpu_json(raw_r)},
                          {"rounds", rounds}};
+    if (f.warmup_seconds > 0) {
+      cj["warmup"] = {{"raw_pull", warm[0][0].rate}, {"pull", warm[1][0].rate},
+                      {"raw_push", warm[2][0].rate}, {"push", warm[3][0].rate}};
+    }
     if (stats.ok()) cj["server_stats"] = nlohmann::json::parse((*stats)[0], nullptr, false);
     // The store's part of a request (wall time inside the store's Pull or Push, from the server's
     // counters over the measured rounds), beside the row-memory floor of the same request.
@@ -537,6 +555,7 @@ int RunBench(BenchFlags f) {
   out["window"] = f.window;
   out["rounds"] = f.rounds;
   out["seconds_per_phase"] = f.seconds;
+  out["warmup_seconds_per_phase"] = f.warmup_seconds;
   std::error_code ec;
   fs::remove_all(f.work_dir, ec);
   std::cout << out.dump() << std::endl;
@@ -673,6 +692,9 @@ void RegisterBenchPsCommand(CLI::App& bench, Action* action) {
   cmd->add_option("--over-cache-keys", f->over_cache_keys, "Key space of the cases 10x over the cache");
   cmd->add_option("--window", f->window, "Requests in flight");
   cmd->add_option("--seconds", f->seconds, "Measuring time per phase (each round times raw and store pulls and pushes)");
+  cmd->add_option("--warmup-seconds", f->warmup_seconds,
+                  "Untimed warm-up per phase before each case's rounds (0: none); its rates are reported apart")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--rounds", f->rounds, "Rounds per case; figures are medians over the rounds")->check(CLI::PositiveNumber);
   cmd->add_option("--optimizer", f->optimizer, "Server optimizer (sgd, adagrad, adam, ftrl)");
   cmd->add_option("--work-dir", f->work_dir, "Scratch directory (removed afterwards)");

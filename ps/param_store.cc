@@ -286,11 +286,13 @@ class StageProfile {
   enum Stage {
     kPullLock, kPullResident, kPullMiss, kPullCopy,
     kPushThrottle, kPushDedupe, kPushLock, kPushResident, kPushMiss, kPushLog, kPushApply,
+    kLogAppend, kSideApply,  // the side thread's part of a big push: its log append, its optimizer rows
     kMissKeys, kMultiGet, kInit, kEvict, kWbSort, kWbCopy, kWbLockWait, kWbWrite, kWbPersist, kWbTotal, kCount
   };
   static constexpr const char* kNames[kCount] = {
       "pull.lock", "pull.resident", "pull.miss", "pull.copy",
       "push.throttle", "push.dedupe", "push.lock", "push.resident", "push.miss", "push.log", "push.apply",
+      "log.append", "side.apply",
       "miss.keys", "miss.multiget", "miss.init", "evict", "wb.sort", "wb.copy", "wb.lockwait", "wb.write", "wb.persist",
       "wb.total"};
   using Sink = internal::ProfileSink;
@@ -321,7 +323,7 @@ class StageProfile {
     for (int i = 0; i < kCount; ++i) {
       uint64_t ns = ns_[i].exchange(0), c = count_[i].exchange(0), cpu = cpu_[i].exchange(0);
       if (c == 0) continue;
-      const bool is_push = i >= kPushThrottle && i <= kPushApply;
+      const bool is_push = i >= kPushThrottle && i <= kSideApply;
       const uint64_t ops = i <= kPullCopy ? pulls : is_push ? pushes : 0;
       std::fprintf(out_, "  %-14s total %8.1f ms (cpu %8.1f)  per-op %8.3f ms (cpu %8.3f)  count %lu\n", kNames[i],
                    ns / 1e6, cpu / 1e6, ops ? ns / 1e6 / ops : ns / 1e6 / c, ops ? cpu / 1e6 / ops : cpu / 1e6 / c,
@@ -420,7 +422,8 @@ class Checksum {
 // Segments are recycled. A segment holds up to `segment_bytes` (a bigger record gets one to
 // itself); a full one is closed and the next starts. A write-back starts a new segment too
 // (Rotate) and, once its cut is durable in storage, retires the segments before it (DropThrough):
-// up to `max_spares` of them are renamed to dir/spare-<n> instead of deleted, and the next segment
+// they are renamed to dir/spare-<n> instead of deleted while segments and spares together number
+// at most `max_files`, and the next segment
 // is a spare overwritten from its start. Its pages are still in the page cache and its blocks on
 // disk: a write into it is a plain copy, where appending to a new file pays for allocating and
 // mapping pages on every push (measured: 0.3-1.8 ms against 0.08-0.4 ms per 1.3 MB record).
@@ -461,7 +464,7 @@ class FileLog {
   }
 
   static Result<std::unique_ptr<FileLog>> Open(const std::string& dir, bool sync, uint64_t segment_bytes,
-                                               size_t max_spares) {
+                                               size_t max_files) {
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec) return Internal("cannot create push log dir " + dir + ": " + ec.message());
@@ -469,7 +472,7 @@ class FileLog {
     log->dir_ = dir;
     log->sync_ = sync;
     log->segment_bytes_ = std::max<uint64_t>(segment_bytes, 4096);
-    log->max_spares_ = max_spares;
+    log->max_files_ = max_files;
     std::random_device rd;
     log->nonce_state_ = (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(::getpid());
     for (const auto& e : fs::directory_iterator(dir, ec)) {
@@ -630,12 +633,14 @@ class FileLog {
   }
 
   // Retires the segments that hold only records <= cut (never the current one): kept as spares
-  // up to max_spares, deleted beyond.
+  // while the log's files number at most max_files, deleted beyond.
   void DropThrough(uint64_t cut) {
     while (segments_.size() > 1 && segments_[1] <= cut + 1) {
       const std::string path = SegmentPath(segments_.front());
       bool kept = false;
-      if (spares_.size() < max_spares_) {
+      // Renaming a retired segment to a spare leaves the number of log files as it is: they are
+      // all kept, up to max_files_ (a log that outgrew it, behind a slow write-back, shrinks back).
+      if (segments_.size() + spares_.size() <= max_files_) {
         const std::string spare = dir_ + "/spare-" + std::to_string(++spare_counter_);
         kept = ::rename(path.c_str(), spare.c_str()) == 0;
         if (kept) spares_.push_back(spare);
@@ -702,7 +707,7 @@ class FileLog {
   std::string dir_;
   bool sync_ = false;
   uint64_t segment_bytes_ = 0;
-  size_t max_spares_ = 0;
+  size_t max_files_ = 0;  // segments and spares together
   int fd_ = -1;
   off_t off_ = 0;                   // where the next record goes in the current segment
   uint64_t nonce_ = 0;              // the current segment's
@@ -1552,7 +1557,11 @@ struct ParamStore::Impl {
           const size_t rows = row_updates.size(), mine = rows * 5 / 8;
           RowUpdate* updates = row_updates.data();
           side->Start([&, updates, rows, mine] {
-            as = append();
+            {
+              StageTimer append_timer(prof, StageProfile::kLogAppend);
+              as = append();
+            }
+            StageTimer side_apply_timer(prof, StageProfile::kSideApply);
             t->opt->ApplyBatch(updates + mine, rows - mine, dim);
           });
           t->opt->ApplyBatch(updates, mine, dim);
@@ -1634,10 +1643,12 @@ struct ParamStore::Impl {
 
   Status ImportCheckpoint(const std::string& dir);
 
-  // Retired log segments kept for reuse: about what the log holds between two write-backs
-  // (writeback_log_bytes), so that in a steady state every new segment is a spare, at most 64.
-  size_t MaxSpareSegments() const {
-    return static_cast<size_t>(std::min<uint64_t>(options.writeback_log_bytes / options.log_segment_bytes + 2, 64));
+  // Log files (segments and spares) kept: twice what the log holds between two write-backs
+  // (writeback_log_bytes), at least 4 and at most 128. The log grows past writeback_log_bytes
+  // while a write-back runs; in a steady state its peak fits, so every new segment is a spare.
+  size_t MaxLogFiles() const {
+    return static_cast<size_t>(
+        std::clamp<uint64_t>(2 * (options.writeback_log_bytes / options.log_segment_bytes) + 2, 4, 128));
   }
 };
 
@@ -1780,7 +1791,7 @@ Result<std::unique_ptr<ParamStore>> ParamStore::Open(StoreOptions options, std::
   if (!impl->options.data_dir.empty() && !impl->options.log_in_storage) {
     METAPS_ASSIGN_OR_RETURN(impl->file_log,
                             FileLog::Open(impl->options.data_dir + "/" + kPushLogDir, impl->options.sync,
-                                          impl->options.log_segment_bytes, impl->MaxSpareSegments()));
+                                          impl->options.log_segment_bytes, impl->MaxLogFiles()));
   }
   METAPS_RETURN_IF_ERROR(impl->LoadRegistry(&fresh));
   METAPS_RETURN_IF_ERROR(impl->Replay());

@@ -730,6 +730,32 @@ TEST(ParamStoreTest, RecycledLogSegmentsReplayOnlyTheirOwnRecordsWithSync) {
   RecycledLogSegmentsReplayOnlyTheirOwnRecords(true);
 }
 
+// Retired segments are kept for reuse while the log's files (segments and spares) number at
+// most twice its write-back bound plus two (here 2 x 2 + 2 = 6 files of 4 KiB), so a log that
+// grows past the bound while a write-back runs does not create and delete files on every cycle;
+// beyond that they are deleted: pushes far past the bound leave at most 6 files once flushed,
+// and every acknowledged push is still there after a kill.
+TEST(ParamStoreTest, TheLogKeepsAtMostTwiceItsWritebackBoundInFiles) {
+  TempDir dir;
+  Workload w;
+  StoreOptions o = FileLogOptions(dir);
+  o.log_segment_bytes = 4096;
+  o.writeback_log_bytes = 8192;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    for (int r = 0; r < 30; ++r) w.Round(store.get(), ref.get());
+    ASSERT_TRUE(store->Flush().ok());
+    const size_t files = Segments(dir.path("pushlog")).size() + Spares(dir.path("pushlog")).size();
+    EXPECT_GE(files, 1u);
+    EXPECT_LE(files, 6u);
+    EXPECT_GT(store->Stats().log_segments_reused, 0u);
+    for (int r = 0; r < 10; ++r) w.Round(store.get(), ref.get());
+  }
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
 // A damaged record in a segment that is not the last cannot be a torn write: the records after
 // it would be lost, so opening the store fails with DataLoss, naming the segment. Damaging the
 // first record of the log, or the last of a segment, is found too.
