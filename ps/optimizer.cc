@@ -172,14 +172,26 @@ class Adagrad final : public Optimizer {
 
 class Adam final : public Optimizer {
  public:
-  // Bias corrections for the first kTable counts are computed once (same formula, same values).
-  static constexpr uint64_t kTable = 4096;
+  // Bias corrections 1/(1 - beta^t) are tabulated per count, up to the count from which both are
+  // exactly 1.0f (1 - beta^t only grows with t, so once the correction rounds to 1.0f it stays
+  // there): about 16.6k counts for beta2 = 0.999, 166k for 0.9999. Past that point a row costs a
+  // constant; past kMaxTable (betas closer to 1) the formula runs per row. The table holds the
+  // formula's own values, so the results do not depend on whether a count is in it: a row updated
+  // millions of times, or replayed, gets the same bits either way. (Before, only counts below 4096
+  // were tabulated, and every later update of a row paid two double-precision pow calls, which
+  // doubled Adam's cost per row in long-running jobs.)
+  static constexpr uint64_t kMaxTable = uint64_t{1} << 18;
   explicit Adam(const OptimizerSpec& s) : Optimizer(s) {
-    c1_.resize(kTable);
-    c2_.resize(kTable);
-    for (uint64_t t = 1; t < kTable; ++t) {
-      c1_[t] = Correction(spec_.beta1, t);
-      c2_[t] = Correction(spec_.beta2, t);
+    c1_.push_back(0.0f);  // t = 0 does not occur
+    c2_.push_back(0.0f);
+    for (uint64_t t = 1; t < kMaxTable; ++t) {
+      const float a = Correction(spec_.beta1, t), b = Correction(spec_.beta2, t);
+      c1_.push_back(a);
+      c2_.push_back(b);
+      if (a == 1.0f && b == 1.0f) {
+        ones_from_ = t;
+        break;
+      }
     }
   }
   static float Correction(float beta, uint64_t t) {
@@ -194,23 +206,32 @@ class Adam final : public Optimizer {
     ApplyBatch(&row, 1, dim);
   }
   void ApplyBatch(const RowUpdate* rows, size_t n, uint32_t dim) const override {
-    // Bias corrections 1/(1 - beta^t), computed in double, gathered per block of rows so that the
-    // vector kernel sees plain arrays.
+    // Bias corrections gathered per block of rows so that the vector kernel sees plain arrays.
     constexpr size_t kBlock = 256;
     float c1[kBlock], c2[kBlock];
+    const uint64_t table = c1_.size();
     for (size_t base = 0; base < n; base += kBlock) {
       const size_t k = std::min(kBlock, n - base);
       for (size_t r = 0; r < k; ++r) {
         const uint64_t t = rows[base + r].t;
-        c1[r] = t < kTable ? c1_[t] : Correction(spec_.beta1, t);
-        c2[r] = t < kTable ? c2_[t] : Correction(spec_.beta2, t);
+        if (t < table) {
+          c1[r] = c1_[t];
+          c2[r] = c2_[t];
+        } else if (t >= ones_from_) {
+          c1[r] = 1.0f;
+          c2[r] = 1.0f;
+        } else {
+          c1[r] = Correction(spec_.beta1, t);
+          c2[r] = Correction(spec_.beta2, t);
+        }
       }
       internal::AdamRows(rows + base, k, n - base, dim, spec_.lr, spec_.beta1, spec_.beta2, spec_.eps, c1, c2);
     }
   }
 
  private:
-  std::vector<float> c1_, c2_;
+  std::vector<float> c1_, c2_;        // by count, [0, table size)
+  uint64_t ones_from_ = UINT64_MAX;  // both corrections are exactly 1.0f from this count on
 };
 
 class Ftrl final : public Optimizer {

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -110,6 +111,38 @@ TEST(OptimizerTest, AdamBiasCorrectionUsesTheGivenCount) {
   OptRun r = Make(s, {0.0f});
   Step(r, {5.0f}, 1);  // mhat = g, vhat = g^2: w = -0.1 * 5/5 = -0.1
   EXPECT_NEAR(r.w[0], -0.1f, 1e-6f);
+}
+
+// Adam tabulates its bias corrections by update count; a row's step must not depend on whether its
+// count is in the table, past the point where the corrections are exactly 1, or beyond the table
+// (betas close to 1): each is checked against the rule evaluated here, one rounded operation at a
+// time (volatile: no contraction, no extra precision).
+TEST(OptimizerTest, AdamStepMatchesTheRuleAtAnyUpdateCount) {
+  for (float beta2 : {0.999f, 0.99999f}) {
+    OptimizerSpec s = DefaultOptimizerSpec(OptimizerKind::kAdam);
+    s.beta2 = beta2;
+    for (uint64_t t : {uint64_t{1}, uint64_t{2}, uint64_t{4095}, uint64_t{4096}, uint64_t{10000}, uint64_t{16000},
+                       uint64_t{17000}, uint64_t{100000}, uint64_t{262143}, uint64_t{262144}, uint64_t{300000},
+                       uint64_t{3000000}, uint64_t{1} << 40}) {
+      const float g = 0.75f, w0 = 0.25f;
+      OptRun r = Make(s, {w0});
+      Step(r, {g}, t);
+      const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(double{s.beta1}, static_cast<double>(t))));
+      const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(double{s.beta2}, static_cast<double>(t))));
+      volatile float m = (1.0f - s.beta1) * g;
+      volatile float bg = (1.0f - s.beta2) * g;
+      volatile float v = bg * g;
+      volatile float mc = m * c1;
+      volatile float num = s.lr * mc;
+      volatile float vc = v * c2;
+      volatile float den = std::sqrt(static_cast<float>(vc)) + s.eps;
+      volatile float step = num / den;
+      const float want = w0 - step;
+      EXPECT_EQ(r.w[0], want) << "beta2 " << beta2 << " t " << t;
+      EXPECT_EQ(r.state[0], static_cast<float>(m)) << "t " << t;
+      EXPECT_EQ(r.state[1], static_cast<float>(v)) << "t " << t;
+    }
+  }
 }
 
 TEST(OptimizerTest, FtrlProximalThreeStepsByHand) {
