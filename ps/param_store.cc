@@ -758,6 +758,12 @@ struct ParamStore::Impl {
       const uint64_t bit = uint64_t{1} << (slot & 63);
       if (!(w & bit)) w |= bit;
     }
+    // SetRef for threads that share one op's rows (a word holds 64 slots' bits).
+    void SetRefShared(uint32_t slot) {
+      std::atomic_ref<uint64_t> w(ref_bits[slot >> 6]);
+      const uint64_t bit = uint64_t{1} << (slot & 63);
+      if (!(w.load(std::memory_order_relaxed) & bit)) w.fetch_or(bit, std::memory_order_relaxed);
+    }
     // Clears the slot's reference bit and says whether it was set.
     bool TakeRef(uint32_t slot) {
       uint64_t& w = ref_bits[slot >> 6];
@@ -834,9 +840,67 @@ struct ParamStore::Impl {
   // Rows per chunk of a big push's optimizer work shared with the side thread.
   static constexpr size_t kApplyChunkRows = 256;
   std::unique_ptr<SideThread> side;
+  // options.helper_threads threads (started on first use) that share a big request's rows; see
+  // RunShared.
+  std::vector<std::unique_ptr<SideThread>> helpers;
+  // Pulls of at least this many keys split their gather across the helpers, in chunks.
+  static constexpr size_t kSharedPullRows = 2048, kPullChunkRows = 512;
+  std::vector<std::vector<uint32_t>> helper_miss_pos;  // per worker of a shared pull
+
+  // Runs work(0) on this thread and work(1..k) on k helpers (k = helpers configured), and returns
+  // once all have. REQUIRES: mu held (the helpers work under this thread's lock).
+  size_t NumHelpers() const { return static_cast<size_t>(std::max(0, options.helper_threads)); }
+  void StartHelpers(const std::function<void(size_t)>& work) {
+    while (helpers.size() < NumHelpers()) helpers.push_back(std::make_unique<SideThread>());
+    for (size_t h = 0; h < helpers.size(); ++h) helpers[h]->Start([&work, h] { work(h + 1); });
+  }
+  void WaitHelpers() {
+    for (auto& h : helpers) h->Wait();
+  }
   // Set when a log append failed after the optimizer had changed rows (guarded by mu): the
   // memory holds an update the log does not, so every call fails with it from then on.
   Status failed;
+
+  // A pull's pass over keys[begin, end): copies each resident row's weights to its place in
+  // `out` and appends the positions of the keys that are not resident to `misses`. One
+  // software-pipelined pass: index entries prefetched kIndexAhead keys ahead, a row's lines
+  // kSlotAhead keys before its copy. Resident rows need no pin: nothing can evict them before
+  // they are copied (mu is held). `shared`: other threads run the same pass over other keys.
+  void GatherResident(Table* t, std::span<const Key> keys, size_t begin, size_t end, float* out, bool shared,
+                      std::vector<uint32_t>* misses) {
+    constexpr size_t kIndexAhead = 16, kSlotAhead = 8;
+    const uint32_t dim = t->spec.dim;
+    const size_t bytes = size_t{dim} * 4;
+    const size_t lines = std::min<size_t>(8, (bytes + 63) / 64);
+    uint32_t* found = slots.data();
+    for (size_t i = begin; i < std::min(end, begin + kIndexAhead); ++i) t->index_map.Prefetch(keys[i]);
+    for (size_t i = begin; i < end + kSlotAhead; ++i) {
+      if (i < end) {
+        if (i + kIndexAhead < end) t->index_map.Prefetch(keys[i + kIndexAhead]);
+        const uint32_t s = t->index_map.Find(keys[i]);
+        found[i] = s;
+        if (s != KeyIndex::kNone) {
+          const char* p = reinterpret_cast<const char*>(t->Weights(s));
+          for (size_t l = 0; l < lines; ++l) __builtin_prefetch(p + 64 * l);
+        }
+      }
+      if (i >= begin + kSlotAhead) {
+        const size_t j = i - kSlotAhead;
+        const uint32_t s = found[j];
+        if (s != KeyIndex::kNone) {
+          // No store (dirty line) when the bit is already set.
+          if (shared) {
+            t->SetRefShared(s);
+          } else {
+            t->SetRef(s);
+          }
+          std::memcpy(out + j * dim, t->Weights(s), bytes);
+        } else {
+          misses->push_back(static_cast<uint32_t>(j));
+        }
+      }
+    }
+  }
 
   // ---- Cache -----------------------------------------------------------------------------------
 
@@ -1575,10 +1639,16 @@ struct ParamStore::Impl {
             StageTimer side_apply_timer(prof, StageProfile::kSideApply);
             apply_chunks();
           });
+          // Helpers (machines with idle cores; none by default below 8 hardware threads) take
+          // chunks from the start.
+          const std::function<void(size_t)> helper_work = [&apply_chunks](size_t) { apply_chunks(); };
+          if (NumHelpers() > 0 && chunks > 1) StartHelpers(helper_work);
           apply_chunks();
           apply_timer.Stop();
           StageTimer wait_timer(prof, StageProfile::kPushLog);  // what the apply did not hide
-          side->Wait();  // (in this scope: the side thread's task uses next_chunk and apply_chunks)
+          // (In this scope: the other threads' tasks use next_chunk and apply_chunks.)
+          if (NumHelpers() > 0 && chunks > 1) WaitHelpers();
+          side->Wait();
         }
         if (!as.ok()) {
           failed = as.WithContext("appending the push to the log (the store has stopped: restart it to recover)");
@@ -1663,6 +1733,12 @@ struct ParamStore::Impl {
 };
 
 // ---- ParamStore ----------------------------------------------------------------------------------
+
+int StoreOptions::ResolveHelperThreads(int configured) {
+  if (configured >= 0) return configured;
+  const int hw = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(hw / 4 - 1, 0, 7);
+}
 
 ParamStore::ParamStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
@@ -1759,6 +1835,7 @@ Result<std::unique_ptr<ParamStore>> ParamStore::Open(StoreOptions options, std::
   impl->dirty_threshold = std::max<uint64_t>(1, std::min(options.writeback_dirty_bytes, options.cache_bytes / 2));
   if (options.writeback_log_bytes == 0) options.writeback_log_bytes = 1;
   if (options.log_segment_bytes < 4096) options.log_segment_bytes = 4096;
+  options.helper_threads = StoreOptions::ResolveHelperThreads(options.helper_threads);
   for (size_t i = 0; i < tables.size(); ++i) {
     const TableSpec& spec = tables[i];
     if (spec.name.empty()) return InvalidArgument("tables[" + std::to_string(i) + "]: empty name");
@@ -1845,35 +1922,33 @@ Status ParamStore::Pull(std::string_view table, std::span<const Key> keys, float
   const size_t n = keys.size();
   const uint32_t dim = t->spec.dim;
   const size_t bytes = size_t{dim} * 4;
-  // Resident rows are copied out as they are found, in one software-pipelined pass (index
-  // entries prefetched kIndexAhead keys ahead, a row's lines kSlotAhead keys before the copy).
-  // They need no pin: nothing can evict them before they are copied. The misses are then loaded
-  // (pinned) and copied.
+  // Resident rows are copied out as they are found (GatherResident: on this thread, or shared
+  // with the helpers for a big pull). The misses are then loaded (pinned) and copied.
   StageTimer copy_timer(m.prof, StageProfile::kPullCopy);
-  constexpr size_t kIndexAhead = 16, kSlotAhead = 8;
-  const size_t lines = std::min<size_t>(8, (bytes + 63) / 64);
   m.slots.resize(n);
   m.pull_miss_pos.clear();
-  for (size_t i = 0; i < std::min(n, kIndexAhead); ++i) t->index_map.Prefetch(keys[i]);
-  for (size_t i = 0; i < n + kSlotAhead; ++i) {
-    if (i < n) {
-      if (i + kIndexAhead < n) t->index_map.Prefetch(keys[i + kIndexAhead]);
-      const uint32_t s = t->index_map.Find(keys[i]);
-      m.slots[i] = s;
-      if (s != KeyIndex::kNone) {
-        const char* p = reinterpret_cast<const char*>(t->Weights(s));
-        for (size_t l = 0; l < lines; ++l) __builtin_prefetch(p + 64 * l);
+  const size_t workers = n >= Impl::kSharedPullRows ? m.NumHelpers() + 1 : 1;
+  if (workers == 1) {
+    m.GatherResident(t, keys, 0, n, out, false, &m.pull_miss_pos);
+  } else {
+    // Chunks of keys to whichever thread is free; each gathers its chunks' resident rows and
+    // notes its misses, which are then loaded here as for a pull on one thread.
+    const size_t chunks = (n + Impl::kPullChunkRows - 1) / Impl::kPullChunkRows;
+    std::atomic<size_t> next_chunk{0};
+    m.helper_miss_pos.resize(workers);
+    const std::function<void(size_t)> work = [&](size_t w) {
+      std::vector<uint32_t>* misses = w == 0 ? &m.pull_miss_pos : &m.helper_miss_pos[w];
+      misses->clear();
+      for (size_t c; (c = next_chunk.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+        const size_t begin = c * Impl::kPullChunkRows;
+        m.GatherResident(t, keys, begin, std::min(n, begin + Impl::kPullChunkRows), out, true, misses);
       }
-    }
-    if (i >= kSlotAhead) {
-      const size_t j = i - kSlotAhead;
-      const uint32_t s = m.slots[j];
-      if (s != KeyIndex::kNone) {
-        t->SetRef(s);  // no store (dirty line) when already set
-        std::memcpy(out + j * dim, t->Weights(s), bytes);
-      } else {
-        m.pull_miss_pos.push_back(static_cast<uint32_t>(j));
-      }
+    };
+    m.StartHelpers(work);
+    work(0);
+    m.WaitHelpers();
+    for (size_t w = 1; w < workers; ++w) {
+      m.pull_miss_pos.insert(m.pull_miss_pos.end(), m.helper_miss_pos[w].begin(), m.helper_miss_pos[w].end());
     }
   }
   copy_timer.Stop();

@@ -77,6 +77,13 @@ struct StoreOptions {
   // for big write-backs, while a flush per small one would litter the storage with small table
   // files. Default: 32 MiB (about half a RocksDB memtable); 0: always.
   uint64_t writeback_unlogged_bytes = 32ull << 20;
+  // Threads besides the request thread (and a big push's log side thread) that share the row
+  // work of one big request: a pull's gather of resident rows, a push's optimizer rows. They
+  // shorten a request where cores are idle; on a box whose cores are all busy they only add
+  // hand-offs. -1 (default): hardware threads / 4 - 1, at most 7 (none below 8 hardware threads).
+  int helper_threads = -1;
+  // helper_threads with -1 resolved for this machine.
+  static int ResolveHelperThreads(int configured);
 };
 
 // Who sent a push, for exactly-once application of retries: a retried push carries the same

@@ -12,8 +12,10 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <numeric>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "common/config.h"
 #include "common/memory_storage.h"
@@ -858,6 +860,59 @@ TEST(ParamStoreTest, BigPushesAppendTheLogAlongsideTheOptimizerAndReplayExactly)
   auto store = OpenOrDie(o, OpenRocks(dir.path()));
   EXPECT_EQ(store->Stats().replayed_records, 12u);
   ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
+// Helper threads share a big pull's gather and a big push's optimizer rows. With a cache that
+// holds a fraction of the keys (pulls hit and miss, rows are evicted and reloaded), a store with
+// three helpers must pull bitwise what a single-threaded reference pulls, hold the same rows, and
+// replay to them.
+TEST(ParamStoreTest, HelperThreadsShareBigPullsAndPushesWithTheSameResults) {
+  TempDir dir;
+  StoreOptions ro = Quiet();
+  ro.helper_threads = 0;
+  auto ref = OpenOrDie(ro, std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  StoreOptions o = BigPushSetup(dir, false, &w);
+  o.helper_threads = 3;
+  o.cache_bytes = 512 << 10;  // a fraction of the rows of 3 tables x 6000 keys
+  std::mt19937_64 rng(7);
+  auto pull_both = [&](ParamStore* store) {
+    std::vector<Key> keys(5000);  // unique keys; some never pushed (initial values)
+    std::vector<Key> all(w.key_space + 1000);
+    std::iota(all.begin(), all.end(), Key{0});
+    std::shuffle(all.begin(), all.end(), rng);
+    std::copy_n(all.begin(), keys.size(), keys.begin());
+    const size_t dim = store->FindTable("emb")->dim;
+    std::vector<float> got(keys.size() * dim, -1.0f), want(keys.size() * dim, -2.0f);
+    ASSERT_TRUE(store->Pull("emb", keys, got.data()).ok());
+    ASSERT_TRUE(ref->Pull("emb", keys, want.data()).ok());
+    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4));
+  };
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    for (int r = 0; r < 3; ++r) {
+      w.Round(store.get(), ref.get(), 3000);
+      pull_both(store.get());
+    }
+    ASSERT_TRUE(store->Flush().ok());
+    for (int r = 0; r < 3; ++r) {
+      w.Round(store.get(), ref.get(), 3000);
+      pull_both(store.get());
+    }
+    EXPECT_GT(store->Stats().cache_misses, 6000u);  // the cache did evict and reload
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+  }
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+  pull_both(store.get());
+}
+
+TEST(ParamStoreTest, HelperThreadsDefaultToNoneBelowEightHardwareThreads) {
+  EXPECT_EQ(StoreOptions::ResolveHelperThreads(0), 0);
+  EXPECT_EQ(StoreOptions::ResolveHelperThreads(5), 5);
+  const int hw = static_cast<int>(std::thread::hardware_concurrency());
+  const int want = hw < 8 ? 0 : std::min(7, hw / 4 - 1);
+  EXPECT_EQ(StoreOptions::ResolveHelperThreads(-1), want);
 }
 
 // A log append that fails after the optimizer has changed rows (the big-push path) stops the
