@@ -3,6 +3,7 @@
 // RocksDB WriteBatch rows/s for 272-byte rows as the yardstick. Not a test.
 //
 // Usage: param_store_benchmark [--dir DIR] [--seconds S] [--keys N] [--zipf S] [--sync] [--no-writeback]
+//                              [--helper-threads N]
 // (--no-writeback adds a run of the push path alone: log append + apply, write-back held off.)
 #include <chrono>
 #include <cmath>
@@ -37,6 +38,7 @@ struct Args {
   bool no_writeback = false;
   uint32_t dim = 32;
   size_t batch = 10'000;
+  int helper_threads = -1;
 };
 
 double RawRocksDb(const std::string& dir, double seconds) {
@@ -140,6 +142,7 @@ std::unique_ptr<ParamStore> OpenStore(const Args& a, const std::string& dir, uin
   o.data_dir = dir;
   o.cache_bytes = cache_bytes;
   o.sync = a.sync;
+  o.helper_threads = a.helper_threads;
   TableSpec t;
   t.name = "emb";
   t.dim = a.dim;
@@ -180,8 +183,9 @@ int main(int argc, char** argv) {
     else if (f == "--zipf") a.zipf = std::stod(next());
     else if (f == "--sync") a.sync = true;
     else if (f == "--no-writeback") a.no_writeback = true;
+    else if (f == "--helper-threads") a.helper_threads = std::stoi(next());
     else {
-      std::fprintf(stderr, "usage: %s [--dir DIR] [--seconds S] [--keys N] [--zipf S] [--sync] [--no-writeback]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--dir DIR] [--seconds S] [--keys N] [--zipf S] [--sync] [--no-writeback] [--helper-threads N]\n", argv[0]);
       return 2;
     }
   }
