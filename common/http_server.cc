@@ -1,4 +1,5 @@
 #include "common/http_server.h"
+#include "common/thread_name.h"
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -69,7 +70,10 @@ Result<int> HttpServer::Start(const std::string& address, int port) {
   if (ec) return Unavailable("cannot listen on " + address + ":" + std::to_string(port) + ": " + ec.message());
   int bound = impl_->acceptor->local_endpoint().port();
   impl_->Accept();
-  impl_->thread = std::thread([this] { impl_->io.run(); });
+  impl_->thread = std::thread([this] {
+    NameThisThread("http");
+    impl_->io.run();
+  });
   return bound;
 }
 

@@ -10,13 +10,17 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
+
+#include "common/thread_name.h"
 
 namespace metaps {
 
 class SideThread {
  public:
-  SideThread() : thread_([this] { Loop(); }) {}
+  // `name` (at most 15 characters) is the thread's name in top -H, perf and /proc.
+  explicit SideThread(std::string name = "metaps-side") : name_(std::move(name)), thread_([this] { Loop(); }) {}
   ~SideThread() {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -46,6 +50,7 @@ class SideThread {
 
  private:
   void Loop() {
+    NameThisThread(name_);
     std::unique_lock<std::mutex> l(mu_);
     while (true) {
       cv_.wait(l, [this] { return pending_ || stop_; });
@@ -67,6 +72,7 @@ class SideThread {
   std::function<void()> task_;
   bool pending_ = false;
   bool stop_ = false;
+  std::string name_;
   std::thread thread_;  // last: starts after the members it uses
 };
 

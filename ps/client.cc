@@ -1,6 +1,7 @@
 #include "ps/client.h"
 
 #include "common/first_occurrence.h"
+#include "common/thread_name.h"
 
 #include <algorithm>
 #include <bit>
@@ -196,7 +197,10 @@ Status PsClient::Start() {
     if (stopping_) return FailedPrecondition("client was stopped");
     running_ = true;
   }
-  io_thread_ = std::thread([this] { IoLoop(); });
+  io_thread_ = std::thread([this] {
+    NameThisThread("ps-client-io");
+    IoLoop();
+  });
   return Status::Ok();
 }
 

@@ -851,7 +851,9 @@ struct ParamStore::Impl {
   // once all have. REQUIRES: mu held (the helpers work under this thread's lock).
   size_t NumHelpers() const { return static_cast<size_t>(std::max(0, options.helper_threads)); }
   void StartHelpers(const std::function<void(size_t)>& work) {
-    while (helpers.size() < NumHelpers()) helpers.push_back(std::make_unique<SideThread>());
+    while (helpers.size() < NumHelpers()) {
+      helpers.push_back(std::make_unique<SideThread>("ps-helper-" + std::to_string(helpers.size() + 1)));
+    }
     for (size_t h = 0; h < helpers.size(); ++h) helpers[h]->Start([&work, h] { work(h + 1); });
   }
   void WaitHelpers() {
@@ -1616,7 +1618,7 @@ struct ParamStore::Impl {
         // then. A failed append after the rows changed cannot be undone, so it fails the store
         // (fail-stop): every later call returns the error, nothing more is written back, and a
         // restart replays the log, which does not hold this push.
-        if (!side) side = std::make_unique<SideThread>();
+        if (!side) side = std::make_unique<SideThread>("ps-log-side");
         Status as;
         log_timer.Stop();
         {
@@ -1883,7 +1885,10 @@ Result<std::unique_ptr<ParamStore>> ParamStore::Open(StoreOptions options, std::
   METAPS_RETURN_IF_ERROR(impl->LoadRegistry(&fresh));
   METAPS_RETURN_IF_ERROR(impl->Replay());
   Impl* raw = impl.get();
-  raw->writer = std::thread([raw] { raw->WriterLoop(); });
+  raw->writer = std::thread([raw] {
+    NameThisThread("ps-writeback");
+    raw->WriterLoop();
+  });
   return std::unique_ptr<ParamStore>(new ParamStore(std::move(impl)));
 }
 
