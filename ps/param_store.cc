@@ -4,6 +4,7 @@
 #include "common/first_occurrence.h"
 #include <sys/resource.h>
 #include <unistd.h>
+#include "common/shared_work.h"
 #include "common/side_thread.h"
 #include "common/internal/profile_sink.h"
 
@@ -840,24 +841,19 @@ struct ParamStore::Impl {
   // Rows per chunk of a big push's optimizer work shared with the side thread.
   static constexpr size_t kApplyChunkRows = 256;
   std::unique_ptr<SideThread> side;
-  // options.helper_threads threads (started on first use) that share a big request's rows; see
-  // RunShared.
-  std::vector<std::unique_ptr<SideThread>> helpers;
+  // options.helper_threads threads (started on first use) that join a big request's row work;
+  // see SharedWork (the caller never waits for a helper that has not started).
+  std::unique_ptr<SharedWork> helpers;
   // Pulls of at least this many keys split their gather across the helpers, in chunks.
   static constexpr size_t kSharedPullRows = 2048, kPullChunkRows = 512;
   std::vector<std::vector<uint32_t>> helper_miss_pos;  // per worker of a shared pull
 
-  // Runs work(0) on this thread and work(1..k) on k helpers (k = helpers configured), and returns
-  // once all have. REQUIRES: mu held (the helpers work under this thread's lock).
   size_t NumHelpers() const { return static_cast<size_t>(std::max(0, options.helper_threads)); }
-  void StartHelpers(const std::function<void(size_t)>& work) {
-    while (helpers.size() < NumHelpers()) {
-      helpers.push_back(std::make_unique<SideThread>("ps-helper-" + std::to_string(helpers.size() + 1)));
-    }
-    for (size_t h = 0; h < helpers.size(); ++h) helpers[h]->Start([&work, h] { work(h + 1); });
-  }
-  void WaitHelpers() {
-    for (auto& h : helpers) h->Wait();
+  // Runs task(0) here and task(w) on each helper that joins. REQUIRES: mu held (the helpers work
+  // under this thread's lock).
+  void RunShared(const std::function<void(size_t)>& task) {
+    if (!helpers) helpers = std::make_unique<SharedWork>(NumHelpers(), "ps-helper");
+    helpers->Run(task);
   }
   // Set when a log append failed after the optimizer had changed rows (guarded by mu): the
   // memory holds an update the log does not, so every call fails with it from then on.
@@ -1641,16 +1637,16 @@ struct ParamStore::Impl {
             StageTimer side_apply_timer(prof, StageProfile::kSideApply);
             apply_chunks();
           });
-          // Helpers (machines with idle cores; none by default below 8 hardware threads) take
-          // chunks from the start.
-          const std::function<void(size_t)> helper_work = [&apply_chunks](size_t) { apply_chunks(); };
-          if (NumHelpers() > 0 && chunks > 1) StartHelpers(helper_work);
-          apply_chunks();
+          // Helpers (machines with idle cores; none by default below 8 hardware threads) that
+          // are free join from the start.
+          if (NumHelpers() > 0 && chunks > 1) {
+            RunShared([&apply_chunks](size_t) { apply_chunks(); });
+          } else {
+            apply_chunks();
+          }
           apply_timer.Stop();
           StageTimer wait_timer(prof, StageProfile::kPushLog);  // what the apply did not hide
-          // (In this scope: the other threads' tasks use next_chunk and apply_chunks.)
-          if (NumHelpers() > 0 && chunks > 1) WaitHelpers();
-          side->Wait();
+          side->Wait();  // (in this scope: the side thread's task uses next_chunk and apply_chunks)
         }
         if (!as.ok()) {
           failed = as.WithContext("appending the push to the log (the store has stopped: restart it to recover)");
@@ -1941,17 +1937,15 @@ Status ParamStore::Pull(std::string_view table, std::span<const Key> keys, float
     const size_t chunks = (n + Impl::kPullChunkRows - 1) / Impl::kPullChunkRows;
     std::atomic<size_t> next_chunk{0};
     m.helper_miss_pos.resize(workers);
+    for (auto& v : m.helper_miss_pos) v.clear();  // a helper may not join this pull
     const std::function<void(size_t)> work = [&](size_t w) {
       std::vector<uint32_t>* misses = w == 0 ? &m.pull_miss_pos : &m.helper_miss_pos[w];
-      misses->clear();
       for (size_t c; (c = next_chunk.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
         const size_t begin = c * Impl::kPullChunkRows;
         m.GatherResident(t, keys, begin, std::min(n, begin + Impl::kPullChunkRows), out, true, misses);
       }
     };
-    m.StartHelpers(work);
-    work(0);
-    m.WaitHelpers();
+    m.RunShared(work);
     for (size_t w = 1; w < workers; ++w) {
       m.pull_miss_pos.insert(m.pull_miss_pos.end(), m.helper_miss_pos[w].begin(), m.helper_miss_pos[w].end());
     }
