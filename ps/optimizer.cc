@@ -61,7 +61,9 @@ OptimizerSpec DefaultOptimizerSpec(OptimizerKind kind) {
 // correctly rounded IEEE operations (+, *, /, sqrt) in the source's order: vectorising changes
 // how many coordinates are done at once, never a result bit. Replay after a crash therefore
 // reproduces the live path's rows bitwise whichever clone runs.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Not under ThreadSanitizer: its runtime is not set up yet when the loader runs the clones'
+// ifunc resolvers, and the process crashes before main.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define METAPS_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define METAPS_VECTOR_CLONES
