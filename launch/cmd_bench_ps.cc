@@ -553,6 +553,7 @@ int RunBench(BenchFlags f) {
   out["dim"] = f.dim;
   out["batch"] = f.batch;
   out["window"] = f.window;
+  out["hardware_threads"] = std::thread::hardware_concurrency();
   out["rounds"] = f.rounds;
   out["seconds_per_phase"] = f.seconds;
   out["warmup_seconds_per_phase"] = f.warmup_seconds;

@@ -2101,6 +2101,8 @@ StoreStats ParamStore::Stats() const {
   s.log_records_pending = impl_->log_records_pending;
   s.log_segments_created = impl_->file_log ? impl_->file_log->segments_created() : 0;
   s.log_segments_reused = impl_->file_log ? impl_->file_log->segments_reused() : 0;
+  s.helper_threads = impl_->NumHelpers();
+  s.helper_joins = impl_->helpers ? impl_->helpers->joins() : 0;
   return s;
 }
 

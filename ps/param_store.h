@@ -109,6 +109,9 @@ struct StoreStats {
   // Push-log segments started since open (file log only): new files, and retired ones reused.
   // Mostly new files under a steady load means the spare pool is too small for the log volume.
   uint64_t log_segments_created, log_segments_reused;
+  // Helper threads (StoreOptions::helper_threads, resolved), and how many times one joined a
+  // request's row work: joins near zero with helpers configured means their cores were busy.
+  uint64_t helper_threads, helper_joins;
 };
 
 class ParamStore {

@@ -907,6 +907,7 @@ TEST(ParamStoreTest, HelperThreadsShareBigPullsAndPushesWithTheSameResults) {
     // More misses than distinct rows ever touched (3 tables x 6000 keys, 1000 more only pulled):
     // rows were evicted and loaded again.
     EXPECT_GT(store->Stats().cache_misses, 3u * 6000 + 1000) << store->Stats().rows_cached << " rows cached";
+    EXPECT_EQ(store->Stats().helper_threads, 3u);
     ExpectSameState(store.get(), ref.get(), w.key_space);
   }
   auto store = OpenOrDie(o, OpenRocks(dir.path()));

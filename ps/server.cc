@@ -320,6 +320,8 @@ Result<Message> Server::HandleStats(Message& request) {
       {"rows_written", s.rows_written},
       {"log_segments_created", s.log_segments_created},
       {"log_segments_reused", s.log_segments_reused},
+      {"helper_threads", s.helper_threads},
+      {"helper_joins", s.helper_joins},
   };
   Message reply = ReplyTo(request.header, MsgType::kStatsReply);
   reply.header.meta = j.dump();

@@ -156,6 +156,9 @@ TEST(ServerTest, StoreTimeIsCountedPerOpAndReported) {
   EXPECT_EQ(after_push["pull_store_ns"], after_pull["pull_store_ns"]);
   EXPECT_GT(after_push["push_store_ns"].get<uint64_t>(), 0u);
   EXPECT_EQ(job.server(0).counters().push_store_ns, after_push["push_store_ns"].get<uint64_t>());
+  // The store's helpers (default options: resolved for this machine) and their joins are reported.
+  EXPECT_EQ(after_push["helper_threads"].get<int>(), StoreOptions::ResolveHelperThreads(-1));
+  EXPECT_TRUE(after_push["helper_joins"].is_number_unsigned());
 }
 
 TEST(ServerTest, DenseTensorsArePulledAndPushedWhole) {
