@@ -119,6 +119,14 @@ Result<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(const std::string& 
   data_cf.target_file_size_base = 64ull << 20;
   data_cf.max_bytes_for_level_base = 256ull << 20;
   data_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(data_table));
+  // L0 -> L1 compaction after 8 flushed files rather than RocksDB's 4. A write-back rewrites
+  // every row dirtied since the last (for a uniformly updated table: all of them), so each L0 ->
+  // L1 compaction rewrites about the whole of L1; merging twice the L0 files per compaction halves
+  // that. Measured on `bench ps` uniform_resident (8-s push phases): the compaction thread's CPU
+  // 76-87 against 139-142 ticks, ~0.07 ms less CPU per 10k-row push; point reads of the over-cache
+  // cases check a few more L0 Bloom filters and were not slower. The slowdown (20) and stop (36)
+  // triggers keep their defaults.
+  data_cf.level0_file_num_compaction_trigger = 8;
 
   rocksdb::BlockBasedTableOptions log_table;
   log_table.block_cache = cache;
