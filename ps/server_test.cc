@@ -159,6 +159,13 @@ TEST(ServerTest, StoreTimeIsCountedPerOpAndReported) {
   // The store's helpers (default options: resolved for this machine) and their joins are reported.
   EXPECT_EQ(after_push["helper_threads"].get<int>(), StoreOptions::ResolveHelperThreads(-1));
   EXPECT_TRUE(after_push["helper_joins"].is_number_unsigned());
+  // The push's log record is pending until a write-back covers it (one snapshot: both or neither).
+  EXPECT_TRUE((after_push["log_records_pending"] == 1u && after_push["writebacks"] == 0u) ||
+              (after_push["log_records_pending"] == 0u && after_push["writebacks"].get<uint64_t>() > 0))
+      << after_push.dump();
+  EXPECT_EQ(before["log_records_pending"], 0u);
+  EXPECT_EQ(after_push["writeback_errors"], 0u);
+  EXPECT_EQ(after_push["replayed_records"], 0u);
 }
 
 TEST(ServerTest, DenseTensorsArePulledAndPushedWhole) {

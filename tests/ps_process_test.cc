@@ -199,12 +199,27 @@ TEST_P(KillRecoveryTest, KillNineAfterAcknowledgedPushesLosesNothing) {
     auto dense = client->PullDense("mlp").get();
     ASSERT_TRUE(dense.ok());
     dense_before = *dense;
+    auto stats = client->Stats().get();
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    const uint64_t pending = nlohmann::json::parse((*stats)[0])["log_records_pending"].get<uint64_t>();
     ASSERT_TRUE(server.proc.Signal(SIGKILL).ok());
     ASSERT_EQ(server.proc.Wait(std::chrono::seconds(10)).value_or(-1), 128 + SIGKILL);
 
     auto restarted = ServerProcess::Start(dir / "s", config);
     ASSERT_TRUE(restarted.started()) << ServerProcess::ReadFile(restarted.log);
     auto client2 = Connect({restarted.endpoint});
+    // What the log held uncovered is what the restart replays: all 10 pushes (5 sparse, 5 dense)
+    // without a write-back in between; with write-backs every 20 ms, at most what was pending
+    // when the stats were taken (a write-back may have covered more before the kill).
+    auto restarted_stats = client2->Stats().get();
+    ASSERT_TRUE(restarted_stats.ok()) << restarted_stats.status();
+    auto rj = nlohmann::json::parse((*restarted_stats)[0]);
+    EXPECT_LE(rj["replayed_records"].get<uint64_t>(), pending) << rj.dump();
+    if (GetParam() > 100000) {
+      EXPECT_EQ(pending, 10u);
+      EXPECT_EQ(rj["replayed_records"].get<uint64_t>(), pending) << rj.dump();
+    }
+    EXPECT_EQ(rj["writeback_errors"].get<uint64_t>(), 0u) << rj.dump();
     auto after = client2->Pull("adam_emb", keys).get();
     ASSERT_TRUE(after.ok()) << after.status();
     EXPECT_EQ(after->values, before->values);
@@ -394,6 +409,19 @@ TEST(PsProcessTest, TableTenTimesTheCacheBudgetStaysCorrect) {
       ASSERT_TRUE(client->Push("adam_emb", k, g, r).get().ok());
       ASSERT_TRUE(ref->Push("adam_emb", k, g, r).ok());
     }
+  }
+  // The last push's 5000 rows (more than the budget holds) stay cached until the write-back has
+  // written them (dirty, then in flight); a write-back thread that gets no CPU (a loaded CI
+  // machine) can be late past the whole read-back below, so the bound is checked from a store
+  // whose pushes are all written back: no dirty rows and no log record left uncovered.
+  const auto written_back_by = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (true) {
+    auto s = client->Stats().get();
+    ASSERT_TRUE(s.ok()) << s.status();
+    auto j = nlohmann::json::parse((*s)[0]);
+    if (j["rows_dirty"].get<uint64_t>() == 0 && j["log_records_pending"].get<uint64_t>() == 0) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), written_back_by) << "the write-back never caught up: " << (*s)[0];
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   // Read back in requests of 1000 keys: the rows of the request being served stay resident, so the
   // cache may exceed its budget by at most one request's rows (documented in docs/storage.md).
