@@ -120,7 +120,11 @@ int RunServer(const ServerFlags& f) {
           registered = r.ok();
           if (!r.ok()) log->warn("registration with the scheduler failed: {}; retrying", r.status().ToString());
         } else {
-          auto r = link.Call("heartbeat", {{"role", "server"}, {"id", s.server.shard_id}}, timeout);
+          // The store's statistics ride along: the scheduler exports them (/status, /metrics).
+          auto r = link.Call("heartbeat",
+                             {{"role", "server"}, {"id", s.server.shard_id},
+                              {"store", ps::StoreStatsJson(server.store().Stats())}},
+                             timeout);
           if (r.ok() && r->value("stop", false)) {
             log->info("the scheduler says the job is over");
             server.Stop();

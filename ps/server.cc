@@ -298,18 +298,8 @@ Result<Message> Server::HandleCheckpoint(Message& request) {
   return reply;
 }
 
-Result<Message> Server::HandleStats(Message& request) {
-  StoreStats s = store_->Stats();
-  nlohmann::json j = {
-      {"shard", options_.shard_id},
-      {"requests", counters_.requests},
-      {"errors", counters_.errors},
-      {"rejected", counters_.rejected},
-      {"rows_pulled", counters_.rows_pulled},
-      {"rows_pushed", counters_.rows_pushed},
-      {"duplicate_pushes", counters_.duplicate_pushes},
-      {"pull_store_ns", counters_.pull_store_ns},
-      {"push_store_ns", counters_.push_store_ns},
+nlohmann::json StoreStatsJson(const StoreStats& s) {
+  return {
       {"rows_cached", s.rows_cached},
       {"cache_bytes", s.cache_bytes},
       {"rows_dirty", s.rows_dirty},
@@ -326,6 +316,21 @@ Result<Message> Server::HandleStats(Message& request) {
       {"helper_threads", s.helper_threads},
       {"helper_joins", s.helper_joins},
   };
+}
+
+Result<Message> Server::HandleStats(Message& request) {
+  nlohmann::json j = StoreStatsJson(store_->Stats());
+  j.update(nlohmann::json{
+      {"shard", options_.shard_id},
+      {"requests", counters_.requests},
+      {"errors", counters_.errors},
+      {"rejected", counters_.rejected},
+      {"rows_pulled", counters_.rows_pulled},
+      {"rows_pushed", counters_.rows_pushed},
+      {"duplicate_pushes", counters_.duplicate_pushes},
+      {"pull_store_ns", counters_.pull_store_ns},
+      {"push_store_ns", counters_.push_store_ns},
+  });
   Message reply = ReplyTo(request.header, MsgType::kStatsReply);
   reply.header.meta = j.dump();
   return reply;

@@ -16,6 +16,8 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "common/logging.h"
 #include "common/status.h"
 #include "common/transport.h"
@@ -41,6 +43,9 @@ struct ServerCounters {
   uint64_t pull_store_ns = 0;     // wall time inside the store's Pull (sparse tables)
   uint64_t push_store_ns = 0;     // wall time inside the store's Push (sparse tables)
 };
+
+// The store's statistics as JSON (the store part of a stats reply; also sent with heartbeats).
+nlohmann::json StoreStatsJson(const StoreStats& s);
 
 class Server {
  public:

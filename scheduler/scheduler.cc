@@ -30,6 +30,7 @@ Scheduler::Scheduler(SchedulerOptions options, std::unique_ptr<Transport> transp
       transport_(std::move(transport)),
       logger_(std::move(logger)),
       server_endpoints_(options_.num_servers),
+      server_stats_(options_.num_servers, nlohmann::json::object()),
       clock_(options_.consistency, options_.staleness, options_.num_workers),
       worker_done_(options_.num_workers, false),
       progress_(options_.num_workers) {}
@@ -194,6 +195,7 @@ Result<nlohmann::json> Scheduler::HandleControl(const std::string& peer, const H
     if (it == nodes_.end()) return FailedPrecondition("heartbeat from unregistered " + role + " " + std::to_string(id));
     Node& n = it->second;
     n.last_seen = now;
+    if (role == "server" && body.contains("store")) server_stats_[id] = ServerStoreStats(body["store"]);
     if (!n.alive) {
       n.alive = true;
       logger_->info("{} {} is alive again", role, id);
@@ -440,6 +442,16 @@ void Scheduler::CheckLiveness() {
   }
 }
 
+nlohmann::json ServerStoreStats(const nlohmann::json& reported) {
+  nlohmann::json kept = nlohmann::json::object();
+  if (!reported.is_object()) return kept;
+  for (const ServerStoreStat& stat : kServerStoreStats) {
+    auto it = reported.find(stat.key);
+    if (it != reported.end() && it->is_number_unsigned()) kept[stat.key] = *it;
+  }
+  return kept;
+}
+
 nlohmann::json Scheduler::BuildStatus() const {
   double elapsed = std::chrono::duration<double>(Clock::now() - started_).count();
   nlohmann::json workers = nlohmann::json::array(), servers = nlohmann::json::array();
@@ -473,7 +485,8 @@ nlohmann::json Scheduler::BuildStatus() const {
     auto it = nodes_.find(NodeKey("server", s));
     servers.push_back({{"id", s},
                        {"endpoint", server_endpoints_[s]},
-                       {"alive", it != nodes_.end() && it->second.alive}});
+                       {"alive", it != nodes_.end() && it->second.alive},
+                       {"store", server_stats_[s]}});
   }
   nlohmann::json validation = progress_.empty() ? nlohmann::json() : progress_[0].extra;
   std::string state = finished_ ? "finished" : nodes_.empty() ? "waiting" : "running";
@@ -519,6 +532,16 @@ void Scheduler::PublishSnapshot() {
   }
   for (const auto& s : st["servers"]) {
     m << "metaps_node_alive{role=\"server\",id=\"" << s["id"].get<int>() << "\"} " << (s["alive"].get<bool>() ? 1 : 0) << "\n";
+  }
+  // Each server's store, from its last heartbeat: one family per statistic, a sample per server
+  // that has reported it.
+  for (const ServerStoreStat& stat : kServerStoreStats) {
+    m << "# HELP metaps_server_" << stat.metric << " " << stat.help << "\n# TYPE metaps_server_" << stat.metric << " "
+      << (stat.counter ? "counter" : "gauge") << "\n";
+    for (size_t s = 0; s < server_stats_.size(); ++s) {
+      if (!server_stats_[s].contains(stat.key)) continue;
+      m << "metaps_server_" << stat.metric << "{id=\"" << s << "\"} " << server_stats_[s][stat.key].get<uint64_t>() << "\n";
+    }
   }
   m << "# TYPE metaps_job_finished gauge\nmetaps_job_finished " << (finished_ ? 1 : 0) << "\n";
   std::lock_guard<std::mutex> l(snapshot_mu_);

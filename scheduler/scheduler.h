@@ -52,6 +52,31 @@ struct SchedulerOptions {
   std::string checkpoint_dir;
 };
 
+// A server's store statistic that its heartbeats carry (body "store": {key: unsigned, ...}) and the
+// scheduler exports in /status (servers[].store) and /metrics (metaps_server_<metric>{id="<shard>"}).
+struct ServerStoreStat {
+  const char* key;     // in the heartbeat's "store" object and the server's stats JSON
+  const char* metric;  // Prometheus name after "metaps_server_"
+  const char* help;
+  bool counter;  // cumulative since the server started; otherwise a gauge
+};
+inline constexpr ServerStoreStat kServerStoreStats[] = {
+    {"rows_cached", "rows_cached", "Rows in the server's cache.", false},
+    {"cache_bytes", "cache_bytes", "Bytes the server's cache holds.", false},
+    {"rows_dirty", "rows_dirty", "Cached rows changed since their last write-back.", false},
+    {"log_records_pending", "log_records_pending",
+     "Push-log records no write-back covers yet: what a restart would replay.", false},
+    {"cache_hits", "cache_hits_total", "Row lookups the cache answered.", true},
+    {"cache_misses", "cache_misses_total", "Row lookups that read RocksDB.", true},
+    {"writebacks", "writebacks_total", "Write-backs completed.", true},
+    {"writeback_errors", "writeback_errors_total", "Failed write-backs (retried; the push log keeps their data).", true},
+    {"rows_written", "rows_written_total", "Rows written back to RocksDB.", true},
+    {"replayed_records", "replayed_records", "Push-log records replayed when the server's store opened.", false},
+};
+// The known statistics of a heartbeat's "store" value (unsigned numbers only); anything else in it,
+// or a value that is not an object, is left out.
+nlohmann::json ServerStoreStats(const nlohmann::json& reported);
+
 // The newest complete checkpoint under `dir` (one whose manifest.json exists): its round and path.
 Result<std::pair<uint64_t, std::string>> LatestCheckpoint(const std::string& dir);
 
@@ -130,6 +155,8 @@ class Scheduler {
   uint64_t epoch_ = 1;
   std::map<std::string, Node> nodes_;  // key: role + "/" + id
   std::vector<std::string> server_endpoints_;
+  // The store statistics each server sent with its last heartbeat (an object; empty until then).
+  std::vector<nlohmann::json> server_stats_;
   RoundClock clock_;
   std::vector<bool> worker_done_;
   std::vector<WorkerProgress> progress_;

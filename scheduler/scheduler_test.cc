@@ -252,5 +252,39 @@ TEST_F(SchedulerTest, StrangersAreDroppedAndBadBodiesGetTypedErrors) {
   EXPECT_EQ(st["rejected_messages"], 1);
 }
 
+// Servers send their store's statistics with each heartbeat; the scheduler shows the known ones
+// per server in /status and as metaps_server_* samples in /metrics, and drops anything else.
+TEST_F(SchedulerTest, ServerStoreStatisticsFromHeartbeatsAreExported) {
+  Start({.num_servers = 2, .num_workers = 1});
+  auto s0 = Link("server", 0), s1 = Link("server", 1);
+  Register(*s0, "tcp://127.0.0.1:1000");
+  Register(*s1, "tcp://127.0.0.1:1001");
+  nlohmann::json store = {{"rows_cached", 12},       {"cache_hits", 34},  {"log_records_pending", 2},
+                          {"rows_written", 5},       {"cache_misses", -3}, {"writebacks", "many"},
+                          {"not_a_statistic", 99}};
+  ASSERT_TRUE(s0->Call("heartbeat", {{"role", "server"}, {"id", 0}, {"store", store}}, milliseconds(1000)).ok());
+  // A heartbeat whose store is not an object is still a heartbeat.
+  ASSERT_TRUE(s1->Call("heartbeat", {{"role", "server"}, {"id", 1}, {"store", "garbage"}}, milliseconds(1000)).ok());
+  const nlohmann::json want = {{"rows_cached", 12}, {"cache_hits", 34}, {"log_records_pending", 2}, {"rows_written", 5}};
+  nlohmann::json st;
+  for (int i = 0; i < 50; ++i) {  // the snapshot is published every 200 ms
+    st = nlohmann::json::parse(scheduler_->StatusJson());
+    if (st["servers"][0]["store"] == want) break;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  EXPECT_EQ(st["servers"][0]["store"], want) << st.dump();
+  EXPECT_EQ(st["servers"][1]["store"], nlohmann::json::object()) << st.dump();
+  const std::string metrics = scheduler_->MetricsText();
+  for (const char* line : {"# TYPE metaps_server_cache_hits_total counter\n", "metaps_server_cache_hits_total{id=\"0\"} 34\n",
+                           "# TYPE metaps_server_rows_cached gauge\n", "metaps_server_rows_cached{id=\"0\"} 12\n",
+                           "metaps_server_log_records_pending{id=\"0\"} 2\n", "metaps_server_rows_written_total{id=\"0\"} 5\n"}) {
+    EXPECT_NE(metrics.find(line), std::string::npos) << line << " not in\n" << metrics;
+  }
+  for (const char* absent : {"metaps_server_cache_misses_total{", "metaps_server_writebacks_total{", "{id=\"1\"} ",
+                             "not_a_statistic"}) {
+    EXPECT_EQ(metrics.find(absent), std::string::npos) << absent << " in\n" << metrics;
+  }
+}
+
 }  // namespace
 }  // namespace metaps::scheduler

@@ -137,6 +137,29 @@ TEST_F(FaultTest, AKilledServerIsRestartedOnItsDataAndTheJobCompletes) {
   std::string run = *dir_ / "server";
   Subprocess job = StartJob(run);
   ASSERT_TRUE(WaitForRound(run, 60, job));
+  // The servers' heartbeats carry their store's statistics: the scheduler shows them per shard.
+  {
+    const int port = std::stoi(WaitForFileLine(run + "/scheduler.http", std::chrono::seconds(5), &job).value_or("0"));
+    nlohmann::json servers;
+    for (int i = 0; i < 100; ++i) {
+      auto body = HttpGet("127.0.0.1", port, "/status", 1000);
+      auto j = nlohmann::json::parse(body.value_or(""), nullptr, false);
+      if (!j.is_discarded()) servers = j["servers"];
+      if (servers.size() == 2 && servers[0]["store"].value("rows_cached", 0) > 0 &&
+          servers[1]["store"].value("rows_cached", 0) > 0) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_EQ(servers.size(), 2u) << servers.dump();
+    for (const auto& s : servers) {
+      EXPECT_GT(s["store"].value("rows_cached", 0), 0) << servers.dump();
+      EXPECT_GT(s["store"].value("cache_hits", 0) + s["store"].value("cache_misses", 0), 0) << servers.dump();
+    }
+    auto metrics = HttpGet("127.0.0.1", port, "/metrics", 1000);
+    ASSERT_TRUE(metrics.ok()) << metrics.status();
+    EXPECT_NE(metrics->find("metaps_server_rows_cached{id=\"1\"} "), std::string::npos) << *metrics;
+  }
   KillNine("server -c " + run + "/job.toml --data-dir " + run + "/servers/shard-0");
   ExpectCompletesNearBaseline(job, run, "server-0");
   // Exactly once across the kill: a push the dead server had made durable but not acknowledged is
