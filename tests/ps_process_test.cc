@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -51,6 +52,23 @@ std::unique_ptr<PsClient> Connect(const std::vector<std::string>& endpoints) {
                                       ShardMap{1, endpoints});
   EXPECT_TRUE(c->Start().ok());
   return c;
+}
+
+// Polls shard 0's stats (JSON) until `done` holds for them; false when it never did within
+// `tries` polls 10 ms apart or a stats request failed. No timing assertions: only a bound.
+bool WaitForShardStats(PsClient& client, const std::function<bool(const nlohmann::json&)>& done, int tries,
+                       nlohmann::json* last) {
+  for (int i = 0; i < tries; ++i) {
+    auto stats = client.Stats().get();
+    if (!stats.ok()) {
+      *last = {{"error", stats.status().ToString()}};
+      return false;
+    }
+    *last = nlohmann::json::parse((*stats)[0]);
+    if (done(*last)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
 }
 
 // An in-process store with the same tables: the single-process reference.
@@ -272,13 +290,10 @@ TEST_P(KillRetryTest, ARetryAcrossKillNineAndRestartIsAppliedExactlyOnce) {
   if (interval_ms < 100) {
     // Wait (without timing assertions) until a write-back has cut the log after the push.
     auto client = Connect({server.endpoint});
-    for (int i = 0;; ++i) {
-      auto stats = client->Stats().get();
-      ASSERT_TRUE(stats.ok()) << stats.status();
-      if (nlohmann::json::parse((*stats)[0])["writebacks"].get<uint64_t>() > 0) break;
-      ASSERT_LT(i, 3000) << "no write-back happened";
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    nlohmann::json last;
+    ASSERT_TRUE(WaitForShardStats(
+        *client, [](const nlohmann::json& j) { return j["writebacks"].get<uint64_t>() > 0; }, 3000, &last))
+        << "no write-back happened: " << last.dump();
   }
   ASSERT_TRUE(server.proc.Signal(SIGKILL).ok());
   ASSERT_EQ(server.proc.Wait(std::chrono::seconds(10)).value_or(-1), 128 + SIGKILL);
@@ -414,15 +429,14 @@ TEST(PsProcessTest, TableTenTimesTheCacheBudgetStaysCorrect) {
   // written them (dirty, then in flight); a write-back thread that gets no CPU (a loaded CI
   // machine) can be late past the whole read-back below, so the bound is checked from a store
   // whose pushes are all written back: no dirty rows and no log record left uncovered.
-  const auto written_back_by = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (true) {
-    auto s = client->Stats().get();
-    ASSERT_TRUE(s.ok()) << s.status();
-    auto j = nlohmann::json::parse((*s)[0]);
-    if (j["rows_dirty"].get<uint64_t>() == 0 && j["log_records_pending"].get<uint64_t>() == 0) break;
-    ASSERT_LT(std::chrono::steady_clock::now(), written_back_by) << "the write-back never caught up: " << (*s)[0];
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  nlohmann::json last;
+  ASSERT_TRUE(WaitForShardStats(
+      *client,
+      [](const nlohmann::json& j) {
+        return j["rows_dirty"].get<uint64_t>() == 0 && j["log_records_pending"].get<uint64_t>() == 0;
+      },
+      6000, &last))
+      << "the write-back never caught up: " << last.dump();
   // Read back in requests of 1000 keys: the rows of the request being served stay resident, so the
   // cache may exceed its budget by at most one request's rows (documented in docs/storage.md).
   const int kChunk = 1000;
