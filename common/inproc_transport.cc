@@ -56,7 +56,7 @@ InprocTransport::~InprocTransport() { network_->Unregister(id_); }
 Result<std::string> InprocTransport::Bind(const std::string& endpoint) {
   if (!bound_.empty()) return FailedPrecondition("transport is already bound");
   std::string ep = endpoint;
-  if (ep.empty() || ep.size() > 2 && ep.compare(ep.size() - 2, 2, ":0") == 0) ep = "inproc://" + id_;
+  if (ep.empty() || (ep.size() > 2 && ep.compare(ep.size() - 2, 2, ":0") == 0)) ep = "inproc://" + id_;
   METAPS_RETURN_IF_ERROR(network_->BindEndpoint(ep, id_));
   bound_ = ep;
   return ep;

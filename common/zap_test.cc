@@ -41,13 +41,6 @@ class CurveKeysTest : public ::testing::Test {
   std::ostringstream log_text_;
 };
 
-std::string ReadZ85(const std::string& path) {
-  std::ifstream in(path);
-  std::string k;
-  in >> k;
-  return k;
-}
-
 // Sends on `client` and waits for `server` to receive it, retrying the send while the CURVE
 // handshake is still in progress (the DEALER is ZMQ_IMMEDIATE: no link, no queueing).
 Result<Envelope> SendAndReceive(ZmqTransport& client, ZmqTransport& server, const std::string& text) {

@@ -159,7 +159,9 @@ Result<GoldenCase> ParseGoldenCase(const json& j) {
   METAPS_ASSIGN_OR_RETURN(std::vector<std::string> poolings, PerField<std::string>(j, "pooling", fields, "sum"));
   for (int f = 0; f < fields; ++f) {
     METAPS_ASSIGN_OR_RETURN(Pooling p, ParsePooling(poolings[f]));
-    c.model.fields.push_back({"f" + std::to_string(f), dims[f], p});
+    // std::string("f").append(...), not "f" + std::to_string(f): GCC 12 warns a false -Wrestrict
+    // on the const char* + string&& operator when it is inlined here.
+    c.model.fields.push_back({std::string("f").append(std::to_string(f)), dims[f], p});
   }
   c.model.layers.assign(layers.begin() + 1, layers.end());
   METAPS_ASSIGN_OR_RETURN(std::string loss, Get<std::string>(j, "loss"));
