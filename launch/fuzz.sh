@@ -117,12 +117,16 @@ for t in "${targets[@]}"; do
     # Replay the saved input once, alone: a finding that reproduces is a bug in the code; one that
     # does not (a timeout or an out-of-memory on a loaded machine, a sanitizer failing in this
     # environment, state built up over many inputs) is reported but counted apart.
-    verdict="no input kept"
+    # With no input saved (the target died outside an input, e.g. at start-up), the seeds alone are
+    # run again instead (-runs=0: the initial corpus, no mutations).
     replay_rc=0
     if [ -n "$input" ]; then
       "${norandom[@]}" "$build/fuzz/$t" "$input" -rss_limit_mb="$rss_mb" -timeout=25 >"$found/replay.log" 2>&1 || replay_rc=$?
-      if [ "$replay_rc" -ne 0 ]; then verdict="reproduces on replay"; else verdict="does not reproduce on replay"; fi
+    else
+      "${norandom[@]}" "$build/fuzz/$t" "$work/corpus" -runs=0 -rss_limit_mb="$rss_mb" -timeout=25 \
+        >"$found/replay.log" 2>&1 || replay_rc=$?
     fi
+    if [ "$replay_rc" -ne 0 ]; then verdict="reproduces on replay"; else verdict="does not reproduce on replay"; fi
     line="$line -- CRASH (rc=$rc), $verdict, input: ${input:-none}, log: $log"
     if [ "$replay_rc" -ne 0 ]; then failed+=("$t"); else unconfirmed+=("$t"); fi
   fi
