@@ -107,9 +107,10 @@ for t in "${targets[@]}"; do
     ASAN_OPTIONS="${ASAN_OPTIONS//detect_leaks=1/detect_leaks=0}" run_target "$t" "$work" "$found" "$log" \
       -detect_leaks=0 || rc=$?
   fi
-  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1)
+  # `|| true`: a log without these lines (a target that died at start-up) must not end the script.
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)
+  speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1 || true)
+  cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1 || true)
   line="$t: ${execs:-?} executions, ${speed:-?} exec/s, ${cov:-no coverage line}$note"
   if [ "$rc" -ne 0 ]; then
     input=$(newest_artifact "$found" "$work")
@@ -127,7 +128,7 @@ for t in "${targets[@]}"; do
         >"$found/replay.log" 2>&1 || replay_rc=$?
     fi
     if [ "$replay_rc" -ne 0 ]; then verdict="reproduces on replay"; else verdict="does not reproduce on replay"; fi
-    line="$line -- CRASH (rc=$rc), $verdict, input: ${input:-none}, log: $log"
+    line="$line -- CRASH (rc=$rc), $verdict, input: ${input:-none saved (the seeds were run again)}, log: $log"
     if [ "$replay_rc" -ne 0 ]; then failed+=("$t"); else unconfirmed+=("$t"); fi
   fi
   echo "$line"
