@@ -177,9 +177,18 @@ Result<Phase> MeasureStore(ps::PsClient& client, const std::vector<std::vector<K
 }
 
 // The same exchange over plain cppzmq to a server that does no work, on one connection.
+//
+// With `batches`, the same single-threaded loop is a minimal client of a real server: it sends the
+// case's own key batches (duplicates included, as drawn) with the headers a client must send (a
+// sender and a fresh request id per request, so no push is taken for a retry) and checks every
+// reply (an error reply, or a pull reply of the wrong size, fails the phase). No dedupe, no
+// hand-off to an I/O thread, no copy of the reply: what the server sustains on its own, to set
+// beside the client library's figure.
 class RawExchange {
  public:
-  RawExchange(const std::string& endpoint, const BenchFlags& f) : f_(f), ctx_(1), s_(ctx_, zmq::socket_type::dealer) {
+  RawExchange(const std::string& endpoint, const BenchFlags& f,
+              const std::vector<std::vector<Key>>* batches = nullptr)
+      : f_(f), batches_(batches), ctx_(1), s_(ctx_, zmq::socket_type::dealer) {
     s_.connect(endpoint);
     Header pull_h{.type = MsgType::kPull, .table = "emb"};
     pull_h.num_keys = f.batch;
@@ -196,19 +205,36 @@ class RawExchange {
   Result<Phase> Measure(bool push, double seconds, pid_t server_pid) {
     return TimePhase(server_pid, f_.batch, [&]() -> Result<int64_t> {
       int64_t inflight = 0, rows = 0;
+      Status bad;
       auto recv_one = [&] {
         zmq::message_t m;
+        Bytes header;
+        size_t frames = 0;
         do {
           (void)s_.recv(m);
+          if (batches_ && frames == 0) header = Bytes::Copy(m.data(), m.size());
+          ++frames;
         } while (m.more());
         --inflight;
         rows += f_.batch;
+        if (batches_ && bad.ok()) bad = CheckReply(header, push ? 0 : m.size(), frames, push);
       };
       const auto start = Clock::now();
-      while (Seconds(start, Clock::now()) < seconds) {
-        const Bytes& hb = push ? push_hb_ : pull_hb_;
+      while (Seconds(start, Clock::now()) < seconds && bad.ok()) {
+        Bytes hb = push ? push_hb_ : pull_hb_;
+        if (batches_) {
+          Header h{.type = push ? MsgType::kPush : MsgType::kPull, .table = "emb"};
+          h.sender = "bench-minimal#" + std::to_string(getpid());
+          h.request_id = ++request_id_;
+          h.num_keys = f_.batch;
+          if (push) {
+            h.dim = static_cast<uint32_t>(f_.dim);
+            h.step = request_id_;
+          }
+          hb = EncodeHeader(h);
+        }
         // Each request builds its frames like the client does: keys copied into a fresh buffer.
-        std::vector<Key> k = keys_;
+        std::vector<Key> k = batches_ ? (*batches_)[next_batch_++ % batches_->size()] : keys_;
         s_.send(zmq::message_t(hb.data(), hb.size()), zmq::send_flags::sndmore);
         auto* kv = new std::vector<Key>(std::move(k));
         zmq::message_t km(kv->data(), kv->size() * sizeof(Key), [](void*, void* h) {
@@ -227,12 +253,27 @@ class RawExchange {
         if (++inflight >= f_.window) recv_one();
       }
       while (inflight > 0) recv_one();
+      if (!bad.ok()) return bad.WithContext("minimal client");
       return rows;
     });
   }
 
  private:
+  Status CheckReply(const Bytes& header, size_t payload_bytes, size_t frames, bool push) const {
+    METAPS_ASSIGN_OR_RETURN(Header h, DecodeHeader(header));
+    METAPS_RETURN_IF_ERROR(StatusFromReply(h));
+    const size_t want = static_cast<size_t>(f_.batch * f_.dim) * sizeof(float);
+    if (!push && (frames != 2 || payload_bytes != want)) {
+      return Internal("pull reply of " + std::to_string(frames) + " frames, " + std::to_string(payload_bytes) +
+                      " bytes; expected 2 frames, " + std::to_string(want) + " bytes");
+    }
+    return Status::Ok();
+  }
+
   const BenchFlags& f_;
+  const std::vector<std::vector<Key>>* batches_;
+  uint64_t request_id_ = 0;
+  size_t next_batch_ = 0;
   zmq::context_t ctx_;
   zmq::socket_t s_;
   Bytes pull_hb_, push_hb_;
@@ -429,8 +470,13 @@ int RunBench(BenchFlags f) {
     for (auto& b : batches) gen.Fill(b);
     std::vector<float> grads(f.batch * f.dim, 0.001f);
     uint64_t step = 0;
-    // One pass of {raw pull, store pull, raw push, store push}, `seconds` each, into `into`.
-    auto pass = [&](double seconds, std::vector<Phase>* into) -> Status {
+    // The headline case also times a minimal client against the same server (see RawExchange):
+    // the server's own rate, apart from the client library's.
+    std::unique_ptr<RawExchange> minimal;
+    if (c.name == "uniform_resident") minimal = std::make_unique<RawExchange>(server->endpoint, f, &batches);
+    // One pass of {raw pull, store pull, raw push, store push}, `seconds` each, into `into`, and
+    // with `minimal_into`, the minimal client's pull and push after the store's.
+    auto pass = [&](double seconds, std::vector<Phase>* into, std::vector<Phase>* minimal_into) -> Status {
       for (int op = 0; op < 2; ++op) {
         const bool push = op == 1;
         auto rp = raw_x.Measure(push, seconds, raw->pid());
@@ -439,6 +485,11 @@ int RunBench(BenchFlags f) {
         if (!sp.ok()) return sp.status();
         into[2 * op].push_back(*rp);
         into[2 * op + 1].push_back(*sp);
+        if (minimal && minimal_into) {
+          auto mp = minimal->Measure(push, seconds, server->proc.pid());
+          if (!mp.ok()) return mp.status();
+          minimal_into[op].push_back(*mp);
+        }
       }
       return Status::Ok();
     };
@@ -448,14 +499,16 @@ int RunBench(BenchFlags f) {
     // exchange's buffers settle too. The rounds then see what a long-running server sees.
     std::vector<Phase> warm[4];
     if (f.warmup_seconds > 0) {
-      if (Status s = pass(f.warmup_seconds, warm); !s.ok()) return stop_raw(), fail(s);
+      if (Status s = pass(f.warmup_seconds, warm, nullptr); !s.ok()) return stop_raw(), fail(s);
     }
     // rounds x {raw pull, store pull, raw push, store push}
     std::vector<Phase> phases[4];
+    std::vector<Phase> minimal_phases[2];  // pull, push
     auto stats_before = (*client)->Stats().get();
     for (int64_t round = 0; round < f.rounds; ++round) {
-      if (Status s = pass(f.seconds, phases); !s.ok()) return stop_raw(), fail(s);
+      if (Status s = pass(f.seconds, phases, minimal_phases); !s.ok()) return stop_raw(), fail(s);
     }
+    minimal.reset();
     auto stats = (*client)->Stats().get();
     (*client)->Stop();
     (void)server->proc.Signal(SIGTERM);
@@ -494,6 +547,36 @@ int RunBench(BenchFlags f) {
                          {"raw_zmq_pull_rows_per_s", raw_r.pull}, {"raw_zmq_push_rows_per_s", raw_r.push},
                          {"cpu_ms_per_request", cpu_json(r)}, {"raw_zmq_cpu_ms_per_request", cpu_json(raw_r)},
                          {"rounds", rounds}};
+    if (!minimal_phases[0].empty()) {
+      // Medians, and each ratio the median of the rounds' own (against that round's raw exchange).
+      nlohmann::json mj;
+      for (int op = 0; op < 2; ++op) {
+        std::vector<double> rate, ratio, ccpu, scpu;
+        for (size_t i = 0; i < minimal_phases[op].size(); ++i) {
+          const Phase& m = minimal_phases[op][i];
+          rate.push_back(m.rate);
+          ratio.push_back(m.rate / phases[2 * op][i].rate);
+          ccpu.push_back(m.client_cpu_ms);
+          scpu.push_back(m.server_cpu_ms);
+        }
+        const std::string name = op == 0 ? "pull" : "push";
+        mj[name + "_rows_per_s"] = Median(rate);
+        mj[name + "_ratio_to_raw_zmq"] = Median(ratio);
+        mj["cpu_ms_per_request"][name + "_client"] = Median(ccpu);
+        mj["cpu_ms_per_request"][name + "_server"] = Median(scpu);
+      }
+      cj["minimal_client"] = mj;
+      out["minimal_client_pull_ratio_to_raw_zmq"] = mj["pull_ratio_to_raw_zmq"];
+      out["minimal_client_push_ratio_to_raw_zmq"] = mj["push_ratio_to_raw_zmq"];
+      std::cerr << c.name << ": minimal client (one thread; no dedupe, I/O thread or copy-out) against the same "
+                << "server: pull " << mj["pull_rows_per_s"].get<double>() << " rows/s ("
+                << mj["pull_ratio_to_raw_zmq"].get<double>() << "x raw), push " << mj["push_rows_per_s"].get<double>()
+                << " rows/s (" << mj["push_ratio_to_raw_zmq"].get<double>() << "x raw); cpu ms/request: pull client "
+                << mj["cpu_ms_per_request"]["pull_client"].get<double>() << " server "
+                << mj["cpu_ms_per_request"]["pull_server"].get<double>() << ", push client "
+                << mj["cpu_ms_per_request"]["push_client"].get<double>() << " server "
+                << mj["cpu_ms_per_request"]["push_server"].get<double>() << "\n";
+    }
     if (f.warmup_seconds > 0) {
       cj["warmup"] = {{"raw_pull", warm[0][0].rate}, {"pull", warm[1][0].rate},
                       {"raw_push", warm[2][0].rate}, {"push", warm[3][0].rate}};

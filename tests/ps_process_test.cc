@@ -478,5 +478,38 @@ TEST(PsProcessTest, CheckpointRestoresIntoANewServer) {
   EXPECT_EQ(got->values, at_checkpoint->values);
 }
 
+// `metaps bench ps` end to end on a small table: it exits 0 and its last line is the JSON the
+// issue names, with the minimal client's figures. The minimal client checks every reply of the
+// real server (an error reply fails the bench), so this also catches a header it sends that the
+// server refuses. Rates are only checked to be positive: no timing is asserted.
+TEST(PsProcessTest, BenchPsReportsEveryFigureAndItsMinimalClientGetsRealReplies) {
+  ScratchDir dir("bench-ps");
+  std::string out = dir / "bench.out";
+  auto p = Subprocess::Spawn({testing::MetapsBin(), "bench", "ps", "--json", "--cases", "uniform_resident",
+                              "--rounds", "1", "--seconds", "0.3", "--warmup-seconds", "0", "--resident-keys",
+                              "20000", "--batch", "2000", "--work-dir", dir / "work"},
+                             out);
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto code = p->Wait(std::chrono::minutes(3));
+  std::string text = ServerProcess::ReadFile(out);
+  ASSERT_TRUE(code.ok()) << code.status() << text;
+  ASSERT_EQ(*code, 0) << text;
+  auto j = nlohmann::json::parse(text.substr(text.rfind("\n{") + 1), nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << text;
+  for (const char* k : {"pull_rows_per_s", "push_rows_per_s", "raw_zmq_rows_per_s", "raw_rocksdb_rows_per_s",
+                        "pull_ratio_to_raw_zmq", "push_ratio_to_raw_zmq", "minimal_client_pull_ratio_to_raw_zmq",
+                        "minimal_client_push_ratio_to_raw_zmq"}) {
+    ASSERT_TRUE(j.contains(k) && j[k].is_number()) << k << " in " << j.dump();
+    EXPECT_GT(j[k].get<double>(), 0) << k;
+  }
+  const auto& m = j["uniform_resident"]["minimal_client"];
+  EXPECT_GT(m["pull_rows_per_s"].get<double>(), 0);
+  EXPECT_GT(m["push_rows_per_s"].get<double>(), 0);
+  // Each of the minimal client's pushes carried a fresh request id: none was answered as a retry.
+  const auto& stats = j["uniform_resident"]["server_stats"];
+  ASSERT_TRUE(stats.is_object() && stats.contains("duplicate_pushes")) << j["uniform_resident"].dump();
+  EXPECT_EQ(stats["duplicate_pushes"].get<int64_t>(), 0);
+}
+
 }  // namespace
 }  // namespace metaps
