@@ -22,7 +22,10 @@ constexpr size_t kMaxTrackedKeys = 4096;
 }  // namespace
 
 std::string KeyToZ85(const std::string& binary_key) {
-  if (binary_key.size() != kKeyBytes) return "<" + std::to_string(binary_key.size()) + "-byte credential>";
+  // (append, not "<" + ...: GCC 12 warns falsely about that form with -Wrestrict.)
+  if (binary_key.size() != kKeyBytes) {
+    return std::string("<").append(std::to_string(binary_key.size())).append("-byte credential>");
+  }
   char text[41];
   zmq_z85_encode(text, reinterpret_cast<const uint8_t*>(binary_key.data()), kKeyBytes);
   return std::string(text, 40);

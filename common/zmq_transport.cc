@@ -219,7 +219,7 @@ Result<Envelope> ZmqTransport::ReadFrom(zmq::socket_t& socket, bool is_router, c
     if (!socket.recv(m, zmq::recv_flags::dontwait)) return Internal("readable socket had no message");
     bool more = m.more();
     if (first && is_router) {
-      env.peer = "@" + std::string(static_cast<const char*>(m.data()), m.size());
+      env.peer.assign(1, '@').append(static_cast<const char*>(m.data()), m.size());
     } else {
       env.frames.push_back(FromZmq(std::move(m)));
     }

@@ -1225,7 +1225,6 @@ struct ParamStore::Impl {
     const bool unlogged = row_bytes >= options.writeback_unlogged_bytes;
     Status st;
     size_t pos = 0;
-    uint64_t nrows = 0;
     char key[12];
     while (st.ok()) {
       size_t chunk_begin = pos;
@@ -1296,7 +1295,6 @@ struct ParamStore::Impl {
         progress_cv.notify_all();
         if (!st.ok()) last_writeback_error = st;
         if (st.ok()) {
-          nrows += pos - chunk_begin;
           stats.rows_written += pos - chunk_begin;
         } else {
           // Rows not yet copied are still flagged dirty: hand them back to the dirty list.
