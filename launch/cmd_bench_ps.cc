@@ -513,16 +513,19 @@ int RunBench(BenchFlags f) {
     (*client)->Stop();
     (void)server->proc.Signal(SIGTERM);
     (void)server->proc.Wait(std::chrono::seconds(60));
-    auto median = [&](int k, double Phase::*field) {
+    // Median of a field over the rounds of one phase; median of the rounds' own rate ratios.
+    auto median_of = [](const std::vector<Phase>& rounds, double Phase::*field) {
       std::vector<double> v;
-      for (const auto& p : phases[k]) v.push_back(p.*field);
+      for (const auto& p : rounds) v.push_back(p.*field);
       return Median(v);
     };
-    auto ratio = [&](int k) {
+    auto ratio_of = [](const std::vector<Phase>& num, const std::vector<Phase>& den) {
       std::vector<double> v;
-      for (size_t i = 0; i < phases[k].size(); ++i) v.push_back(phases[k][i].rate / phases[k - 1][i].rate);
+      for (size_t i = 0; i < num.size(); ++i) v.push_back(num[i].rate / den[i].rate);
       return Median(v);
     };
+    auto median = [&](int k, double Phase::*field) { return median_of(phases[k], field); };
+    auto ratio = [&](int k) { return ratio_of(phases[k], phases[k - 1]); };
     Rates raw_r, r;
     for (int op = 0; op < 2; ++op) {
       for (Rates* x : {&raw_r, &r}) {
@@ -548,22 +551,15 @@ int RunBench(BenchFlags f) {
                          {"cpu_ms_per_request", cpu_json(r)}, {"raw_zmq_cpu_ms_per_request", cpu_json(raw_r)},
                          {"rounds", rounds}};
     if (!minimal_phases[0].empty()) {
-      // Medians, and each ratio the median of the rounds' own (against that round's raw exchange).
+      // Each ratio against the same round's raw exchange, as for the library's figures.
       nlohmann::json mj;
       for (int op = 0; op < 2; ++op) {
-        std::vector<double> rate, ratio, ccpu, scpu;
-        for (size_t i = 0; i < minimal_phases[op].size(); ++i) {
-          const Phase& m = minimal_phases[op][i];
-          rate.push_back(m.rate);
-          ratio.push_back(m.rate / phases[2 * op][i].rate);
-          ccpu.push_back(m.client_cpu_ms);
-          scpu.push_back(m.server_cpu_ms);
-        }
+        const std::vector<Phase>& m = minimal_phases[op];
         const std::string name = op == 0 ? "pull" : "push";
-        mj[name + "_rows_per_s"] = Median(rate);
-        mj[name + "_ratio_to_raw_zmq"] = Median(ratio);
-        mj["cpu_ms_per_request"][name + "_client"] = Median(ccpu);
-        mj["cpu_ms_per_request"][name + "_server"] = Median(scpu);
+        mj[name + "_rows_per_s"] = median_of(m, &Phase::rate);
+        mj[name + "_ratio_to_raw_zmq"] = ratio_of(m, phases[2 * op]);
+        mj["cpu_ms_per_request"][name + "_client"] = median_of(m, &Phase::client_cpu_ms);
+        mj["cpu_ms_per_request"][name + "_server"] = median_of(m, &Phase::server_cpu_ms);
       }
       cj["minimal_client"] = mj;
       out["minimal_client_pull_ratio_to_raw_zmq"] = mj["pull_ratio_to_raw_zmq"];
