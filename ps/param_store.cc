@@ -864,9 +864,12 @@ struct ParamStore::Impl {
   // software-pipelined pass: index entries prefetched kIndexAhead keys ahead, a row's lines
   // kSlotAhead keys before its copy. Resident rows need no pin: nothing can evict them before
   // they are copied (mu is held). `shared`: other threads run the same pass over other keys.
+  // The distances: 16/8 gathered 48M rows/s (param_store_benchmark, 200k resident rows of 408 B),
+  // 32/16 65M, 48/24 70-75M, 64/32 and 96/48 no more; a table far larger than the CPU caches
+  // needs that many index and row misses in flight to cover DRAM latency.
   void GatherResident(Table* t, std::span<const Key> keys, size_t begin, size_t end, float* out, bool shared,
                       std::vector<uint32_t>* misses) {
-    constexpr size_t kIndexAhead = 16, kSlotAhead = 8;
+    constexpr size_t kIndexAhead = 48, kSlotAhead = 24;
     const uint32_t dim = t->spec.dim;
     const size_t bytes = size_t{dim} * 4;
     const size_t lines = std::min<size_t>(8, (bytes + 63) / 64);
@@ -999,7 +1002,7 @@ struct ParamStore::Impl {
     // One software-pipelined pass so that memory latency overlaps: index entries are prefetched
     // kIndexAhead keys ahead. It reads no slot: a pin matters only if this op evicts, which only
     // loading misses does, so the hits are pinned (their metadata lines read) only then.
-    constexpr size_t kIndexAhead = 16, kSlotAhead = 8;
+    constexpr size_t kIndexAhead = 48, kSlotAhead = 24;
     for (size_t i = 0; i < std::min(n, kIndexAhead); ++i) t->index_map.Prefetch(keys[i]);
     for (size_t i = 0; i < n; ++i) {
       if (i + kIndexAhead < n) t->index_map.Prefetch(keys[i + kIndexAhead]);
