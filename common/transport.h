@@ -7,7 +7,8 @@
 //
 // Delivery is ordered per link; nothing is retried here (callers own timeouts and retries).
 // Thread-safety: Bind/Connect/Send/Recv must be called from one thread at a time (they are the
-// node's I/O loop); Interrupt() may be called from any thread and wakes a blocked Recv.
+// node's I/O loop). Threads may take turns when a mutex orders each turn after the last (PsClient
+// does); Interrupt() may be called from any thread and wakes a blocked Recv.
 #pragma once
 
 #include <chrono>

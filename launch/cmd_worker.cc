@@ -17,12 +17,12 @@ class PsParams final : public worker::ParamClient {
  public:
   explicit PsParams(std::unique_ptr<ps::PsClient> client) : client_(std::move(client)) {}
   std::future<Result<std::vector<float>>> Pull(const std::string& table, std::span<const Key> keys) override {
-    // Adapt the value type; the async work stays on the client's I/O thread.
+    // Adapt the value type (a copy of the rows: the trainer keeps a vector).
     auto f = std::make_shared<std::future<Result<ps::PullResult>>>(client_->Pull(table, keys));
     return std::async(std::launch::deferred, [f]() -> Result<std::vector<float>> {
       auto r = f->get();
       if (!r.ok()) return r.status();
-      return std::move(r->values);
+      return r->ToVector();
     });
   }
   std::future<Status> Push(const std::string& table, std::span<const Key> keys, std::span<const float> grads,

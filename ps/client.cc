@@ -72,11 +72,9 @@ struct PullOp final : ClientOp {
   Dedup dedup;
   size_t num_keys;
   uint32_t dim = 0;
-  Bytes single;                            // one shard: its reply, used in place
-  std::unique_ptr<float[]> unique_values;  // several shards: rows by unique index
-  std::promise<Result<PullResult>> promise;
+  std::vector<Bytes> replies;  // by shard: the reply's rows, in by_shard order
 
-  PullOp(std::span<const Key> keys, int32_t shards) : dedup(keys, shards), num_keys(keys.size()) {}
+  PullOp(std::span<const Key> keys, int32_t shards) : dedup(keys, shards), num_keys(keys.size()), replies(shards) {}
 
   void OnPart(int32_t shard, Message& reply) override {
     const size_t rows = dedup.ShardSize(shard);
@@ -86,92 +84,101 @@ struct PullOp final : ClientOp {
       error = Internal("shard " + std::to_string(shard) + " sent a pull reply of the wrong size");
       return;
     }
-    if (dedup.num_shards == 1) {
-      single = std::move(reply.payload[0]);
-      return;
-    }
-    if (!unique_values) unique_values.reset(new float[dedup.unique.size() * static_cast<size_t>(dim)]);
-    const std::byte* src = reply.payload[0].data();
-    const auto& idx = dedup.by_shard[shard];
-    const size_t row_bytes = dim * sizeof(float);
-    for (size_t j = 0; j < idx.size(); ++j) {
-      std::memcpy(&unique_values[static_cast<size_t>(idx[j]) * dim], src + j * row_bytes, row_bytes);
-    }
+    replies[shard] = std::move(reply.payload[0]);
   }
 
-  void Finish() override {
-    if (!error.ok()) return promise.set_value(error);
+  // On the waiter's thread, outside the client's lock.
+  Result<PullResult> Take() {
+    if (!error.ok()) return error;
     PullResult r;
     r.dim = dim;
     const size_t total = num_keys * static_cast<size_t>(dim);
-    const float* src;
-    Bytes aligned;
-    if (dedup.num_shards == 1) {
-      aligned = single.Aligned<float>();
-      src = reinterpret_cast<const float*>(aligned.data());
-    } else {
-      src = unique_values.get();
+    if (total == 0) return r;
+    if (dedup.num_shards == 1 && !dedup.has_duplicates()) {
+      // Unique order is the caller's order: the reply is the result, no copy.
+      r.storage = replies[0].Aligned<float>();
+      r.values = r.storage.As<float>().first(total);
+      return r;
     }
-    if (total == 0) {
-      // nothing to copy
-    } else if (!dedup.has_duplicates()) {
-      // Unique order is the caller's order: one copy, no zero-fill.
-      r.values.assign(src, src + total);
-    } else {
-      r.values.reserve(total);
-      for (size_t i = 0; i < num_keys; ++i) {
-        const float* row = src + static_cast<size_t>(dedup.inverse[i]) * dim;
-        r.values.insert(r.values.end(), row, row + dim);
+    // Where each unique key's row is, then the rows gathered in the caller's order.
+    std::vector<Bytes> aligned(dedup.num_shards);
+    std::vector<const float*> row_of(dedup.unique.size());
+    for (int32_t s = 0; s < dedup.num_shards; ++s) {
+      if (replies[s].empty()) continue;
+      aligned[s] = replies[s].Aligned<float>();
+      const float* src = aligned[s].As<float>().data();
+      if (dedup.num_shards == 1) {
+        for (size_t u = 0; u < row_of.size(); ++u) row_of[u] = src + u * dim;
+      } else {
+        const auto& idx = dedup.by_shard[s];
+        for (size_t j = 0; j < idx.size(); ++j) row_of[idx[j]] = src + j * dim;
       }
     }
-    promise.set_value(std::move(r));
+    auto [dst, bytes] = NewBuffer<float>(total);
+    const size_t row_bytes = dim * sizeof(float);
+    for (size_t i = 0; i < num_keys; ++i) {
+      const size_t u = dedup.has_duplicates() ? dedup.inverse[i] : i;
+      std::memcpy(dst + i * dim, row_of[u], row_bytes);
+    }
+    r.storage = std::move(bytes);
+    r.values = r.storage.As<float>();
+    return r;
   }
 };
 
 struct StatusOp final : ClientOp {
-  std::promise<Status> promise;
   void OnPart(int32_t, Message&) override {}
-  void Finish() override { promise.set_value(error); }
+  Status Take() { return error; }
 };
 
 struct DenseOp final : ClientOp {
-  std::promise<Result<std::vector<float>>> promise;
-  std::vector<float> values;
-  void OnPart(int32_t, Message& reply) override {
-    if (reply.payload.size() != 1 || reply.payload[0].size() % sizeof(float) != 0) {
+  Bytes reply;
+  void OnPart(int32_t, Message& r) override {
+    if (r.payload.size() != 1 || r.payload[0].size() % sizeof(float) != 0) {
       error = Internal("malformed dense reply");
       return;
     }
-    Bytes aligned = reply.payload[0].Aligned<float>();
-    auto v = aligned.As<float>();
-    values.assign(v.begin(), v.end());
+    reply = std::move(r.payload[0]);
   }
-  void Finish() override {
-    if (!error.ok()) return promise.set_value(error);
-    promise.set_value(std::move(values));
+  Result<std::vector<float>> Take() {
+    if (!error.ok()) return error;
+    Bytes aligned = reply.Aligned<float>();
+    auto v = aligned.As<float>();
+    return std::vector<float>(v.begin(), v.end());
   }
 };
 
 struct StatsOp final : ClientOp {
-  std::promise<Result<std::vector<std::string>>> promise;
   std::vector<std::string> stats;
   explicit StatsOp(int32_t n) : stats(n) {}
-  void OnPart(int32_t shard, Message& reply) override { stats[shard] = reply.header.meta; }
-  void Finish() override {
-    if (!error.ok()) return promise.set_value(error);
-    promise.set_value(std::move(stats));
+  void OnPart(int32_t shard, Message& reply) override { stats[shard] = std::move(reply.header.meta); }
+  Result<std::vector<std::string>> Take() {
+    if (!error.ok()) return error;
+    return std::move(stats);
   }
 };
 
 struct CallOp final : ClientOp {
-  std::promise<Result<Message>> promise;
   Message reply;
   void OnPart(int32_t, Message& r) override { reply = std::move(r); }
-  void Finish() override {
-    if (!error.ok()) return promise.set_value(error);
-    promise.set_value(std::move(reply));
+  Result<Message> Take() {
+    if (!error.ok()) return error;
+    return std::move(reply);
   }
 };
+
+std::string NoReply(int32_t shard, uint32_t timeout_ms) {
+  return "no reply from shard " + std::to_string(shard) + " in " + std::to_string(timeout_ms) + " ms";
+}
+
+std::string NoReplyAfter(int32_t shard, uint32_t attempts, uint32_t timeout_ms) {
+  return "no reply from shard " + std::to_string(shard) + " in " + std::to_string(attempts) + " attempts of " +
+         std::to_string(timeout_ms) + " ms";
+}
+
+// How often a thread holding the transport wakes to check deadlines, and how often the background
+// thread looks for replies nobody waits for.
+constexpr auto kTick = std::chrono::milliseconds(100);
 
 }  // namespace
 
@@ -183,6 +190,7 @@ PsClient::PsClient(ClientOptions options, std::unique_ptr<Transport> transport, 
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%08x%08x", rd(), rd());
   incarnation_ = buf;
+  for (int32_t s = 0; s < shards_.size(); ++s) peers_.push_back("shard-" + std::to_string(s));
 }
 
 PsClient::~PsClient() { Stop(); }
@@ -190,7 +198,7 @@ PsClient::~PsClient() { Stop(); }
 Status PsClient::Start() {
   if (shards_.size() == 0) return InvalidArgument("the shard map is empty");
   for (int32_t s = 0; s < shards_.size(); ++s) {
-    METAPS_RETURN_IF_ERROR(transport_->Connect("shard-" + std::to_string(s), shards_.endpoints[s]));
+    METAPS_RETURN_IF_ERROR(transport_->Connect(peers_[s], shards_.endpoints[s]));
   }
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -210,17 +218,20 @@ void PsClient::Stop() {
     if (stopping_) return;
     stopping_ = true;
   }
+  io_cv_.notify_all();
   transport_->Interrupt();
   if (io_thread_.joinable()) io_thread_.join();
+  std::unique_lock<std::mutex> l(mu_);
+  // A caller receiving sees stopping_ within one tick (sooner: the Interrupt above) and lets go.
+  cv_.wait(l, [&] { return !transport_owned_; });
   // Whatever is left never reached a server or never got an answer.
-  std::deque<Outgoing> left;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    left.swap(outbox_);
-  }
-  for (auto& o : left) Complete(Part{o.op, o.shard, {}}, Cancelled("client stopped"));
+  auto outbox = std::move(outbox_);
   auto pending = std::move(pending_);
-  for (auto& [id, part] : pending) Complete(part, Cancelled("client stopped"));
+  for (auto& [part, id] : outbox) CompleteLocked(std::move(part), Cancelled("client stopped"));
+  for (auto& [id, part] : pending) CompleteLocked(std::move(part), Cancelled("client stopped"));
+  cv_.notify_all();
+  // Every op is done now; wait for the threads inside Wait() to leave before members go away.
+  cv_.wait(l, [&] { return waiters_ == 0; });
 }
 
 Header PsClient::MakeHeader(MsgType type, const std::string& table) const {
@@ -235,26 +246,71 @@ Header PsClient::MakeHeader(MsgType type, const std::string& table) const {
   return h;
 }
 
-void PsClient::Submit(std::vector<Outgoing> parts) {
-  Status refused;
+template <typename T, typename O, typename Take>
+std::future<T> PsClient::Deferred(std::shared_ptr<O> op, Take take) {
+  // `this` is only touched while the op is not done, and Stop() (run by the destructor) completes
+  // every op before it returns: a future waited on after the client is gone never touches it.
+  return std::async(std::launch::deferred, [this, op = std::move(op), take]() -> T {
+    Wait(*op);
+    return take(*op);
+  });
+}
+
+template <typename T, typename O, typename Take>
+std::future<T> PsClient::Submit(std::shared_ptr<O> op, std::vector<Outgoing> parts, Take take) {
+  op->remaining = static_cast<int>(parts.size());
+  // Headers are encoded before the lock; the request id is fixed here and kept by every retry.
+  std::vector<std::pair<Part, uint64_t>> ready;
+  ready.reserve(parts.size());
+  for (auto& o : parts) {
+    const uint64_t id = next_request_id_.fetch_add(1);
+    o.message.header.request_id = id;
+    ready.push_back({Part{op, o.shard, {}, ToFrames(o.message)}, id});
+  }
+  bool wake = false;
   {
     std::lock_guard<std::mutex> l(mu_);
+    Status refused;
     if (stopping_) {
       refused = Cancelled("client stopped");
     } else if (!running_) {
       refused = FailedPrecondition("client is not started");
+    }
+    if (ready.empty()) {
+      op->done.store(true, std::memory_order_release);
+    } else if (!refused.ok()) {
+      for (auto& [part, id] : ready) CompleteLocked(std::move(part), refused);
+    } else if (transport_owned_) {
+      // Another thread is receiving on the transport: it sends these as soon as it wakes.
+      for (auto& r : ready) outbox_.push_back(std::move(r));
+      wake = true;
     } else {
-      for (auto& p : parts) outbox_.push_back(std::move(p));
+      for (auto& [part, id] : ready) SendLocked(std::move(part), id);
     }
   }
-  if (!refused.ok()) {
-    for (auto& p : parts) Complete(Part{p.op, p.shard, {}}, refused);
-    return;
-  }
-  transport_->Interrupt();
+  if (wake) transport_->Interrupt();
+  return Deferred<T>(std::move(op), take);
 }
 
-void PsClient::Complete(Part part, Result<Message> reply) {
+void PsClient::SendLocked(Part part, uint64_t id) {
+  part.deadline = Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms);
+  Status s = transport_->Send({peers_[part.shard], part.frames});
+  if (!s.ok() && !s.IsTransient()) {
+    if (CompleteLocked(std::move(part), s)) cv_.notify_all();  // its waiter may be asleep (outbox)
+  } else {
+    pending_.emplace(id, std::move(part));  // a transient send failure is retried on the deadline
+  }
+}
+
+void PsClient::FlushOutboxLocked() {
+  while (!outbox_.empty()) {
+    auto [part, id] = std::move(outbox_.front());
+    outbox_.pop_front();
+    SendLocked(std::move(part), id);
+  }
+}
+
+bool PsClient::CompleteLocked(Part part, Result<Message> reply) {
   Op& op = *part.op;
   if (!reply.ok()) {
     if (op.error.ok()) op.error = reply.status().WithContext("shard " + std::to_string(part.shard));
@@ -263,78 +319,111 @@ void PsClient::Complete(Part part, Result<Message> reply) {
   } else if (op.error.ok()) {
     op.OnPart(part.shard, *reply);
   }
-  if (--op.remaining == 0) op.Finish();
+  if (--op.remaining != 0) return false;
+  // After this store a waiter may take the result and drop the op without the lock: `op` is not
+  // touched again here (only `part` still holds it).
+  op.done.store(true, std::memory_order_release);
+  return true;
+}
+
+void PsClient::OnReplyLocked(Result<Message> msg) {
+  if (!msg.ok()) return;  // not a message of ours (the transport already framed it)
+  auto it = pending_.find(msg->header.request_id);
+  // A reply to no pending request (one that already timed out, or a duplicate) is dropped on purpose.
+  if (it == pending_.end()) return;
+  Part part = std::move(it->second);
+  pending_.erase(it);
+  if (CompleteLocked(std::move(part), std::move(*msg))) cv_.notify_all();
+}
+
+void PsClient::ExpireLocked() {
+  if (pending_.empty()) return;
+  const auto now = Clock::now();
+  const auto timeout = std::chrono::milliseconds(options_.request_timeout_ms);
+  bool finished = false;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    Part& part = it->second;
+    if (part.deadline > now) {
+      ++it;
+      continue;
+    }
+    if (part.attempts < options_.max_retries) {
+      // Same frames, same request id: the server recognizes a push it already applied.
+      ++part.attempts;
+      if (options_.on_retry) {
+        options_.on_retry(part.shard, DeadlineExceeded(NoReply(part.shard, options_.request_timeout_ms)),
+                          part.attempts);
+      }
+      part.deadline = now + timeout;
+      (void)transport_->Send({peers_[part.shard], part.frames});
+      ++it;
+      continue;
+    }
+    Part done = std::move(part);
+    it = pending_.erase(it);
+    const int32_t shard = done.shard;
+    finished |= CompleteLocked(std::move(done), DeadlineExceeded(NoReplyAfter(shard, options_.max_retries + 1,
+                                                                               options_.request_timeout_ms)));
+  }
+  if (finished) cv_.notify_all();
+}
+
+void PsClient::Wait(Op& op) {
+  if (op.done.load(std::memory_order_acquire)) return;
+  std::unique_lock<std::mutex> l(mu_);
+  ++waiters_;
+  while (!op.done.load(std::memory_order_acquire)) {
+    if (transport_owned_ || stopping_) {
+      // Another thread receives (its replies may be ours), or Stop() is about to fail every op.
+      cv_.wait(l);
+      continue;
+    }
+    transport_owned_ = true;
+    Lead(op, l);
+    FlushOutboxLocked();  // nothing queued for the transport may outlive its owner
+    transport_owned_ = false;
+    cv_.notify_all();     // a waiter may take over
+  }
+  if (--waiters_ == 0 && stopping_) cv_.notify_all();
+}
+
+void PsClient::Lead(Op& op, std::unique_lock<std::mutex>& l) {
+  while (!op.done.load(std::memory_order_acquire) && !stopping_) {
+    FlushOutboxLocked();
+    ExpireLocked();
+    if (op.done.load(std::memory_order_acquire)) break;
+    l.unlock();
+    auto env = transport_->Recv(kTick);
+    Result<Message> msg = env.ok() ? FromFrames(std::move(env->frames)) : Result<Message>(env.status());
+    l.lock();
+    if (env.ok()) OnReplyLocked(std::move(msg));
+  }
 }
 
 void PsClient::IoLoop() {
-  auto timeout = std::chrono::milliseconds(options_.request_timeout_ms);
-  while (true) {
-    std::deque<Outgoing> batch;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (stopping_) return;
-      batch.swap(outbox_);
+  std::unique_lock<std::mutex> l(mu_);
+  while (!stopping_) {
+    io_cv_.wait_for(l, kTick);
+    if (stopping_ || transport_owned_ || (pending_.empty() && outbox_.empty())) continue;
+    // Nobody is receiving: read what has arrived, then resend or fail what is past its deadline.
+    transport_owned_ = true;
+    while (!stopping_) {
+      l.unlock();
+      auto env = transport_->Recv(std::chrono::milliseconds(0));
+      Result<Message> msg = env.ok() ? FromFrames(std::move(env->frames)) : Result<Message>(env.status());
+      l.lock();
+      if (!env.ok()) break;
+      OnReplyLocked(std::move(msg));
     }
-    for (auto& o : batch) {
-      uint64_t id = next_request_id_.fetch_add(1);
-      o.message.header.request_id = id;
-      Part part{o.op, o.shard, Clock::now() + timeout, ToFrames(o.message)};
-      Status s = transport_->Send({"shard-" + std::to_string(o.shard), part.frames});
-      if (!s.ok() && !s.IsTransient()) {
-        Complete(std::move(part), s);
-      } else {
-        pending_.emplace(id, std::move(part));  // a transient send failure is retried on the deadline
-      }
-    }
-    // Wake at least every 100 ms to expire deadlines.
-    auto env = transport_->Recv(std::chrono::milliseconds(100));
-    if (env.ok()) {
-      auto msg = FromFrames(std::move(env->frames));
-      if (msg.ok()) {
-        auto it = pending_.find(msg->header.request_id);
-        if (it != pending_.end()) {
-          Part part = std::move(it->second);
-          pending_.erase(it);
-          Complete(std::move(part), std::move(*msg));
-        }
-        // A reply to no pending request (one that already timed out) is dropped on purpose.
-      }
-    }
-    if (!pending_.empty()) {
-      auto now = Clock::now();
-      for (auto it = pending_.begin(); it != pending_.end();) {
-        if (it->second.deadline <= now) {
-          Part& part = it->second;
-          if (part.attempts < options_.max_retries) {
-            // Same frames, same request id: the server recognizes a push it already applied.
-            ++part.attempts;
-            if (options_.on_retry) {
-              options_.on_retry(part.shard,
-                                DeadlineExceeded("no reply from shard " + std::to_string(part.shard) + " in " +
-                                                 std::to_string(options_.request_timeout_ms) + " ms"),
-                                part.attempts);
-            }
-            part.deadline = now + timeout;
-            (void)transport_->Send({"shard-" + std::to_string(part.shard), part.frames});
-            ++it;
-            continue;
-          }
-          Part done = std::move(part);
-          it = pending_.erase(it);
-          Complete(std::move(done), DeadlineExceeded("no reply from shard " + std::to_string(done.shard) + " in " +
-                                                     std::to_string(options_.max_retries + 1) + " attempts of " +
-                                                     std::to_string(options_.request_timeout_ms) + " ms"));
-        } else {
-          ++it;
-        }
-      }
-    }
+    FlushOutboxLocked();
+    ExpireLocked();
+    transport_owned_ = false;
+    cv_.notify_all();
   }
 }
 
 std::future<Result<PullResult>> PsClient::Pull(const std::string& table, std::span<const Key> keys) {
   auto op = std::make_shared<PullOp>(keys, shards_.size());
-  auto fut = op->promise.get_future();
   std::vector<Outgoing> parts;
   for (int32_t s = 0; s < shards_.size(); ++s) {
     if (op->dedup.ShardSize(s) == 0) continue;
@@ -342,28 +431,18 @@ std::future<Result<PullResult>> PsClient::Pull(const std::string& table, std::sp
     m.header.num_keys = op->dedup.ShardSize(s);
     parts.push_back({s, std::move(m), op});
   }
-  op->remaining = static_cast<int>(parts.size());
-  if (parts.empty()) {
-    op->Finish();
-    return fut;
-  }
-  Submit(std::move(parts));
-  return fut;
+  return Submit<Result<PullResult>>(std::move(op), std::move(parts), [](PullOp& o) { return o.Take(); });
 }
 
 std::future<Status> PsClient::Push(const std::string& table, std::span<const Key> keys,
                                    std::span<const float> grads, uint64_t step) {
   auto op = std::make_shared<StatusOp>();
-  auto fut = op->promise.get_future();
-  if (keys.empty()) {
-    op->Finish();
-    return fut;
-  }
+  auto take = [](StatusOp& o) { return o.Take(); };
+  if (keys.empty()) return Submit<Status>(std::move(op), {}, take);
   if (grads.size() % keys.size() != 0) {
     op->error = InvalidArgument("push of " + std::to_string(keys.size()) + " keys with " +
                                 std::to_string(grads.size()) + " gradient values");
-    op->Finish();
-    return fut;
+    return Submit<Status>(std::move(op), {}, take);
   }
   const size_t dim = grads.size() / keys.size();
   const size_t row_bytes = dim * sizeof(float);
@@ -410,63 +489,52 @@ std::future<Status> PsClient::Push(const std::string& table, std::span<const Key
     m.header.step = step;
     parts.push_back({s, std::move(m), op});
   }
-  op->remaining = static_cast<int>(parts.size());
-  Submit(std::move(parts));
-  return fut;
+  return Submit<Status>(std::move(op), std::move(parts), take);
 }
 
 std::future<Result<std::vector<float>>> PsClient::PullDense(const std::string& tensor) {
   auto op = std::make_shared<DenseOp>();
-  auto fut = op->promise.get_future();
-  op->remaining = 1;
-  Submit({{DenseShard(tensor), Message{MakeHeader(MsgType::kPullDense, tensor), {}}, op}});
-  return fut;
+  std::vector<Outgoing> parts;
+  parts.push_back({DenseShard(tensor), Message{MakeHeader(MsgType::kPullDense, tensor), {}}, op});
+  return Submit<Result<std::vector<float>>>(std::move(op), std::move(parts), [](DenseOp& o) { return o.Take(); });
 }
 
 std::future<Status> PsClient::PushDense(const std::string& tensor, std::span<const float> grads, uint64_t step) {
   auto op = std::make_shared<StatusOp>();
-  auto fut = op->promise.get_future();
-  op->remaining = 1;
   Message m{MakeHeader(MsgType::kPushDense, tensor),
             {Bytes::FromVector(std::vector<float>(grads.begin(), grads.end()))}};
   m.header.dim = static_cast<uint32_t>(grads.size());
   m.header.step = step;
-  Submit({{DenseShard(tensor), std::move(m), op}});
-  return fut;
+  std::vector<Outgoing> parts;
+  parts.push_back({DenseShard(tensor), std::move(m), op});
+  return Submit<Status>(std::move(op), std::move(parts), [](StatusOp& o) { return o.Take(); });
 }
 
 std::future<Status> PsClient::Checkpoint(const std::string& dir) {
   auto op = std::make_shared<StatusOp>();
-  auto fut = op->promise.get_future();
   std::vector<Outgoing> parts;
   for (int32_t s = 0; s < shards_.size(); ++s) {
     Message m{MakeHeader(MsgType::kCheckpoint, ""), {}};
     m.header.meta = dir + "/shard-" + std::to_string(s);
     parts.push_back({s, std::move(m), op});
   }
-  op->remaining = static_cast<int>(parts.size());
-  Submit(std::move(parts));
-  return fut;
+  return Submit<Status>(std::move(op), std::move(parts), [](StatusOp& o) { return o.Take(); });
 }
 
 std::future<Result<std::vector<std::string>>> PsClient::Stats() {
   auto op = std::make_shared<StatsOp>(shards_.size());
-  auto fut = op->promise.get_future();
   std::vector<Outgoing> parts;
   for (int32_t s = 0; s < shards_.size(); ++s) parts.push_back({s, Message{MakeHeader(MsgType::kStats, ""), {}}, op});
-  op->remaining = static_cast<int>(parts.size());
-  Submit(std::move(parts));
-  return fut;
+  return Submit<Result<std::vector<std::string>>>(std::move(op), std::move(parts),
+                                                  [](StatsOp& o) { return o.Take(); });
 }
 
 std::future<Result<Message>> PsClient::Call(int32_t shard, Message request) {
   auto op = std::make_shared<CallOp>();
-  auto fut = op->promise.get_future();
-  op->remaining = 1;
+  auto take = [](CallOp& o) { return o.Take(); };
   if (shard < 0 || shard >= shards_.size()) {
     op->error = InvalidArgument("no shard " + std::to_string(shard));
-    op->Finish();
-    return fut;
+    return Submit<Result<Message>>(std::move(op), {}, take);
   }
   Header base = MakeHeader(request.header.type, request.header.table);
   request.header.job_id = base.job_id;
@@ -474,8 +542,9 @@ std::future<Result<Message>> PsClient::Call(int32_t shard, Message request) {
   request.header.auth = base.auth;
   request.header.epoch = base.epoch;
   request.header.worker_id = base.worker_id;
-  Submit({{shard, std::move(request), op}});
-  return fut;
+  std::vector<Outgoing> parts;
+  parts.push_back({shard, std::move(request), op});
+  return Submit<Result<Message>>(std::move(op), std::move(parts), take);
 }
 
 }  // namespace metaps::ps

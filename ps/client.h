@@ -9,8 +9,18 @@
 // `request_timeout_ms`. A request whose shards fail partway reports the first error; pushes to the
 // shards that answered OK stay applied (each shard's push is atomic and durable on its own).
 //
-// Threading: one internal I/O thread owns the transport. All public methods are thread-safe and
-// may be called concurrently; futures may be waited on from any thread.
+// Threading: all public methods are thread-safe and may be called concurrently; futures may be
+// waited on from any thread, before or after the client stops. No thread sits between a caller and
+// the socket (the hand-offs cost more than the server's own work on small machines):
+//   - a request is sent on the calling thread, under the client's lock, unless another thread is
+//     receiving at that moment; then it is queued and that thread is woken to send it;
+//   - a caller waiting on a future receives replies itself (it completes any request whose reply it
+//     reads, and wakes that request's waiter) until its own request is complete; one caller receives
+//     at a time, the others wait on a condition variable;
+//   - a background thread (`ps-client-io`) wakes every 100 ms to read replies nobody waits for and to
+//     resend requests past their deadline, so retries and timeouts run even when no caller waits.
+// The futures are deferred (std::launch::deferred): get() and wait() run the receive loop above;
+// wait_for() and wait_until() report future_status::deferred and must not be relied on.
 #pragma once
 
 #include <atomic>
@@ -46,29 +56,35 @@ struct ClientOptions {
   // instead of applying it twice, so retries are idempotent (see docs/wire.md).
   uint32_t max_retries = 3;
   int32_t worker_id = -1;
-  // Optional: called on the I/O thread before each retry with the shard, the typed error that
-  // caused it (DeadlineExceeded: no reply in time) and the retry's number (1 = first). Must not
-  // block; meant for logs and counters.
+  // Optional: called before each retry with the shard, the typed error that caused it
+  // (DeadlineExceeded: no reply in time) and the retry's number (1 = first). It runs under the
+  // client's lock on whichever thread noticed the deadline: it must not block or call the client;
+  // meant for logs and counters.
   std::function<void(int32_t shard, const Status& cause, uint32_t retry)> on_retry;
 };
 
 namespace internal {
-// One logical request fanned out to several shards; completed on the client's I/O thread.
+// One logical request fanned out to several shards. Its parts are completed under the client's
+// lock by whichever thread reads their replies; the result is built by the waiter, after `done`.
 struct ClientOp {
   virtual ~ClientOp() = default;
-  // One shard's successful, non-error reply. May set `error`.
+  // One shard's successful, non-error reply. Cheap (it keeps the reply); may set `error`.
   virtual void OnPart(int32_t shard, Message& reply) = 0;
-  // Called once, after the last part, with `error` OK or the first error seen.
-  virtual void Finish() = 0;
-  int remaining = 0;
-  Status error;
+  int remaining = 0;               // parts without a reply yet
+  Status error;                    // the first error seen
+  std::atomic<bool> done{false};   // every part answered (or failed); set once, under the lock
 };
 }  // namespace internal
 
-// Values of a pull in the caller's key order: keys.size() rows of `dim` floats.
+// Values of a pull in the caller's key order: keys.size() rows of `dim` floats. `values` views
+// memory owned by `storage` (the server's reply itself when the keys had no duplicates and one
+// shard owns them all, else one buffer the rows were gathered into), so it stays valid while any
+// copy of this PullResult lives; copies share the memory.
 struct PullResult {
   uint32_t dim = 0;
-  std::vector<float> values;
+  std::span<const float> values;
+  Bytes storage;
+  std::vector<float> ToVector() const { return {values.begin(), values.end()}; }
 };
 
 class PsClient {
@@ -116,24 +132,48 @@ class PsClient {
     std::shared_ptr<Op> op;
   };
 
-  void Submit(std::vector<Outgoing> parts);
+  // Sends the parts (or queues them for the thread holding the transport) and returns a deferred
+  // future whose get() waits for `op` and returns take(op).
+  template <typename T, typename O, typename Take>
+  std::future<T> Submit(std::shared_ptr<O> op, std::vector<Outgoing> parts, Take take);
+  template <typename T, typename O, typename Take>
+  std::future<T> Deferred(std::shared_ptr<O> op, Take take);
+  // Returns once `op` is done, receiving replies on this thread while no other thread does.
+  void Wait(Op& op);
+  // Receives and completes replies until `op` is done or the client stops. REQUIRES: mu_ held by
+  // `l` and transport_owned_ set by this thread.
+  void Lead(Op& op, std::unique_lock<std::mutex>& l);
   void IoLoop();
-  void Complete(Part part, Result<Message> reply);
+  // REQUIRES (all *Locked): mu_ held, and this thread may use the transport (transport_owned_ set by
+  // it, or unset and kept unset while mu_ is held).
+  void SendLocked(Part part, uint64_t request_id);
+  void FlushOutboxLocked();
+  void ExpireLocked();
+  void OnReplyLocked(Result<Message> msg);
+  // Completes one part; marks its op done after the last one and then returns true (the op may be
+  // gone by the time it returns: a waiter checks `done` without the lock). Needs only mu_.
+  bool CompleteLocked(Part part, Result<Message> reply);
   Header MakeHeader(MsgType type, const std::string& table) const;
 
   ClientOptions options_;
   std::unique_ptr<Transport> transport_;
   ShardMap shards_;
+  std::vector<std::string> peers_;  // "shard-<i>"
 
   std::mutex mu_;
-  std::deque<Outgoing> outbox_;  // GUARDED_BY(mu_)
-  bool stopping_ = false;        // GUARDED_BY(mu_)
-  bool running_ = false;         // GUARDED_BY(mu_): the I/O thread was started
+  std::condition_variable cv_;       // an op became done, or the transport became free
+  std::condition_variable io_cv_;    // wakes the background thread (Stop)
+  // A thread is using the transport with mu_ released (a caller receiving, or the background
+  // thread); others queue their sends in outbox_ and Interrupt() it.
+  bool transport_owned_ = false;  // GUARDED_BY(mu_)
+  std::deque<std::pair<Part, uint64_t>> outbox_;  // GUARDED_BY(mu_): parts and their request ids
+  int waiters_ = 0;               // GUARDED_BY(mu_): threads inside Wait()
+  bool stopping_ = false;         // GUARDED_BY(mu_)
+  bool running_ = false;          // GUARDED_BY(mu_): Start succeeded
   std::atomic<uint64_t> next_request_id_{1};
   std::string incarnation_;  // appended to the sender name: a restarted client is a new sender
   std::thread io_thread_;
-  // Owned by the I/O thread.
-  std::unordered_map<uint64_t, Part> pending_;
+  std::unordered_map<uint64_t, Part> pending_;  // GUARDED_BY(mu_): sent, waiting for a reply
 };
 
 }  // namespace metaps::ps

@@ -231,7 +231,7 @@ TEST(ServerFaultTest, DuplicatedMessagesApplyOnce) {
   ASSERT_TRUE(client->PushDense("w", std::vector<float>{1, 1, 1, 1, 1}).get().ok());
   auto r = client->Pull("emb", keys).get();
   ASSERT_TRUE(r.ok());
-  EXPECT_EQ(r->values, (std::vector<float>{-1, -1, -1}));
+  EXPECT_EQ(r->ToVector(), (std::vector<float>{-1, -1, -1}));
   EXPECT_EQ(*client->PullDense("w").get(), (std::vector<float>{-1, -1, -1, -1, -1}));
   EXPECT_EQ(job.server(0).counters().duplicate_pushes, 2u);
 }
@@ -248,7 +248,7 @@ TEST(ServerFaultTest, APartitionGivesDeadlineExceededAndHealingRestoresService) 
   link->SetPartitioned(false);
   auto r = client->Pull("emb", keys).get();
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->values, (std::vector<float>{0, 0, 0})) << "the cut push never arrived";
+  EXPECT_EQ(r->ToVector(), (std::vector<float>{0, 0, 0})) << "the cut push never arrived";
 }
 
 TEST(ServerTest, AClientThatIsNotRunningFailsRequestsAtOnce) {
@@ -269,6 +269,111 @@ TEST(ServerTest, RequestsToADeadShardTimeOutWithDeadlineExceeded) {
   ASSERT_TRUE(client.Start().ok());
   std::vector<Key> keys = {1};
   EXPECT_EQ(client.Pull("emb", keys).get().status().code(), StatusCode::kDeadlineExceeded);
+}
+
+// Several threads each keep a window of pulls in flight and wait on them out of order: whichever
+// thread is receiving completes the others' requests too, and each gets its own rows.
+TEST(ClientTest, ConcurrentWaitersEachGetTheirOwnRowsWhicheverThreadReceives) {
+  InprocJob job(2);
+  auto client = job.Client();
+  constexpr int kThreads = 4, kKeys = 64;
+  // Row of key k: -(k % 97) in every column (sgd, lr 1, from zeros).
+  std::vector<Key> all;
+  std::vector<float> grads;
+  for (int k = 0; k < kThreads * kKeys; ++k) {
+    all.push_back(k);
+    for (int d = 0; d < 3; ++d) grads.push_back(static_cast<float>(k % 97));
+  }
+  ASSERT_TRUE(client->Push("emb", all, grads).get().ok());
+  std::atomic<int> wrong{0}, failed{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < kThreads; ++t) {
+    callers.emplace_back([&, t] {
+      for (int round = 0; round < 20; ++round) {
+        std::vector<std::vector<Key>> batches;
+        std::vector<std::future<Result<PullResult>>> window;
+        for (int w = 0; w < 6; ++w) {
+          std::vector<Key> keys;
+          for (int i = 0; i < 16; ++i) keys.push_back(t * kKeys + (round * 7 + w * 5 + i * 3) % kKeys);
+          keys.insert(keys.begin() + 5, keys[3]);  // a duplicate: the rows after it shift
+          window.push_back(client->Pull("emb", keys));
+          batches.push_back(std::move(keys));
+        }
+        for (int w = 5; w >= 0; --w) {  // newest first: most were completed by someone else
+          auto r = window[w].get();
+          if (!r.ok()) {
+            ++failed;
+            continue;
+          }
+          for (size_t i = 0; i < batches[w].size(); ++i) {
+            for (int d = 0; d < 3; ++d) wrong += r->values[i * 3 + d] != -static_cast<float>(batches[w][i] % 97);
+          }
+        }
+      }
+    });
+  }
+  for (auto& c : callers) c.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+// Nobody waits on the push: the client's background thread still resends it past its deadline,
+// so it reaches the server once the link heals, and its future then reports the server's answer.
+TEST(ClientTest, ARequestNobodyWaitsOnIsRetriedAndCompletedInTheBackground) {
+  InprocJob job(1);
+  FaultTransport* link = nullptr;
+  std::atomic<int> retries{0};
+  auto client = job.Client(
+      ClientOptions{.request_timeout_ms = 20, .max_retries = 1000,
+                    .on_retry = [&](int32_t, const Status&, uint32_t) { ++retries; }},
+      &link);
+  std::vector<Key> keys = {11};
+  link->SetPartitioned(true);
+  auto push = client->Push("emb", keys, std::vector<float>{1, 1, 1});
+  for (int i = 0; i < 500 && retries.load() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_GE(retries.load(), 3) << "no retry while nobody waited";
+  link->SetPartitioned(false);
+  // Another client sees the push land (the first client's caller still does not wait).
+  auto observer = job.Client();
+  std::vector<float> row;
+  for (int i = 0; i < 500; ++i) {
+    auto r = observer->Pull("emb", keys).get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    row = r->ToVector();
+    if (row[0] != 0.f) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(row, (std::vector<float>{-1, -1, -1}));
+  EXPECT_TRUE(push.get().ok());
+}
+
+// Stop() while a thread is blocked receiving for its own request: that thread lets go, every
+// request fails with Cancelled, and futures taken before Stop still answer after the client is gone.
+TEST(ClientTest, StopReleasesAWaitingThreadAndFuturesOutliveTheClient) {
+  auto net = std::make_shared<InprocNetwork>();
+  InprocTransport silent(net);
+  auto ep = silent.Bind("inproc://silent");
+  ASSERT_TRUE(ep.ok());
+  auto client = std::make_unique<PsClient>(ClientOptions{.request_timeout_ms = 60000},
+                                           std::make_unique<InprocTransport>(net), ShardMap{0, {*ep}});
+  ASSERT_TRUE(client->Start().ok());
+  std::vector<Key> keys = {1, 2};
+  std::atomic<bool> entered{false};
+  Status waited;
+  std::thread waiter([&] {
+    auto f = client->Pull("emb", keys);
+    entered = true;
+    waited = f.get().status();
+  });
+  auto later = client->Push("emb", keys, std::vector<float>(6, 1.f));
+  auto stats = client->Stats();
+  while (!entered) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let it block receiving
+  client.reset();  // Stop() and destroy
+  waiter.join();
+  EXPECT_EQ(waited.code(), StatusCode::kCancelled) << waited;
+  EXPECT_EQ(later.get().code(), StatusCode::kCancelled);
+  EXPECT_EQ(stats.get().status().code(), StatusCode::kCancelled);
 }
 
 }  // namespace

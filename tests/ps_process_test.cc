@@ -240,7 +240,7 @@ TEST_P(KillRecoveryTest, KillNineAfterAcknowledgedPushesLosesNothing) {
     EXPECT_EQ(rj["writeback_errors"].get<uint64_t>(), 0u) << rj.dump();
     auto after = client2->Pull("adam_emb", keys).get();
     ASSERT_TRUE(after.ok()) << after.status();
-    EXPECT_EQ(after->values, before->values);
+    EXPECT_EQ(after->ToVector(), before->ToVector());
     auto dense_after = client2->PullDense("mlp").get();
     ASSERT_TRUE(dense_after.ok());
     EXPECT_EQ(*dense_after, dense_before);
@@ -312,7 +312,7 @@ TEST_P(KillRetryTest, ARetryAcrossKillNineAndRestartIsAppliedExactlyOnce) {
     ASSERT_TRUE(ref->Push("sgd_emb", keys, grads, 1).ok());  // applied once
     std::vector<float> want(kKeys * kDim);
     ASSERT_TRUE(ref->Pull("sgd_emb", keys, want.data()).ok());
-    EXPECT_EQ(got->values, want);
+    EXPECT_EQ(got->ToVector(), want);
   }
   // The directory itself shows one application per row (opened in-process after another kill,
   // so what is checked is what recovery makes of the data dir).
@@ -350,7 +350,7 @@ TEST(PsProcessTest, SigtermWritesEverythingBackAndExitsZero) {
       ASSERT_TRUE(client->Push("adam_emb", keys, g, round).get().ok());
       auto pulled = client->Pull("adam_emb", keys).get();
       ASSERT_TRUE(pulled.ok()) << pulled.status();
-      last = pulled->values;
+      last = pulled->ToVector();
     }
     ASSERT_TRUE(server.proc.Signal(SIGTERM).ok());
     EXPECT_EQ(server.proc.Wait(std::chrono::seconds(30)).value_or(-1), 0) << ServerProcess::ReadFile(server.log);
@@ -382,7 +382,7 @@ TEST(PsProcessTest, AFailedLogAppendStopsTheServerAndARestartRecovers) {
     ASSERT_TRUE(client->Push("adam_emb", small, std::vector<float>(small.size() * kDim, 0.5f), 1).get().ok());
     auto pulled = client->Pull("adam_emb", small).get();
     ASSERT_TRUE(pulled.ok()) << pulled.status();
-    acked = pulled->values;
+    acked = pulled->ToVector();
     Status failed = client->Push("adam_emb", big, std::vector<float>(big.size() * kDim, 0.5f), 2).get();
     EXPECT_FALSE(failed.ok());
     EXPECT_NE(failed.message().find("log"), std::string::npos) << failed;
@@ -396,7 +396,7 @@ TEST(PsProcessTest, AFailedLogAppendStopsTheServerAndARestartRecovers) {
     auto client = Connect({server.endpoint});
     auto pulled = client->Pull("adam_emb", small).get();
     ASSERT_TRUE(pulled.ok()) << pulled.status();
-    EXPECT_EQ(pulled->values, acked);
+    EXPECT_EQ(pulled->ToVector(), acked);
     ASSERT_TRUE(server.proc.Signal(SIGTERM).ok());
     EXPECT_EQ(server.proc.Wait(std::chrono::seconds(30)).value_or(-1), 0) << ServerProcess::ReadFile(server.log);
   }
@@ -475,7 +475,7 @@ TEST(PsProcessTest, CheckpointRestoresIntoANewServer) {
   auto client2 = Connect({restored.endpoint});
   auto got = client2->Pull("adam_emb", keys).get();
   ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(got->values, at_checkpoint->values);
+  EXPECT_EQ(got->ToVector(), at_checkpoint->ToVector());
 }
 
 // `metaps bench ps` end to end on a small table: it exits 0 and its last line is the JSON the
