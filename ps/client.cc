@@ -116,9 +116,15 @@ struct PullOp final : ClientOp {
     }
     auto [dst, bytes] = NewBuffer<float>(total);
     const size_t row_bytes = dim * sizeof(float);
-    for (size_t i = 0; i < num_keys; ++i) {
-      const size_t u = dedup.has_duplicates() ? dedup.inverse[i] : i;
-      std::memcpy(dst + i * dim, row_of[u], row_bytes);
+    auto source = [&](size_t i) { return row_of[dedup.has_duplicates() ? dedup.inverse[i] : i]; };
+    // Rows that follow each other in a reply are copied as one run: one shard's reply with a few
+    // repeated keys is a few long runs, not one small copy per row.
+    for (size_t i = 0; i < num_keys;) {
+      const float* src = source(i);
+      size_t j = i + 1;
+      while (j < num_keys && source(j) == src + (j - i) * dim) ++j;
+      std::memcpy(dst + i * dim, src, (j - i) * row_bytes);
+      i = j;
     }
     r.storage = std::move(bytes);
     r.values = r.storage.As<float>();

@@ -10,8 +10,12 @@
 // shards that answered OK stay applied (each shard's push is atomic and durable on its own).
 //
 // Threading: all public methods are thread-safe and may be called concurrently; futures may be
-// waited on from any thread, before or after the client stops. No thread sits between a caller and
-// the socket (the hand-offs cost more than the server's own work on small machines):
+// waited on from any thread, before or after the client stops or is destroyed, but a get() must not
+// start while the destructor runs (a waiter already inside get() is released by Stop(), which the
+// destructor waits for; one that starts during destruction would touch the dying client).
+//
+// No thread sits between a caller and the socket (the hand-offs cost more than the server's own
+// work on small machines):
 //   - a request is sent on the calling thread, under the client's lock, unless another thread is
 //     receiving at that moment; then it is queued and that thread is woken to send it;
 //   - a caller waiting on a future receives replies itself (it completes any request whose reply it
