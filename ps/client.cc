@@ -398,12 +398,19 @@ void PsClient::Lead(Op& op, std::unique_lock<std::mutex>& l) {
     FlushOutboxLocked();
     ExpireLocked();
     if (op.done.load(std::memory_order_acquire)) break;
-    l.unlock();
-    auto env = transport_->Recv(kTick);
-    Result<Message> msg = env.ok() ? FromFrames(std::move(env->frames)) : Result<Message>(env.status());
-    l.lock();
-    if (env.ok()) OnReplyLocked(std::move(msg));
+    ReceiveOne(l, kTick);
   }
+}
+
+bool PsClient::ReceiveOne(std::unique_lock<std::mutex>& l, std::chrono::milliseconds timeout) {
+  l.unlock();
+  auto env = transport_->Recv(timeout);
+  // Decoded before the lock is taken again: senders need it meanwhile.
+  Result<Message> msg = env.ok() ? FromFrames(std::move(env->frames)) : Result<Message>(env.status());
+  l.lock();
+  if (!env.ok()) return false;
+  OnReplyLocked(std::move(msg));
+  return true;
 }
 
 void PsClient::IoLoop() {
@@ -413,13 +420,7 @@ void PsClient::IoLoop() {
     if (stopping_ || transport_owned_ || (pending_.empty() && outbox_.empty())) continue;
     // Nobody is receiving: read what has arrived, then resend or fail what is past its deadline.
     transport_owned_ = true;
-    while (!stopping_) {
-      l.unlock();
-      auto env = transport_->Recv(std::chrono::milliseconds(0));
-      Result<Message> msg = env.ok() ? FromFrames(std::move(env->frames)) : Result<Message>(env.status());
-      l.lock();
-      if (!env.ok()) break;
-      OnReplyLocked(std::move(msg));
+    while (!stopping_ && ReceiveOne(l, std::chrono::milliseconds(0))) {
     }
     FlushOutboxLocked();
     ExpireLocked();

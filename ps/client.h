@@ -147,6 +147,9 @@ class PsClient {
   // Receives and completes replies until `op` is done or the client stops. REQUIRES: mu_ held by
   // `l` and transport_owned_ set by this thread.
   void Lead(Op& op, std::unique_lock<std::mutex>& l);
+  // Waits up to `timeout` for one message with mu_ released, then (holding `l` again) completes the
+  // request it answers. False when none came (timeout, or an Interrupt). REQUIRES: as Lead.
+  bool ReceiveOne(std::unique_lock<std::mutex>& l, std::chrono::milliseconds timeout);
   void IoLoop();
   // REQUIRES (all *Locked): mu_ held, and this thread may use the transport (transport_owned_ set by
   // it, or unset and kept unset while mu_ is held).
