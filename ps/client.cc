@@ -252,18 +252,9 @@ Header PsClient::MakeHeader(MsgType type, const std::string& table) const {
   return h;
 }
 
-template <typename T, typename O, typename Take>
-std::future<T> PsClient::Deferred(std::shared_ptr<O> op, Take take) {
-  // `this` is only touched while the op is not done, and Stop() (run by the destructor) completes
-  // every op before it returns: a future waited on after the client is gone never touches it.
-  return std::async(std::launch::deferred, [this, op = std::move(op), take]() -> T {
-    Wait(*op);
-    return take(*op);
-  });
-}
-
-template <typename T, typename O, typename Take>
-std::future<T> PsClient::Submit(std::shared_ptr<O> op, std::vector<Outgoing> parts, Take take) {
+template <typename O>
+std::future<decltype(std::declval<O&>().Take())> PsClient::Submit(std::shared_ptr<O> op,
+                                                                 std::vector<Outgoing> parts) {
   op->remaining = static_cast<int>(parts.size());
   // Headers are encoded before the lock; the request id is fixed here and kept by every retry.
   std::vector<std::pair<Part, uint64_t>> ready;
@@ -295,7 +286,12 @@ std::future<T> PsClient::Submit(std::shared_ptr<O> op, std::vector<Outgoing> par
     }
   }
   if (wake) transport_->Interrupt();
-  return Deferred<T>(std::move(op), take);
+  // `this` is only touched while the op is not done, and Stop() (run by the destructor) completes
+  // every op before it returns: a future waited on after the client is gone never touches it.
+  return std::async(std::launch::deferred, [this, op = std::move(op)] {
+    Wait(*op);
+    return op->Take();
+  });
 }
 
 void PsClient::SendLocked(Part part, uint64_t id) {
@@ -438,18 +434,17 @@ std::future<Result<PullResult>> PsClient::Pull(const std::string& table, std::sp
     m.header.num_keys = op->dedup.ShardSize(s);
     parts.push_back({s, std::move(m), op});
   }
-  return Submit<Result<PullResult>>(std::move(op), std::move(parts), [](PullOp& o) { return o.Take(); });
+  return Submit(std::move(op), std::move(parts));
 }
 
 std::future<Status> PsClient::Push(const std::string& table, std::span<const Key> keys,
                                    std::span<const float> grads, uint64_t step) {
   auto op = std::make_shared<StatusOp>();
-  auto take = [](StatusOp& o) { return o.Take(); };
-  if (keys.empty()) return Submit<Status>(std::move(op), {}, take);
+  if (keys.empty()) return Submit(std::move(op), {});
   if (grads.size() % keys.size() != 0) {
     op->error = InvalidArgument("push of " + std::to_string(keys.size()) + " keys with " +
                                 std::to_string(grads.size()) + " gradient values");
-    return Submit<Status>(std::move(op), {}, take);
+    return Submit(std::move(op), {});
   }
   const size_t dim = grads.size() / keys.size();
   const size_t row_bytes = dim * sizeof(float);
@@ -496,14 +491,14 @@ std::future<Status> PsClient::Push(const std::string& table, std::span<const Key
     m.header.step = step;
     parts.push_back({s, std::move(m), op});
   }
-  return Submit<Status>(std::move(op), std::move(parts), take);
+  return Submit(std::move(op), std::move(parts));
 }
 
 std::future<Result<std::vector<float>>> PsClient::PullDense(const std::string& tensor) {
   auto op = std::make_shared<DenseOp>();
   std::vector<Outgoing> parts;
   parts.push_back({DenseShard(tensor), Message{MakeHeader(MsgType::kPullDense, tensor), {}}, op});
-  return Submit<Result<std::vector<float>>>(std::move(op), std::move(parts), [](DenseOp& o) { return o.Take(); });
+  return Submit(std::move(op), std::move(parts));
 }
 
 std::future<Status> PsClient::PushDense(const std::string& tensor, std::span<const float> grads, uint64_t step) {
@@ -514,7 +509,7 @@ std::future<Status> PsClient::PushDense(const std::string& tensor, std::span<con
   m.header.step = step;
   std::vector<Outgoing> parts;
   parts.push_back({DenseShard(tensor), std::move(m), op});
-  return Submit<Status>(std::move(op), std::move(parts), [](StatusOp& o) { return o.Take(); });
+  return Submit(std::move(op), std::move(parts));
 }
 
 std::future<Status> PsClient::Checkpoint(const std::string& dir) {
@@ -525,23 +520,21 @@ std::future<Status> PsClient::Checkpoint(const std::string& dir) {
     m.header.meta = dir + "/shard-" + std::to_string(s);
     parts.push_back({s, std::move(m), op});
   }
-  return Submit<Status>(std::move(op), std::move(parts), [](StatusOp& o) { return o.Take(); });
+  return Submit(std::move(op), std::move(parts));
 }
 
 std::future<Result<std::vector<std::string>>> PsClient::Stats() {
   auto op = std::make_shared<StatsOp>(shards_.size());
   std::vector<Outgoing> parts;
   for (int32_t s = 0; s < shards_.size(); ++s) parts.push_back({s, Message{MakeHeader(MsgType::kStats, ""), {}}, op});
-  return Submit<Result<std::vector<std::string>>>(std::move(op), std::move(parts),
-                                                  [](StatsOp& o) { return o.Take(); });
+  return Submit(std::move(op), std::move(parts));
 }
 
 std::future<Result<Message>> PsClient::Call(int32_t shard, Message request) {
   auto op = std::make_shared<CallOp>();
-  auto take = [](CallOp& o) { return o.Take(); };
   if (shard < 0 || shard >= shards_.size()) {
     op->error = InvalidArgument("no shard " + std::to_string(shard));
-    return Submit<Result<Message>>(std::move(op), {}, take);
+    return Submit(std::move(op), {});
   }
   Header base = MakeHeader(request.header.type, request.header.table);
   request.header.job_id = base.job_id;
@@ -551,7 +544,7 @@ std::future<Result<Message>> PsClient::Call(int32_t shard, Message request) {
   request.header.worker_id = base.worker_id;
   std::vector<Outgoing> parts;
   parts.push_back({shard, std::move(request), op});
-  return Submit<Result<Message>>(std::move(op), std::move(parts), take);
+  return Submit(std::move(op), std::move(parts));
 }
 
 }  // namespace metaps::ps

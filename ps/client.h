@@ -40,6 +40,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/keys.h"
@@ -137,11 +138,9 @@ class PsClient {
   };
 
   // Sends the parts (or queues them for the thread holding the transport) and returns a deferred
-  // future whose get() waits for `op` and returns take(op).
-  template <typename T, typename O, typename Take>
-  std::future<T> Submit(std::shared_ptr<O> op, std::vector<Outgoing> parts, Take take);
-  template <typename T, typename O, typename Take>
-  std::future<T> Deferred(std::shared_ptr<O> op, Take take);
+  // future whose get() waits for `op` and returns op->Take().
+  template <typename O>
+  std::future<decltype(std::declval<O&>().Take())> Submit(std::shared_ptr<O> op, std::vector<Outgoing> parts);
   // Returns once `op` is done, receiving replies on this thread while no other thread does.
   void Wait(Op& op);
   // Receives and completes replies until `op` is done or the client stops. REQUIRES: mu_ held by
