@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/keys.h"
+#include "common/prefetch.h"
 
 namespace metaps {
 
@@ -73,7 +74,7 @@ class FirstOccurrence {
   }
 
   // Brings the table line that keys[i] probes first into the cache.
-  void Prefetch(size_t i) const { __builtin_prefetch(&table_[Mix64(keys_[i]) & mask_], 1); }
+  void Prefetch(size_t i) const { PrefetchLine(&table_[Mix64(keys_[i]) & mask_]); }
 
   // The first position j <= i with keys[j] == keys[i]. When there is none, i is recorded (and
   // returned), so later positions with this key return i. Calling it again for a position whose

@@ -27,6 +27,7 @@
 
 #include "common/files.h"
 #include "common/keys.h"
+#include "common/prefetch.h"
 #include "common/subprocess.h"
 #include "common/zmq_transport.h"
 #include "launch/cli.h"
@@ -304,8 +305,8 @@ double MeasureRawRocksDb(const std::string& dir, size_t row_bytes, int64_t batch
 }
 
 // The row-memory floor of one request on this machine: `batch` rows picked uniformly from `rows`
-// slots of `stride` bytes (2 MiB-aligned, huge pages, as the row cache keeps them), prefetched 8
-// rows ahead like the store does, and either
+// slots of `stride` bytes (2 MiB-aligned, huge pages, as the row cache keeps them), prefetched as
+// far ahead as the store does, and either
 //   gather: the first `dim` floats of each copied out, in order (what a pull must read), or
 //   update: all `row_floats` floats of each read, changed and written back (what an optimizer
 //           step over weights and state must move).
@@ -328,27 +329,22 @@ MemoryFloor MeasureMemoryFloor(int64_t rows, size_t stride, uint32_t dim, uint32
   std::vector<uint32_t> idx(batch);
   std::mt19937_64 rng(7);
   auto row = [&](int64_t i) { return reinterpret_cast<float*>(mem.get() + size_t{idx[i]} * stride); };
-  auto prefetch = [](const float* p, size_t floats, int write) {
-    for (size_t o = 0; o < floats * 4; o += 64) {
-      if (write) __builtin_prefetch(reinterpret_cast<const char*>(p) + o, 1);
-      else __builtin_prefetch(reinterpret_cast<const char*>(p) + o, 0);
-    }
-  };
-  // As far ahead as the store prefetches: a pull's gather 24 rows, the optimizer 16.
-  constexpr int64_t kGatherAhead = 24, kUpdateAhead = 16;
+  auto prefetch = [](const float* p, size_t floats) { PrefetchBytes(p, floats * 4); };
+  // As far ahead as the store prefetches: a pull's gather 24 rows, the optimizer 24.
+  constexpr int64_t kGatherAhead = 24, kUpdateAhead = 24;
   std::vector<double> gather, update;
   for (int rep = 0; rep < reps; ++rep) {
     for (auto& x : idx) x = static_cast<uint32_t>(rng() % static_cast<uint64_t>(rows));
     auto t0 = Clock::now();
     for (int64_t i = 0; i < batch; ++i) {
-      if (i + kGatherAhead < batch) prefetch(row(i + kGatherAhead), dim, 0);
+      if (i + kGatherAhead < batch) prefetch(row(i + kGatherAhead), dim);
       std::memcpy(&out[static_cast<size_t>(i) * dim], row(i), size_t{dim} * 4);
     }
     auto t1 = Clock::now();
     for (auto& x : idx) x = static_cast<uint32_t>(rng() % static_cast<uint64_t>(rows));
     auto t2 = Clock::now();
     for (int64_t i = 0; i < batch; ++i) {
-      if (i + kUpdateAhead < batch) prefetch(row(i + kUpdateAhead), row_floats, 1);
+      if (i + kUpdateAhead < batch) prefetch(row(i + kUpdateAhead), row_floats);
       float* p = row(i);
       for (uint32_t k = 0; k < row_floats; ++k) p[k] = p[k] * 0.999f + 1e-6f;
     }

@@ -2,6 +2,7 @@
 
 #include "common/files.h"
 #include "common/first_occurrence.h"
+#include "common/prefetch.h"
 #include <sys/resource.h>
 #include <unistd.h>
 #include "common/shared_work.h"
@@ -173,7 +174,7 @@ class KeyIndex {
       i = (i + 1) & mask_;
     }
   }
-  void Prefetch(Key k) const { __builtin_prefetch(&entries_[Home(k)]); }
+  void Prefetch(Key k) const { PrefetchLine(&entries_[Home(k)]); }
 
   // Returns the existing value, or inserts `v` and returns kNone.
   uint32_t FindOrInsert(Key k, uint32_t v) {
@@ -882,7 +883,7 @@ struct ParamStore::Impl {
         found[i] = s;
         if (s != KeyIndex::kNone) {
           const char* p = reinterpret_cast<const char*>(t->Weights(s));
-          for (size_t l = 0; l < lines; ++l) __builtin_prefetch(p + 64 * l);
+          for (size_t l = 0; l < lines; ++l) PrefetchLine(p + 64 * l);
         }
       }
       if (i >= begin + kSlotAhead) {
@@ -1016,7 +1017,7 @@ struct ParamStore::Impl {
     }
     if (!miss_idx.empty()) {
       for (size_t i = 0; i < n + kSlotAhead; ++i) {
-        if (i < n && slots_out[i] != KeyIndex::kNone) __builtin_prefetch(t->Meta(slots_out[i]), 1);
+        if (i < n && slots_out[i] != KeyIndex::kNone) PrefetchLine(t->Meta(slots_out[i]));
         if (i >= kSlotAhead && slots_out[i - kSlotAhead] != KeyIndex::kNone) Pin(t, slots_out[i - kSlotAhead]);
       }
     }
@@ -1123,7 +1124,7 @@ struct ParamStore::Impl {
     constexpr size_t kAhead = 16;
     row_updates.clear();
     for (size_t i = 0; i < n; ++i) {
-      if (i + kAhead < n) __builtin_prefetch(t->Meta(row_slots[i + kAhead]), 1);
+      if (i + kAhead < n) PrefetchLine(t->Meta(row_slots[i + kAhead]));
       const uint32_t s = row_slots[i];
       SlotMeta* m = t->Meta(s);
       if (m->last_seq >= seq) continue;
