@@ -133,6 +133,32 @@ METAPS_VECTOR_CLONES void AdamRows(const RowUpdate* rows, size_t n, size_t prefe
   }
 }
 
+// FTRL-proximal with the common lr_power = -0.5 (n^0.5 as a sqrt). The same operations in the
+// same order as the rule (docs/server.md, Tables): the l1 test selects per coordinate.
+METAPS_VECTOR_CLONES void FtrlRows(const RowUpdate* rows, size_t n, uint32_t dim, float alpha, float beta, float l1,
+                                   float l2) {
+  const float two_l2 = 2.0f * l2;
+  for (size_t r = 0; r < n; ++r) {
+    if (r + kPrefetchRows < n) PrefetchRow(rows[r + kPrefetchRows], dim, 2 * dim);
+    float* __restrict w = rows[r].weights;
+    float* __restrict z = rows[r].state;
+    float* __restrict acc = rows[r].state + dim;
+    const float* __restrict g = rows[r].grad;
+    for (uint32_t i = 0; i < dim; ++i) {
+      const float n_old = acc[i];
+      const float n_new = n_old + g[i] * g[i];
+      const float p_new = std::sqrt(n_new);
+      const float sigma = (p_new - std::sqrt(n_old)) / alpha;
+      const float zi = z[i] + (g[i] - sigma * w[i]);
+      z[i] = zi;
+      acc[i] = n_new;
+      const float sign = zi < 0.0f ? -1.0f : 1.0f;
+      const float shrunk = -(zi - sign * l1) / ((beta + p_new) / alpha + two_l2);
+      w[i] = std::fabs(zi) <= l1 ? 0.0f : shrunk;
+    }
+  }
+}
+
 }  // namespace internal
 
 void Optimizer::ApplyBatch(const RowUpdate* rows, size_t n, uint32_t dim) const {
@@ -251,11 +277,16 @@ class Ftrl final : public Optimizer {
     for (uint32_t i = 0; i < dim; ++i) st[i] = 0.0f;                           // z
     for (uint32_t i = 0; i < dim; ++i) st[dim + i] = spec_.initial_accumulator;  // n
   }
-  // n^-p, with the common p = -0.5 as a sqrt.
+  // n^-p, with the common p = -0.5 as a sqrt (that case runs in internal::FtrlRows).
   float Pow(float n) const {
     return spec_.lr_power == -0.5f ? std::sqrt(n) : std::pow(n, -spec_.lr_power);
   }
-  void Apply(float* w, float* st, const float* g, uint32_t dim, uint64_t) const override {
+  void Apply(float* w, float* st, const float* g, uint32_t dim, uint64_t t) const override {
+    if (spec_.lr_power == -0.5f) {
+      const RowUpdate row{w, st, g, t};
+      ApplyBatch(&row, 1, dim);
+      return;
+    }
     float* z = st;
     float* n = st + dim;
     const float alpha = spec_.lr, beta = spec_.beta, l1 = spec_.l1, l2 = spec_.l2;
@@ -272,6 +303,14 @@ class Ftrl final : public Optimizer {
         w[i] = -(z[i] - sign * l1) / ((beta + p_new) / alpha + 2.0f * l2);
       }
     }
+  }
+  void ApplyBatch(const RowUpdate* rows, size_t n, uint32_t dim) const override {
+    if (spec_.lr_power != -0.5f) {
+      Optimizer::ApplyBatch(rows, n, dim);  // per row, std::pow
+      return;
+    }
+    internal::PrefetchFirstRows(rows, n, dim, 2 * dim);
+    internal::FtrlRows(rows, n, dim, spec_.lr, spec_.beta, spec_.l1, spec_.l2);
   }
 };
 

@@ -226,6 +226,75 @@ TEST(OptimizerTest, ApplyBatchMatchesApplyBitwise) {
   }
 }
 
+// FTRL with lr_power -0.5 runs in a vector kernel. It must give bitwise what the rule gives
+// evaluated one rounded float operation at a time, as written out below, for weights that the l1
+// test zeroes and weights it keeps (replay and every CPU's kernel clone must agree).
+TEST(OptimizerTest, FtrlBatchMatchesTheRuleBitwise) {
+  constexpr uint32_t kDim = 37;
+  constexpr size_t kRows = 200;
+  struct Case { float alpha, beta, l1, l2, n0; };
+  for (const Case c : {Case{0.05f, 1.0f, 0.0f, 0.0f, 0.0f}, Case{0.1f, 0.5f, 0.05f, 0.1f, 0.1f},
+                       Case{1.0f, 1.0f, 0.3f, 0.0f, 0.0f}}) {
+    OptimizerSpec spec = DefaultOptimizerSpec(OptimizerKind::kFtrl);
+    spec.lr = c.alpha;
+    spec.beta = c.beta;
+    spec.l1 = c.l1;
+    spec.l2 = c.l2;
+    spec.initial_accumulator = c.n0;
+    auto opt = Optimizer::Create(spec);
+    ASSERT_TRUE(opt.ok()) << opt.status();
+    const Optimizer& o = **opt;
+    std::vector<float> w(kRows * kDim), st(kRows * 2 * kDim), g(kRows * kDim);
+    uint32_t x = 777;
+    auto next = [&] {
+      x = x * 1664525u + 1013904223u;
+      return static_cast<float>(static_cast<int32_t>(x >> 8) - (1 << 23)) / (1 << 23);
+    };
+    for (auto& v : w) v = next();
+    for (size_t r = 0; r < kRows; ++r) o.InitState(st.data() + r * 2 * kDim, kDim);
+    std::vector<float> ref_w = w, ref_st = st;
+    size_t zeroed = 0, kept = 0;
+    for (int round = 0; round < 3; ++round) {
+      for (auto& v : g) v = next();
+      std::vector<RowUpdate> batch;
+      for (size_t r = 0; r < kRows; ++r) {
+        batch.push_back({w.data() + r * kDim, st.data() + r * 2 * kDim, g.data() + r * kDim, uint64_t(round + 1)});
+        for (uint32_t i = 0; i < kDim; ++i) {
+          float& wi = ref_w[r * kDim + i];
+          float& z = ref_st[r * 2 * kDim + i];
+          float& n = ref_st[r * 2 * kDim + kDim + i];
+          const float gi = g[r * kDim + i];
+          const float gg = gi * gi;
+          const float n_new = n + gg;
+          const float p_new = std::sqrt(n_new);
+          const float p_old = std::sqrt(n);
+          const float sigma = (p_new - p_old) / c.alpha;
+          const float sw = sigma * wi;
+          z = z + (gi - sw);
+          n = n_new;
+          if (std::fabs(z) <= c.l1) {
+            wi = 0.0f;
+            ++zeroed;
+          } else {
+            const float sign = z < 0.0f ? -1.0f : 1.0f;
+            const float num = z - sign * c.l1;
+            const float den = (c.beta + p_new) / c.alpha + 2.0f * c.l2;
+            wi = -num / den;
+            ++kept;
+          }
+        }
+      }
+      o.ApplyBatch(batch.data(), batch.size(), kDim);
+    }
+    EXPECT_EQ(0, std::memcmp(w.data(), ref_w.data(), w.size() * 4)) << "l1 " << c.l1;
+    EXPECT_EQ(0, std::memcmp(st.data(), ref_st.data(), st.size() * 4)) << "l1 " << c.l1;
+    EXPECT_GT(kept, 0u);
+    if (c.l1 > 0.0f) {
+      EXPECT_GT(zeroed, 0u) << "the l1 branch must be exercised";
+    }
+  }
+}
+
 TEST(OptimizerTest, RejectsBadHyperparameters) {
   OptimizerSpec s = DefaultOptimizerSpec(OptimizerKind::kAdam);
   s.beta1 = 1.0f;
