@@ -134,7 +134,7 @@ METAPS_VECTOR_CLONES void AdamRows(const RowUpdate* rows, size_t n, size_t prefe
 }
 
 // FTRL-proximal with the common lr_power = -0.5 (n^0.5 as a sqrt). The same operations in the
-// same order as the rule (docs/server.md, Tables): the l1 test selects per coordinate.
+// same order as the rule in ps/optimizer.h: the l1 test selects per coordinate.
 METAPS_VECTOR_CLONES void FtrlRows(const RowUpdate* rows, size_t n, uint32_t dim, float alpha, float beta, float l1,
                                    float l2) {
   const float two_l2 = 2.0f * l2;
