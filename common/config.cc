@@ -1,5 +1,6 @@
 #include "common/config.h"
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <toml++/toml.h>
@@ -59,9 +60,49 @@ Config::Config() : root_(std::make_shared<toml::table>()) {}
 Config::Config(std::shared_ptr<toml::table> root, std::string path, std::shared_ptr<void> keepalive)
     : root_(std::move(root)), path_(std::move(path)), keepalive_(std::move(keepalive)) {}
 
+namespace {
+
+// The first key under `n` that holds a control character (a quoted key may spell a tab or a
+// newline), as "source:line:column: ..." naming the key, or "" when there is none. Such keys are
+// refused: no job config reads one, and toml++ 3.3 prints them unquoted, so the config that
+// `metaps run` writes for its child processes would not parse again.
+std::string ControlCharacterKey(const toml::node& n, std::string_view source) {
+  if (const toml::table* t = n.as_table()) {
+    for (auto&& [k, v] : *t) {
+      bool bad = false;
+      std::string shown;
+      for (unsigned char c : k.str()) {
+        if (c < 0x20 || c == 0x7f) {
+          bad = true;
+          char hex[8];
+          std::snprintf(hex, sizeof hex, "\\x%02x", c);
+          shown += hex;
+        } else {
+          shown += static_cast<char>(c);
+        }
+      }
+      if (bad) {
+        std::ostringstream os;
+        os << source << ":" << k.source().begin.line << ":" << k.source().begin.column << ": key \"" << shown
+           << "\" holds a control character";
+        return os.str();
+      }
+      if (std::string r = ControlCharacterKey(v, source); !r.empty()) return r;
+    }
+  } else if (const toml::array* a = n.as_array()) {
+    for (const toml::node& v : *a) {
+      if (std::string r = ControlCharacterKey(v, source); !r.empty()) return r;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
 Result<Config> Config::ParseString(std::string_view text, std::string_view source) {
   try {
     auto tbl = std::make_shared<toml::table>(toml::parse(text, source));
+    if (std::string bad = ControlCharacterKey(*tbl, source); !bad.empty()) return InvalidArgument(bad);
     return Config(std::move(tbl), "", nullptr);
   } catch (const toml::parse_error& e) {
     std::ostringstream os;
