@@ -118,6 +118,43 @@ Status MemoryStorage::Write(const StorageBatch& batch, bool) {
   return Status::Ok();
 }
 
+namespace {
+
+class MemorySortedWriter final : public SortedWriter {
+ public:
+  MemorySortedWriter(MemoryStorage* storage, StorageSpace space) : storage_(storage), space_(space) {}
+  Status Add(std::string_view key, std::string_view value) override {
+    if (committed_) return FailedPrecondition("sorted run already committed");
+    if (batch_.count() > 0 && key <= last_) return InvalidArgument("sorted run: key out of order");
+    last_.assign(key);
+    batch_.Put(space_, key, value);
+    bytes_ += key.size() + value.size();
+    return Status::Ok();
+  }
+  Status Commit() override {
+    if (committed_) return FailedPrecondition("sorted run already committed");
+    committed_ = true;
+    return batch_.empty() ? Status::Ok() : storage_->Write(batch_, true);
+  }
+  uint64_t count() const override { return batch_.count(); }
+  uint64_t bytes() const override { return bytes_; }
+
+ private:
+  MemoryStorage* storage_;
+  StorageSpace space_;
+  StorageBatch batch_;
+  std::string last_;
+  uint64_t bytes_ = 0;
+  bool committed_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SortedWriter>> MemoryStorage::NewSortedWriter(StorageSpace space) {
+  METAPS_RETURN_IF_ERROR(CheckOpen(space));
+  return std::unique_ptr<SortedWriter>(new MemorySortedWriter(this, space));
+}
+
 Status MemoryStorage::Scan(StorageSpace space, std::string_view begin, std::string_view end,
                            const std::function<bool(std::string_view, std::string_view)>& f) {
   METAPS_RETURN_IF_ERROR(CheckOpen(space));

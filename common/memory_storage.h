@@ -40,9 +40,8 @@ class MemoryStorage final : public Storage {
   Status MultiGet(StorageSpace space, std::span<const std::string_view> keys,
                   const std::function<void(size_t index, std::string_view value)>& found) override;
   Status Write(const StorageBatch& batch, bool sync) override;
-  // As Write (a MemoryStorage loses nothing, so there is nothing for Persist to do).
-  Status WriteUnlogged(const StorageBatch& batch) override { return Write(batch, false); }
-  Status Persist(StorageSpace space) override { return CheckOpen(space); }
+  // Collects the run and applies it as one Write at Commit (so fault injection covers it).
+  Result<std::unique_ptr<SortedWriter>> NewSortedWriter(StorageSpace space) override;
   Status Scan(StorageSpace space, std::string_view begin, std::string_view end,
               const std::function<bool(std::string_view key, std::string_view value)>& f) override;
   Status Checkpoint(const std::string& dir) override;

@@ -1,13 +1,17 @@
 #include "common/rocksdb_storage.h"
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <mutex>
+
+#include <unistd.h>
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
+#include <rocksdb/sst_file_writer.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
@@ -42,6 +46,8 @@ struct RocksDbStorage::Impl {
   std::mutex close_mu;
   bool sync = false;
   bool closed = false;
+  std::string ingest_dir;            // where sorted runs are written before ingestion
+  std::atomic<uint64_t> next_run{0};
 
   Status CheckSpace(StorageSpace space) const {
     if (closed) return FailedPrecondition("rocksdb storage is closed");
@@ -127,6 +133,12 @@ Result<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(const std::string& 
   // cases check a few more L0 Bloom filters and were not slower. The slowdown (20) and stop (36)
   // triggers keep their defaults.
   data_cf.level0_file_num_compaction_trigger = 8;
+  // Levels sized from the last one up: a run ingested over rows it replaces is placed in the
+  // lowest level it does not overlap, and with static level sizes a small database kept one stale
+  // copy of a rewritten table in each of L2..L6 (below their targets, never compacted). Measured
+  // with 48 ingested runs of 200k 408-byte rows: 490 MB on disk against 82 MB of rows; with
+  // dynamic sizes one copy, and the same CPU.
+  data_cf.level_compaction_dynamic_level_bytes = true;
 
   rocksdb::BlockBasedTableOptions log_table;
   log_table.block_cache = cache;
@@ -183,6 +195,14 @@ Result<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(const std::string& 
     }
   }
   impl->sync = options.sync;
+  if (!options.read_only) {
+    // Runs left by a writer that never committed (a crash) hold nothing anyone needs.
+    impl->ingest_dir = dir + "/ingest";
+    std::error_code ec;
+    std::filesystem::remove_all(impl->ingest_dir, ec);
+    std::filesystem::create_directories(impl->ingest_dir, ec);
+    if (ec) return Internal("rocksdb: cannot create " + impl->ingest_dir + ": " + ec.message());
+  }
   return std::unique_ptr<RocksDbStorage>(new RocksDbStorage(dir, std::move(impl)));
 }
 
@@ -255,23 +275,74 @@ Status RocksDbStorage::Write(const StorageBatch& batch, bool sync) {
   return FromRocks(impl_->db->Write(wo, &wb), "write");
 }
 
-Status RocksDbStorage::WriteUnlogged(const StorageBatch& batch) {
-  if (impl_->closed) return FailedPrecondition("rocksdb storage is closed");
-  rocksdb::WriteBatch wb(batch.ByteSize() + 64);
-  METAPS_RETURN_IF_ERROR(ToWriteBatch(batch, impl_->handles, &wb));
-  rocksdb::WriteOptions wo;
-  wo.disableWAL = true;
-  return FromRocks(impl_->db->Write(wo, &wb), "write (unlogged)");
-}
+namespace {
 
-Status RocksDbStorage::Persist(StorageSpace space) {
+// A table file written with rocksdb::SstFileWriter under ingest/, then ingested (moved into the
+// database by a hard link). SstFileWriter::Finish syncs the file and ingestion syncs the link and
+// records the file in the (synced) MANIFEST, so a committed run is durable; it gets a sequence
+// number above every earlier write, so its rows replace older values. When its key range overlaps
+// a memtable, ingestion flushes the memtable first.
+class RocksSortedWriter final : public SortedWriter {
+ public:
+  RocksSortedWriter(RocksDbStorage::Impl* impl, rocksdb::ColumnFamilyHandle* handle, std::string path,
+                    const rocksdb::Options& options)
+      : impl_(impl),
+        handle_(handle),
+        path_(std::move(path)),
+        // invalidate_page_cache = false: the rows are read back through mmap (misses of a small
+        // cache), so dropping the file's pages from the OS cache would turn those reads into disk reads.
+        writer_(rocksdb::EnvOptions(), options, handle, false) {}
+  ~RocksSortedWriter() override {
+    if (opened_ && !ingested_) ::unlink(path_.c_str());
+  }
+
+  Status Open() {
+    METAPS_RETURN_IF_ERROR(FromRocks(writer_.Open(path_), "sorted run " + path_));
+    opened_ = true;
+    return Status::Ok();
+  }
+  Status Add(std::string_view key, std::string_view value) override {
+    if (committed_) return FailedPrecondition("sorted run already committed");
+    METAPS_RETURN_IF_ERROR(FromRocks(writer_.Put(ToSlice(key), ToSlice(value)), "sorted run"));
+    ++count_;
+    bytes_ += key.size() + value.size();
+    return Status::Ok();
+  }
+  Status Commit() override {
+    if (committed_) return FailedPrecondition("sorted run already committed");
+    committed_ = true;
+    if (count_ == 0) return Status::Ok();
+    if (impl_->closed) return FailedPrecondition("rocksdb storage is closed");
+    METAPS_RETURN_IF_ERROR(FromRocks(writer_.Finish(), "sorted run " + path_));
+    rocksdb::IngestExternalFileOptions o;
+    o.move_files = true;
+    METAPS_RETURN_IF_ERROR(FromRocks(impl_->db->IngestExternalFile(handle_, {path_}, o), "ingesting " + path_));
+    ingested_ = true;
+    ::unlink(path_.c_str());  // moved: normally gone already
+    return Status::Ok();
+  }
+  uint64_t count() const override { return count_; }
+  uint64_t bytes() const override { return bytes_; }
+
+ private:
+  RocksDbStorage::Impl* impl_;
+  rocksdb::ColumnFamilyHandle* handle_;
+  std::string path_;
+  rocksdb::SstFileWriter writer_;
+  uint64_t count_ = 0, bytes_ = 0;
+  bool opened_ = false, committed_ = false, ingested_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SortedWriter>> RocksDbStorage::NewSortedWriter(StorageSpace space) {
   METAPS_RETURN_IF_ERROR(impl_->CheckSpace(space));
-  rocksdb::FlushOptions fo;
-  fo.wait = true;
-  // Waiting out a write stall would make a caller that is itself the way out of it (a store's
-  // write-back) wait on itself; the flush is what relieves the memtables anyway.
-  fo.allow_write_stall = true;
-  return FromRocks(impl_->db->Flush(fo, impl_->handles[space]), "flush");
+  if (impl_->ingest_dir.empty()) return FailedPrecondition("rocksdb storage is read-only");
+  rocksdb::ColumnFamilyHandle* h = impl_->handles[space];
+  const std::string path = impl_->ingest_dir + "/run-" + std::to_string(impl_->next_run.fetch_add(1)) + ".sst";
+  auto w = std::make_unique<RocksSortedWriter>(impl_.get(), h, path, impl_->db->GetOptions(h));
+  METAPS_RETURN_IF_ERROR(w->Open());
+  return std::unique_ptr<SortedWriter>(std::move(w));
 }
 
 Status RocksDbStorage::Scan(StorageSpace space, std::string_view begin, std::string_view end,

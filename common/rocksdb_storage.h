@@ -3,7 +3,7 @@
 // rocksdb::Status is converted to metaps Status here and never escapes (NotFound -> kNotFound,
 // Corruption -> kDataLoss, Busy/TimedOut/TryAgain -> kUnavailable, IOError -> kInternal, ...).
 // Write always uses the WAL: a Write that returned OK survives a killed process; `sync` adds fsync.
-// WriteUnlogged skips the WAL; Persist flushes a family's memtables to (synced) table files.
+// NewSortedWriter writes a run into a table file under dir/ingest and ingests it (see the .cc).
 // A directory made by Checkpoint is itself a RocksDB database: Open it to read or restore it.
 //
 // Thread-safety: as Storage (RocksDB is internally synchronized).
@@ -47,8 +47,7 @@ class RocksDbStorage final : public Storage {
   Status MultiGet(StorageSpace space, std::span<const std::string_view> keys,
                   const std::function<void(size_t index, std::string_view value)>& found) override;
   Status Write(const StorageBatch& batch, bool sync) override;
-  Status WriteUnlogged(const StorageBatch& batch) override;  // WriteOptions::disableWAL
-  Status Persist(StorageSpace space) override;                // DB::Flush of the family, waiting
+  Result<std::unique_ptr<SortedWriter>> NewSortedWriter(StorageSpace space) override;
   Status Scan(StorageSpace space, std::string_view begin, std::string_view end,
               const std::function<bool(std::string_view key, std::string_view value)>& f) override;
   Status Checkpoint(const std::string& dir) override;

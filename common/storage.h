@@ -108,6 +108,21 @@ class StorageBatch {
   size_t count_ = 0;
 };
 
+// One sorted run of puts into a space (Storage::NewSortedWriter). Not thread-safe; the storage
+// must outlive it.
+class SortedWriter {
+ public:
+  virtual ~SortedWriter() = default;
+  // InvalidArgument when `key` is not greater than every key added before (nothing is added).
+  virtual Status Add(std::string_view key, std::string_view value) = 0;
+  // Makes every pair added visible and durable, all at once; after an error none of them is
+  // (a later write or run may still be made). Adds after Commit fail. A writer destroyed without
+  // Commit leaves nothing behind. A run with no pairs commits as a no-op.
+  virtual Status Commit() = 0;
+  virtual uint64_t count() const = 0;  // pairs added
+  virtual uint64_t bytes() const = 0;  // key and value bytes added
+};
+
 class Storage {
  public:
   virtual ~Storage() = default;
@@ -126,14 +141,11 @@ class Storage {
 
   // Applies `batch` atomically. See the header comment for what `sync` promises.
   virtual Status Write(const StorageBatch& batch, bool sync) = 0;
-  // Applies `batch` atomically, visible to reads at once, but WITHOUT durability: until a later
-  // Persist of its spaces returns OK, a crash may lose it (whole, or only its part in some
-  // spaces). Cheaper than Write for bulk data that something else (a log) still covers: RocksDB
-  // skips its WAL. Batches written later must not rely on it having survived.
-  virtual Status WriteUnlogged(const StorageBatch& batch) = 0;
-  // Makes every write to `space` so far durable, including WriteUnlogged ones, against a machine
-  // crash too (RocksDB: flushes the space's memtables to synced table files).
-  virtual Status Persist(StorageSpace space) = 0;
+  // A writer of one sorted run of puts into `space`: pairs added in strictly ascending key order,
+  // made visible to reads and durable (against a machine crash too) together by Commit. Cheaper
+  // than Write for bulk rows: RocksDB writes them straight into a table file and ingests it (no
+  // WAL, memtable or flush). Keys it adds replace existing values, as puts do.
+  virtual Result<std::unique_ptr<SortedWriter>> NewSortedWriter(StorageSpace space) = 0;
 
   // Visits keys k with begin <= k < end (end empty: to the end of the space) in order, calling
   // f(key, value) until it returns false. Views are valid only during the call.

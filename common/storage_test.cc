@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "common/memory_storage.h"
@@ -169,38 +171,100 @@ TEST(RocksDbStorageTest, DataSurvivesReopen) {
   fs::remove_all(dir);
 }
 
-TEST_P(StorageTest, UnloggedWritesAreVisibleAtOnceAndPersistSucceeds) {
+TEST_P(StorageTest, SortedRunsAreInvisibleUntilCommittedAndThenReplaceValues) {
   const StorageSpace a = *storage_->FindSpace("a");
-  StorageBatch b;
-  b.Put(a, "k1", "v1");
-  b.Put(a, "k2", "v2");
-  ASSERT_TRUE(storage_->WriteUnlogged(b).ok());
+  const StorageSpace b = *storage_->FindSpace("b");
+  StorageBatch batch;
+  batch.Put(a, "k1", "old");
+  batch.Put(a, "k9", "kept");
+  ASSERT_TRUE(storage_->Write(batch, false).ok());
+  auto run = storage_->NewSortedWriter(a);
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_TRUE((*run)->Add("k1", "new").ok());
+  ASSERT_TRUE((*run)->Add("k2", "v2").ok());
+  // Out of order, or repeated: refused, and the run goes on.
+  EXPECT_EQ((*run)->Add("k2", "again").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*run)->Add("k0", "early").code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*run)->Add("k3", "v3").ok());
+  EXPECT_EQ((*run)->count(), 3u);
+  EXPECT_EQ((*run)->bytes(), 13u);  // "k1" "new", "k2" "v2", "k3" "v3"
   std::string v;
+  EXPECT_EQ(storage_->Get(a, "k2", &v).code(), StatusCode::kNotFound);
+  ASSERT_TRUE(storage_->Get(a, "k1", &v).ok());
+  EXPECT_EQ(v, "old");
+  ASSERT_TRUE((*run)->Commit().ok());
+  EXPECT_EQ((*run)->Add("k4", "late").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(All(storage_.get(), a),
+            (std::map<std::string, std::string>{{"k1", "new"}, {"k2", "v2"}, {"k3", "v3"}, {"k9", "kept"}}));
+  EXPECT_TRUE(All(storage_.get(), b).empty());
+  // A later write replaces a run's value as usual.
+  batch.Clear();
+  batch.Put(a, "k2", "written");
+  ASSERT_TRUE(storage_->Write(batch, false).ok());
   ASSERT_TRUE(storage_->Get(a, "k2", &v).ok());
-  EXPECT_EQ(v, "v2");
-  EXPECT_TRUE(storage_->Persist(a).ok());
-  EXPECT_EQ(All(storage_.get(), a).size(), 2u);
-  EXPECT_FALSE(storage_->Persist(99).ok());
+  EXPECT_EQ(v, "written");
+  // An abandoned run leaves nothing; an empty one commits.
+  {
+    auto dropped = storage_->NewSortedWriter(a);
+    ASSERT_TRUE(dropped.ok());
+    ASSERT_TRUE((*dropped)->Add("k5", "never").ok());
+  }
+  auto empty = storage_->NewSortedWriter(b);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE((*empty)->Commit().ok());
+  EXPECT_EQ(All(storage_.get(), a).size(), 4u);
+  EXPECT_TRUE(All(storage_.get(), b).empty());
+  EXPECT_FALSE(storage_->NewSortedWriter(99).ok());
 }
 
-TEST(RocksDbStorageTest, PersistedUnloggedWritesSurviveReopen) {
-  const std::string dir = TempPath("unlogged");
+TEST(RocksDbStorageTest, CommittedRunsSurviveReopenAndAbandonedOnesLeaveNoFiles) {
+  const std::string dir = TempPath("runs");
   {
     auto s = RocksDbStorage::Open(dir, RocksDbOptions{});
     ASSERT_TRUE(s.ok()) << s.status();
     const StorageSpace rows = *(*s)->FindSpace("rows");
-    StorageBatch b;
-    b.Put(rows, "r", "1");
-    ASSERT_TRUE((*s)->WriteUnlogged(b).ok());
-    ASSERT_TRUE((*s)->Persist(rows).ok());
+    for (int round = 0; round < 3; ++round) {  // runs over the same keys: the newest wins
+      auto run = (*s)->NewSortedWriter(rows);
+      ASSERT_TRUE(run.ok()) << run.status();
+      for (int k = 0; k < 1000; ++k) {
+        char key[8];
+        std::snprintf(key, sizeof(key), "r%05d", k);
+        ASSERT_TRUE((*run)->Add(key, std::to_string(round * 10000 + k)).ok());
+      }
+      ASSERT_TRUE((*run)->Commit().ok());
+    }
+    auto abandoned = (*s)->NewSortedWriter(rows);
+    ASSERT_TRUE(abandoned.ok());
+    ASSERT_TRUE((*abandoned)->Add("r99999", "x").ok());
+    EXPECT_FALSE(fs::is_empty(dir + "/ingest"));  // the run's file is being written
   }
+  EXPECT_TRUE(fs::is_empty(dir + "/ingest"));
+  // A file left by a crash mid-run is removed on open.
+  { std::ofstream(dir + "/ingest/run-7.sst") << "partial"; }
   auto s = RocksDbStorage::Open(dir, RocksDbOptions{});
-  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(fs::is_empty(dir + "/ingest"));
+  const StorageSpace rows = *(*s)->FindSpace("rows");
   std::string v;
-  ASSERT_TRUE((*s)->Get(*(*s)->FindSpace("rows"), "r", &v).ok());
-  EXPECT_EQ(v, "1");
+  ASSERT_TRUE((*s)->Get(rows, "r00007", &v).ok());
+  EXPECT_EQ(v, "20007");
+  EXPECT_EQ((*s)->Get(rows, "r99999", &v).code(), StatusCode::kNotFound);
+  size_t n = 0;
+  ASSERT_TRUE((*s)->Scan(rows, "", "", [&](std::string_view, std::string_view) { return ++n > 0; }).ok());
+  EXPECT_EQ(n, 1000u);
   s = Status(StatusCode::kCancelled, "close");
   fs::remove_all(dir);
+}
+
+TEST(MemoryStorageTest, AFailedRunCommitChangesNothing) {
+  MemoryStorage m({"a"});
+  auto run = m.NewSortedWriter(0);
+  ASSERT_TRUE(run.ok());
+  ASSERT_TRUE((*run)->Add("k1", "v1").ok());
+  ASSERT_TRUE((*run)->Add("k2", "v2").ok());
+  m.FailNthWrite(1);
+  EXPECT_EQ((*run)->Commit().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(m.Count(0), 0u);
 }
 
 TEST(MemoryStorageTest, InjectedWriteFailuresChangeNothing) {

@@ -289,13 +289,13 @@ class StageProfile {
     kPullLock, kPullResident, kPullMiss, kPullCopy,
     kPushThrottle, kPushDedupe, kPushLock, kPushResident, kPushMiss, kPushLog, kPushApply,
     kLogAppend, kSideApply,  // the side thread's part of a big push: its log append, its optimizer rows
-    kMissKeys, kMultiGet, kInit, kEvict, kWbSort, kWbCopy, kWbLockWait, kWbWrite, kWbPersist, kWbTotal, kCount
+    kMissKeys, kMultiGet, kInit, kEvict, kWbSort, kWbCopy, kWbLockWait, kWbWrite, kWbCommit, kWbTotal, kCount
   };
   static constexpr const char* kNames[kCount] = {
       "pull.lock", "pull.resident", "pull.miss", "pull.copy",
       "push.throttle", "push.dedupe", "push.lock", "push.resident", "push.miss", "push.log", "push.apply",
       "log.append", "side.apply",
-      "miss.keys", "miss.multiget", "miss.init", "evict", "wb.sort", "wb.copy", "wb.lockwait", "wb.write", "wb.persist",
+      "miss.keys", "miss.multiget", "miss.init", "evict", "wb.sort", "wb.copy", "wb.lockwait", "wb.write", "wb.commit",
       "wb.total"};
   using Sink = internal::ProfileSink;
   StageProfile() : sink_(Sink::FromEnv()), on_(sink_.on), out_(sink_.out), last_(on_ ? Sink::Now() : 0) {}
@@ -830,7 +830,6 @@ struct ParamStore::Impl {
   std::mutex wb_mu;
   StorageBatch wb_batch;                                // guarded by wb_mu
   StorageBatch cut_batch;                               // guarded by wb_mu
-  bool unlogged_unpersisted = false;  // WriteUnlogged rows not yet Persisted; guarded by wb_mu
   std::deque<std::pair<uint64_t, uint64_t>> pending_log;  // (seq, bytes) after the cut; guarded by mu
   std::thread writer;
 
@@ -1221,24 +1220,31 @@ struct ParamStore::Impl {
       std::vector<SortKey>().swap(order);
     }
     StorageBatch& batch = wb_batch;
-    // Large write-backs (StoreOptions::writeback_unlogged_bytes) skip the storage's WAL and
-    // Persist before the cut (see below); small ones
-    // (e.g. a cache 10x smaller than its table, written back every few MB) write through the WAL:
-    // a Persist per write-back would make each of them a small table file for compaction to
-    // merge and reads to search (measured: 1.7x the server CPU of uniform pulls over the cache).
-    const bool unlogged = row_bytes >= options.writeback_unlogged_bytes;
+    // A big write-back (StoreOptions::writeback_ingest_bytes) writes its rows as sorted runs
+    // (Storage::NewSortedWriter; RocksDB: table files written directly and ingested, with no
+    // WAL, memtable or flush: half the CPU of writing them through memtables), each committed,
+    // durable, once it holds writeback_run_bytes or the last row. Its rows stay in flight (not evictable)
+    // until their run is committed. Small write-backs (e.g. a cache 10x smaller than its table,
+    // written back every few MB) write batches through the WAL: a table file per small
+    // write-back would litter the storage with small files for compaction to merge and reads
+    // to search (measured with a flush per small write-back: 1.7x the server CPU of uniform
+    // pulls over the cache).
+    const bool ingest = row_bytes >= options.writeback_ingest_bytes;
+    const uint64_t run_bytes = std::max<uint64_t>(1, options.writeback_run_bytes);
+    const size_t chunk_bytes = ingest ? std::min<uint64_t>(kChunkBytes, run_bytes) : kChunkBytes;
+    std::unique_ptr<SortedWriter> run;
+    size_t unsettled = 0;  // todo[unsettled, pos): rows copied out, not yet written or failed
     Status st;
     size_t pos = 0;
     char key[12];
     while (st.ok()) {
-      size_t chunk_begin = pos;
       {
         StageTimer wait_timer(prof, StageProfile::kWbLockWait);
         std::lock_guard<std::mutex> lock(mu);
         wait_timer.Stop();
         StageTimer copy_timer(prof, StageProfile::kWbCopy);
         batch.Clear();
-        while (pos < todo.size() && batch.ByteSize() < kChunkBytes) {
+        while (pos < todo.size() && batch.ByteSize() < chunk_bytes) {
           const DirtyRef& d = todo[pos++];
           Table* t = tables[d.table].get();
           SlotMeta* m = t->Meta(d.slot);
@@ -1268,39 +1274,55 @@ struct ParamStore::Impl {
           if (cut > 0 && !file_log) cut_batch.DeleteRange(log_space, SeqKey(0), SeqKey(cut + 1));
         }
       }
-      // Rows go in without the storage's own WAL: the push log still covers them (writing them
-      // to a second log was a third of the write-back's cost). They count as written (clean,
-      // evictable: the storage serves them) at once; the cut waits for Persist below.
+      // Rows are written with `mu` released. Rows through the WAL count as written (clean,
+      // evictable: the storage serves them) once their batch is; rows of a run once it is committed.
+      bool settle = true;
       {
         StageTimer write_timer(prof, StageProfile::kWbWrite);
-        if (!batch.empty()) {
-          st = unlogged ? storage->WriteUnlogged(batch) : storage->Write(batch, false);
-          if (st.ok() && unlogged) unlogged_unpersisted = true;
+        if (!ingest) {
+          if (!batch.empty()) st = storage->Write(batch, false);
+        } else {
+          if (!run) {
+            auto r = storage->NewSortedWriter(rows_space);
+            if (r.ok()) run = std::move(*r);
+            st = r.status();
+          }
+          batch.ForEach([&](StorageBatch::Op, StorageSpace, std::string_view k, std::string_view v) {
+            if (st.ok()) st = run->Add(k, v);
+          });
+          settle = !st.ok() || pos == todo.size() || run->bytes() >= run_bytes;
+          if (st.ok() && settle) {
+            StageTimer commit_timer(prof, StageProfile::kWbCommit);
+            st = run->Commit();
+          }
+          if (settle) run.reset();
         }
       }
       {
         std::lock_guard<std::mutex> lock(mu);
-        for (size_t i = chunk_begin; i < pos; ++i) {
-          const DirtyRef& d = todo[i];
-          Table* t = tables[d.table].get();
-          SlotMeta* m = t->Meta(d.slot);
-          m->flags &= ~kInflight;
-          if (!st.ok() && !(m->flags & kDirty)) {
-            m->flags |= kDirty;
-            dirty.push_back(d);
-            dirty_bytes += t->charge;
-          } else if (!(m->flags & kDirty)) {
-            ++t->clean_rows;
-            if (m->pin == epoch) ++t->pinned_clean;
-          }
-        }
-        eviction_blocked = false;
         ++writeback_chunks_done;
+        if (settle) {
+          for (size_t i = unsettled; i < pos; ++i) {
+            const DirtyRef& d = todo[i];
+            Table* t = tables[d.table].get();
+            SlotMeta* m = t->Meta(d.slot);
+            m->flags &= ~kInflight;
+            if (!st.ok() && !(m->flags & kDirty)) {
+              m->flags |= kDirty;
+              dirty.push_back(d);
+              dirty_bytes += t->charge;
+            } else if (!(m->flags & kDirty)) {
+              ++t->clean_rows;
+              if (m->pin == epoch) ++t->pinned_clean;
+            }
+          }
+          eviction_blocked = false;
+          if (st.ok()) stats.rows_written += pos - unsettled;
+          unsettled = pos;
+        }
         progress_cv.notify_all();
-        if (!st.ok()) last_writeback_error = st;
-        if (st.ok()) {
-          stats.rows_written += pos - chunk_begin;
-        } else {
+        if (!st.ok()) {
+          last_writeback_error = st;
           // Rows not yet copied are still flagged dirty: hand them back to the dirty list.
           for (size_t i = pos; i < todo.size(); ++i) {
             dirty.push_back(todo[i]);
@@ -1312,18 +1334,11 @@ struct ParamStore::Impl {
       }
     }
     if (st.ok()) {
-      // Every row up to the cut is in the storage; Persist makes them durable BEFORE the cut is
-      // recorded and log records are dropped (until then a crash replays the log over the rows
-      // persisted earlier). The cut batch is logged; with `sync` it reaches the disk before log
-      // files go.
-      // (Also after a logged write-back when an earlier one's unlogged rows are still unpersisted,
-      // e.g. because its Persist failed: this cut drops the log records that cover them too.)
-      if (unlogged_unpersisted) {
-        StageTimer persist_timer(prof, StageProfile::kWbPersist);
-        st = storage->Persist(rows_space);
-        if (st.ok()) unlogged_unpersisted = false;
-      }
-      if (st.ok()) st = storage->Write(cut_batch, options.sync);
+      // Every row up to the cut is in the storage (runs durable; batches through the WAL, which
+      // the logged cut batch follows), so the cut is recorded and log records are dropped only
+      // now (until then a crash replays the log over the rows stored earlier). With `sync` the
+      // cut batch reaches the disk before log files go.
+      st = storage->Write(cut_batch, options.sync);
       std::lock_guard<std::mutex> lock(mu);
       if (!st.ok()) {
         last_writeback_error = st;

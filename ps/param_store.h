@@ -72,11 +72,14 @@ struct StoreOptions {
   // Default: 4096 senders, 1024 ids each.
   size_t dedupe_senders = 4096;
   size_t dedupe_ids_per_sender = 1024;
-  // A write-back of at least this many row bytes writes its rows without the storage's WAL and
-  // makes them durable with Storage::Persist (a memtable flush) before recording its cut: cheaper
-  // for big write-backs, while a flush per small one would litter the storage with small table
-  // files. Default: 32 MiB (about half a RocksDB memtable); 0: always.
-  uint64_t writeback_unlogged_bytes = 32ull << 20;
+  // A write-back of at least this many row bytes writes its rows as sorted runs that the
+  // storage ingests whole (Storage::NewSortedWriter; RocksDB: table files, no WAL, memtable or
+  // flush): cheaper for big write-backs, while a table file per small one would litter the
+  // storage with small files. Default: 32 MiB; 0: always.
+  uint64_t writeback_ingest_bytes = 32ull << 20;
+  // Such a write-back commits a run (a table file) every this many row bytes, and its rows are
+  // evictable only once their run is committed. Default: 64 MiB.
+  uint64_t writeback_run_bytes = 64ull << 20;
   // Threads besides the request thread (and a big push's log side thread) that share the row
   // work of one big request: a pull's gather of resident rows, a push's optimizer rows. They
   // shorten a request where cores are idle; on a box whose cores are all busy they only add

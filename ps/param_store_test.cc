@@ -392,6 +392,39 @@ TEST(ParamStoreTest, RecoveryAfterAFailedWriteBack) {
   ExpectSameState(store.get(), ref.get(), w.key_space);
 }
 
+// A write-back in sorted runs whose second run fails: the first run's rows are stored, the rest
+// stay dirty and are written by the next write-back, and nothing is lost across a crash after it.
+TEST(ParamStoreTest, RecoveryAfterAFailedRunOfAWriteBack) {
+  auto mem = std::make_unique<MemoryStorage>(Spaces());
+  auto handle = mem->Share();
+  StoreOptions o = Quiet();
+  o.final_flush_on_close = false;
+  o.writeback_ingest_bytes = 0;
+  o.writeback_run_bytes = 1 << 10;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  {
+    auto store = OpenOrDie(o, std::move(mem));
+    for (int r = 0; r < 5; ++r) w.Round(store.get(), ref.get());
+    const uint64_t dirty = store->Stats().rows_dirty;
+    handle->FailNthWrite(2);
+    Status s = store->Flush();
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
+    StoreStats st = store->Stats();
+    EXPECT_EQ(st.writeback_errors, 1u);
+    EXPECT_GT(st.rows_written, 0u);     // the first run
+    EXPECT_GT(st.rows_dirty, 0u);       // the failed run's rows and the ones after it
+    EXPECT_LT(st.rows_dirty, dirty);
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+    for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());
+    ASSERT_TRUE(store->Flush().ok());  // records a cut: the log before it is gone
+    EXPECT_EQ(store->Stats().rows_dirty, 0u);
+    for (int r = 0; r < 2; ++r) w.Round(store.get(), ref.get());
+  }
+  auto store = OpenOrDie(o, handle->Share());
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
 TEST(ParamStoreTest, TableTenTimesTheCacheStaysCorrect) {
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   TempDir dir;
@@ -419,13 +452,16 @@ TEST(ParamStoreTest, TableTenTimesTheCacheStaysCorrect) {
   EXPECT_LE(store->Stats().cache_bytes, o.cache_bytes * 2);
 }
 
-void ReopenKeepsEveryPush(bool log_in_storage, bool unlogged_writebacks = false) {
+void ReopenKeepsEveryPush(bool log_in_storage, bool ingested_writebacks = false) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   Workload w;
   StoreOptions o = FileLogOptions(dir);
   o.log_in_storage = log_in_storage;
-  if (unlogged_writebacks) o.writeback_unlogged_bytes = 0;
+  if (ingested_writebacks) {
+    o.writeback_ingest_bytes = 0;
+    o.writeback_run_bytes = 2 << 10;  // several runs per write-back
+  }
   {
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
     for (int r = 0; r < 6; ++r) w.Round(store.get(), ref.get());
@@ -453,8 +489,8 @@ void ReopenKeepsEveryPush(bool log_in_storage, bool unlogged_writebacks = false)
 
 TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithTheFileLog) { ReopenKeepsEveryPush(false); }
 TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithTheLogInRocksDb) { ReopenKeepsEveryPush(true); }
-TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithUnloggedWriteBacks) { ReopenKeepsEveryPush(false, true); }
-TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithUnloggedWriteBacksAndTheLogInRocksDb) {
+TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithIngestedWriteBacks) { ReopenKeepsEveryPush(false, true); }
+TEST(ParamStoreTest, RocksDbReopenKeepsEveryPushWithIngestedWriteBacksAndTheLogInRocksDb) {
   ReopenKeepsEveryPush(true, true);
 }
 
