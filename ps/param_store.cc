@@ -38,6 +38,7 @@
 #include "common/memory_storage.h"
 #include "common/rocksdb_storage.h"
 #include "ps/dedupe_window.h"
+#include "ps/internal/log_checksum.h"
 
 namespace metaps::ps {
 
@@ -297,7 +298,7 @@ class StageProfile {
       "log.append", "side.apply",
       "miss.keys", "miss.multiget", "miss.init", "evict", "wb.sort", "wb.copy", "wb.lockwait", "wb.write", "wb.commit",
       "wb.total"};
-  using Sink = internal::ProfileSink;
+  using Sink = metaps::internal::ProfileSink;
   StageProfile() : sink_(Sink::FromEnv()), on_(sink_.on), out_(sink_.out), last_(on_ ? Sink::Now() : 0) {}
   bool on() const { return on_; }
   static uint64_t Now() { return Sink::Now(); }
@@ -362,61 +363,13 @@ class StageTimer {
 
 // ---- The push log as segment files ---------------------------------------------------------------
 
-// 64-bit checksum over several byte ranges: four independent multiply-mix lanes over 8-byte
-// words (fast: the log checksums every pushed byte), then a final mix. Not cryptographic; it
-// detects torn and garbage tails.
-class Checksum {
- public:
-  // Streaming: the result depends only on the concatenation of what was passed.
-  void Update(const void* data, size_t size) {
-    const char* p = static_cast<const char*>(data);
-    total_ += size;
-    if (held_ > 0) {
-      size_t take = std::min(size, size_t{32} - held_);
-      std::memcpy(buf_ + held_, p, take);
-      held_ += take;
-      p += take;
-      size -= take;
-      if (held_ < 32) return;
-      Block(buf_);
-      held_ = 0;
-    }
-    while (size >= 32) {
-      Block(p);
-      p += 32;
-      size -= 32;
-    }
-    std::memcpy(buf_, p, size);
-    held_ = size;
-  }
-  uint64_t Finish() const {
-    uint64_t lanes[4] = {lanes_[0], lanes_[1], lanes_[2], lanes_[3]};
-    char last[32] = {};
-    std::memcpy(last, buf_, held_);
-    uint64_t w[4];
-    std::memcpy(w, last, 32);
-    uint64_t h = total_;
-    for (int l = 0; l < 4; ++l) h = Mix64(h ^ ((lanes[l] ^ w[l]) * kMul));
-    return h;
-  }
-
- private:
-  static constexpr uint64_t kMul = 0x9fb21c651e98df25ULL;
-  void Block(const char* p) {
-    uint64_t w[4];
-    std::memcpy(w, p, 32);
-    for (int l = 0; l < 4; ++l) lanes_[l] = (lanes_[l] ^ w[l]) * kMul + (lanes_[l] >> 29);
-  }
-  uint64_t lanes_[4] = {1, 2, 3, 4};
-  char buf_[32];
-  size_t held_ = 0;
-  uint64_t total_ = 0;
-};
-
 // The push log: segment files dir/<first seq, 20 digits>.seg, each
-//   {u32 magic "PSLG", u32 version 1, u64 nonce, u64 0}   (the segment header, kHeaderBytes)
+//   {u32 magic "PSLG", u32 version 2, u64 nonce, u64 0}   (the segment header, kHeaderBytes)
 // followed by records
 //   {u32 magic, u32 payload bytes, u64 seq, u64 checksum(nonce, seq, payload)} payload
+// (checksum: XXH3-64 seeded with the nonce in version 2; version 1 segments, written by earlier
+// builds with the same layout and the multiply-mix checksum, are still replayed: see
+// ps/internal/log_checksum.h)
 // where payload is a LogHeader, its keys and its gradients. One push = one pwritev of one record
 // at the segment's write offset: after it returns the record is in the OS page cache and survives
 // the death of the process; with `sync` it is fdatasync'ed too.
@@ -436,13 +389,13 @@ class Checksum {
 // the next seq, so a bad record in the middle of the log is still found (DataLoss), as is one
 // whose seq does not follow its predecessor's although its checksum holds.
 //
-// Segments written by earlier versions (no header: records from offset 0, checksum(seq, payload),
+// Segments written by the oldest versions (no header: records from offset 0, checksum(seq, payload),
 // appended with O_APPEND) are still replayed; the first new segment after them has a header.
 class FileLog {
  public:
   static constexpr uint32_t kRecordMagic = 0x524c5350;   // "PSLR"
   static constexpr uint32_t kSegmentMagic = 0x474c5350;  // "PSLG"
-  static constexpr uint32_t kSegmentVersion = 1;
+  static constexpr uint32_t kSegmentVersion = 2;  // written; 1 is still read (internal::RecordChecksum)
   struct RecordHeader {
     uint32_t magic;
     uint32_t bytes;
@@ -508,10 +461,11 @@ class FileLog {
       SegmentHeader sh{};
       if (buf.size() >= sizeof(sh)) std::memcpy(&sh, buf.data(), sizeof(sh));
       const bool keyed = sh.magic == kSegmentMagic;
-      if (keyed && sh.version != kSegmentVersion) {
+      if (keyed && (sh.version < 1 || sh.version > kSegmentVersion)) {
         return DataLoss("push log segment " + path + " has format version " + std::to_string(sh.version) +
-                        "; this build reads version " + std::to_string(kSegmentVersion));
+                        "; this build reads versions 1 to " + std::to_string(kSegmentVersion));
       }
+      const uint32_t version = keyed ? sh.version : 0;
       size_t pos = keyed ? sizeof(sh) : 0;
       bool first_in_segment = true;
       while (pos < buf.size()) {
@@ -521,7 +475,7 @@ class FileLog {
           std::memcpy(&h, buf.data() + pos, sizeof(h));
           ok = h.magic == kRecordMagic && buf.size() - pos - sizeof(h) >= h.bytes;
         }
-        if (ok) ok = RecordChecksum(keyed, sh.nonce, h.seq, buf.data() + pos + sizeof(h), h.bytes) == h.checksum;
+        if (ok) ok = internal::RecordChecksum(version, sh.nonce, h.seq, buf.data() + pos + sizeof(h), h.bytes) == h.checksum;
         const bool follows = last_seq == 0 || h.seq == last_seq + 1;
         if (ok && !follows && (keyed || i + 1 != segments.size())) {
           // An intact record of this segment's own life that does not continue the log: records
@@ -614,8 +568,7 @@ class FileLog {
       METAPS_RETURN_IF_ERROR(Rotate(seq).WithContext("starting the next push log segment"));
     }
     RecordHeader h{kRecordMagic, static_cast<uint32_t>(total), seq, 0};
-    Checksum c;
-    c.Update(&nonce_, 8);
+    internal::Xxh3Checksum c(nonce_);  // internal::RecordChecksum of version kSegmentVersion
     c.Update(&seq, 8);
     iovec iov[8];
     int n = 1;
@@ -674,13 +627,7 @@ class FileLog {
     nonce_state_ += 0x9e3779b97f4a7c15ULL;
     return Mix64(nonce_state_);
   }
-  static uint64_t RecordChecksum(bool keyed, uint64_t nonce, uint64_t seq, const char* payload, size_t bytes) {
-    Checksum c;
-    if (keyed) c.Update(&nonce, 8);
-    c.Update(&seq, 8);
-    c.Update(payload, bytes);
-    return c.Finish();
-  }
+
   // Writes all of iov[0..n) at offset `at`. pwritev may write less than asked (e.g. a signal):
   // it goes on until all is written or a call fails. (iov is consumed.)
   static Status WriteAll(int fd, iovec* iov, int n, off_t at) {

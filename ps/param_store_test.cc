@@ -844,6 +844,57 @@ TEST(ParamStoreTest, ADamagedRecordInsideTheLogIsDataLoss) {
   }
 }
 
+std::string SourceDir() {
+  const char* src = std::getenv("METAPS_SOURCE");
+  return src != nullptr ? src : METAPS_SOURCE_DIR;
+}
+
+// A push log written by the build before XXH3 record checksums (segment format version 1:
+// ps/testdata/pushlog-v1, the first 6 rounds of Workload on 4096-byte segments, left as a killed
+// process leaves it) is replayed by this build, which then writes version 2 segments after it. An
+// unknown version is refused by name.
+TEST(ParamStoreTest, APushLogOfSegmentVersionOneIsReplayed) {
+  TempDir dir;
+  fs::create_directories(dir.path());
+  fs::copy(SourceDir() + "/ps/testdata/pushlog-v1", dir.path("pushlog"), fs::copy_options::recursive);
+  for (const auto& p : Segments(dir.path("pushlog"))) {
+    uint32_t version = 0;
+    std::ifstream(p, std::ios::binary).seekg(4).read(reinterpret_cast<char*>(&version), 4);
+    ASSERT_EQ(version, 1u) << p;
+  }
+  ASSERT_GE(Segments(dir.path("pushlog")).size(), 3u);
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.final_flush_on_close = false;
+  o.log_segment_bytes = 4096;
+  auto mem = std::make_unique<MemoryStorage>(Spaces());
+  auto handle = mem->Share();
+  {
+    auto store = OpenOrDie(o, std::move(mem));
+    ASSERT_NE(store, nullptr);
+    for (int r = 0; r < 6; ++r) w.Round(ref.get(), nullptr);
+    EXPECT_EQ(store->Stats().replayed_records, 24u);  // 6 rounds x 4 pushes
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+    for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());  // in version 2 segments
+  }
+  const auto segments = Segments(dir.path("pushlog"));
+  {
+    auto store = OpenOrDie(o, handle->Share());
+    EXPECT_EQ(store->Stats().replayed_records, 36u);
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+  }
+  uint32_t version = 3;
+  std::fstream(segments.front(), std::ios::binary | std::ios::in | std::ios::out)
+      .seekp(4)
+      .write(reinterpret_cast<const char*>(&version), 4);
+  auto s = ParamStore::Open(o, Tables(), handle->Share());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), StatusCode::kDataLoss) << s.status();
+  EXPECT_NE(s.status().message().find("format version 3"), std::string::npos) << s.status();
+}
+
 // A small push whose log append fails part-way (here: the file-size limit) is not applied, and
 // the bytes it left in the segment do not hide the pushes after it: the next record is written
 // where the failed one began, and a replay after a crash has every acknowledged push.
