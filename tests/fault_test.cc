@@ -71,6 +71,20 @@ void KillNine(const std::string& pattern) {
   ASSERT_EQ(pk.Wait(std::chrono::seconds(10)).value_or(-1), 0) << "nothing matched " << pattern;
 }
 
+// The last lines of the job's output and of its scheduler's and servers' logs, for a failure
+// message: what an intermittent failure needs to be explained after the run's directory is gone.
+std::string JobLogTails(const std::string& run, size_t lines = 25) {
+  std::string out;
+  for (const std::string& f : {run + ".out", run + "/logs/scheduler.log", run + "/logs/server-0.log",
+                               run + "/logs/server-1.log"}) {
+    const std::string text = ServerProcess::ReadFile(f);
+    size_t at = text.size();
+    for (size_t n = 0; n <= lines && at != std::string::npos && at > 0; ++n) at = text.rfind('\n', at - 1);
+    out += "--- " + f + " (last lines)\n" + (at == std::string::npos ? text : text.substr(at + 1)) + "\n";
+  }
+  return out;
+}
+
 double MetaMae(const std::string& run_dir) {
   std::ifstream in(run_dir + "/report.json");
   auto j = nlohmann::json::parse(in, nullptr, false);
@@ -133,33 +147,43 @@ TEST_F(FaultTest, AFaultFreeJobAppliesEveryAcknowledgedPushExactlyOnce) {
   EXPECT_EQ(c.rows_with_excess, 0u) << c.ToString();
 }
 
+// The servers' heartbeats (every second) carry their store's statistics: the scheduler shows them
+// per shard in /status and /metrics. The job is made long enough (5x the epochs) for several
+// heartbeats to land while it trains, then stopped. (This check used to run inside the killed-server
+// test below, whose whole job trains in about a second on a fast machine: when the job ended
+// before a heartbeat with statistics landed, the scheduler was gone and the check failed.)
+TEST_F(FaultTest, ServersReportTheirStoreStatisticsThroughTheScheduler) {
+  std::string run = *dir_ / "stats";
+  Subprocess job = StartJob(run, {"--set", "train.epochs=100"});
+  ASSERT_TRUE(WaitForRound(run, 10, job));
+  const int port = std::stoi(WaitForFileLine(run + "/scheduler.http", std::chrono::seconds(5), &job).value_or("0"));
+  nlohmann::json servers;
+  for (int i = 0; i < 300 && job.running(); ++i) {
+    auto body = HttpGet("127.0.0.1", port, "/status", 1000);
+    auto j = nlohmann::json::parse(body.value_or(""), nullptr, false);
+    if (!j.is_discarded()) servers = j["servers"];
+    if (servers.size() == 2 && servers[0]["store"].value("rows_cached", 0) > 0 &&
+        servers[1]["store"].value("rows_cached", 0) > 0) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(servers.size(), 2u) << servers.dump() << "\n" << JobLogTails(run);
+  for (const auto& s : servers) {
+    EXPECT_GT(s["store"].value("rows_cached", 0), 0) << servers.dump() << "\n" << JobLogTails(run);
+    EXPECT_GT(s["store"].value("cache_hits", 0) + s["store"].value("cache_misses", 0), 0) << servers.dump();
+  }
+  auto metrics = HttpGet("127.0.0.1", port, "/metrics", 1000);
+  ASSERT_TRUE(metrics.ok()) << metrics.status() << "\n" << JobLogTails(run);
+  EXPECT_NE(metrics->find("metaps_server_rows_cached{id=\"1\"} "), std::string::npos) << *metrics;
+  ASSERT_TRUE(job.Signal(SIGTERM).ok());
+  EXPECT_EQ(job.Wait(std::chrono::minutes(1)).value_or(-1), 130) << JobLogTails(run);
+}
+
 TEST_F(FaultTest, AKilledServerIsRestartedOnItsDataAndTheJobCompletes) {
   std::string run = *dir_ / "server";
   Subprocess job = StartJob(run);
   ASSERT_TRUE(WaitForRound(run, 60, job));
-  // The servers' heartbeats carry their store's statistics: the scheduler shows them per shard.
-  {
-    const int port = std::stoi(WaitForFileLine(run + "/scheduler.http", std::chrono::seconds(5), &job).value_or("0"));
-    nlohmann::json servers;
-    for (int i = 0; i < 100; ++i) {
-      auto body = HttpGet("127.0.0.1", port, "/status", 1000);
-      auto j = nlohmann::json::parse(body.value_or(""), nullptr, false);
-      if (!j.is_discarded()) servers = j["servers"];
-      if (servers.size() == 2 && servers[0]["store"].value("rows_cached", 0) > 0 &&
-          servers[1]["store"].value("rows_cached", 0) > 0) {
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ASSERT_EQ(servers.size(), 2u) << servers.dump();
-    for (const auto& s : servers) {
-      EXPECT_GT(s["store"].value("rows_cached", 0), 0) << servers.dump();
-      EXPECT_GT(s["store"].value("cache_hits", 0) + s["store"].value("cache_misses", 0), 0) << servers.dump();
-    }
-    auto metrics = HttpGet("127.0.0.1", port, "/metrics", 1000);
-    ASSERT_TRUE(metrics.ok()) << metrics.status();
-    EXPECT_NE(metrics->find("metaps_server_rows_cached{id=\"1\"} "), std::string::npos) << *metrics;
-  }
   KillNine("server -c " + run + "/job.toml --data-dir " + run + "/servers/shard-0");
   ExpectCompletesNearBaseline(job, run, "server-0");
   // Exactly once across the kill: a push the dead server had made durable but not acknowledged is
