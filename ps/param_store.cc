@@ -1229,16 +1229,18 @@ struct ParamStore::Impl {
         if (!ingest) {
           if (!batch.empty()) st = storage->Write(batch, false);
         } else {
-          if (!run) {
+          if (!run && !batch.empty()) {
             auto r = storage->NewSortedWriter(rows_space);
             if (r.ok()) run = std::move(*r);
             st = r.status();
           }
-          batch.ForEach([&](StorageBatch::Op, StorageSpace, std::string_view k, std::string_view v) {
-            if (st.ok()) st = run->Add(k, v);
-          });
-          settle = !st.ok() || pos == todo.size() || run->bytes() >= run_bytes;
-          if (st.ok() && settle) {
+          if (run) {
+            batch.ForEach([&](StorageBatch::Op, StorageSpace, std::string_view k, std::string_view v) {
+              if (st.ok()) st = run->Add(k, v);
+            });
+          }
+          settle = !st.ok() || pos == todo.size() || (run && run->bytes() >= run_bytes);
+          if (st.ok() && settle && run) {
             StageTimer commit_timer(prof, StageProfile::kWbCommit);
             st = run->Commit();
           }
