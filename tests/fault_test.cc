@@ -77,10 +77,11 @@ std::string JobLogTails(const std::string& run, size_t lines = 25) {
   std::string out;
   for (const std::string& f : {run + ".out", run + "/logs/scheduler.log", run + "/logs/server-0.log",
                                run + "/logs/server-1.log"}) {
-    const std::string text = ServerProcess::ReadFile(f);
-    size_t at = text.size();
-    for (size_t n = 0; n <= lines && at != std::string::npos && at > 0; ++n) at = text.rfind('\n', at - 1);
-    out += "--- " + f + " (last lines)\n" + (at == std::string::npos ? text : text.substr(at + 1)) + "\n";
+    const std::string text = ServerProcess::ReadFile(f);  // "" when missing
+    // Start of the last `lines` lines (a final newline ends the last line, it does not start one).
+    size_t start = text.size(), seen = 0;
+    while (start > 0 && !(text[start - 1] == '\n' && start != text.size() && ++seen == lines)) --start;
+    out += "--- " + f + " (last lines)\n" + text.substr(start) + "\n";
   }
   return out;
 }

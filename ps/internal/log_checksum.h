@@ -1,4 +1,4 @@
-// The push log's record checksums (ps/param_store.cc, FileLog). Internal: the store and its tests.
+// The push log's record checksums (ps/param_store.cc, FileLog), kept apart with the format notes.
 //
 // Version 2 segments (this build writes them): XXH3-64 (libxxhash; on x86-64 the variant for the
 // widest vector unit of the CPU, picked at run time) seeded with the segment's nonce, over the
