@@ -75,7 +75,13 @@ class LegacyChecksum {
 // XXH3-64 over several byte ranges: the result depends only on their concatenation.
 class Xxh3Checksum {
  public:
-  explicit Xxh3Checksum(uint64_t seed) { XXH3_64bits_reset_withSeed(&state_, seed); }
+  // XXH3_INITSTATE first: reset_withSeed compares the seed with the state's previous one and
+  // keeps the old derived secret when they match, so a state in reused memory (the stack of an
+  // earlier checksum with the same nonce, its secret since overwritten) gave wrong checksums.
+  explicit Xxh3Checksum(uint64_t seed) {
+    XXH3_INITSTATE(&state_);
+    XXH3_64bits_reset_withSeed(&state_, seed);
+  }
   void Update(const void* data, size_t size) { XXH3_64bits_update(&state_, data, size); }
   uint64_t Finish() const { return XXH3_64bits_digest(&state_); }
 
