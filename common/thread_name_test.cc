@@ -8,8 +8,6 @@
 #include <string>
 #include <thread>
 
-#include "common/side_thread.h"
-
 namespace metaps {
 namespace {
 
@@ -28,14 +26,6 @@ TEST(ThreadNameTest, NamesTheCallingThreadCutToFifteenCharacters) {
   });
   t.join();
   EXPECT_EQ(seen, "ps-helper-with-");
-}
-
-TEST(ThreadNameTest, ASideThreadCarriesItsName) {
-  SideThread side("ps-log-side");
-  std::string seen;
-  side.Start([&] { seen = CommOf(syscall(SYS_gettid)); });
-  side.Wait();
-  EXPECT_EQ(seen, "ps-log-side");
 }
 
 }  // namespace

@@ -6,7 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include "common/shared_work.h"
-#include "common/side_thread.h"
+#include "common/thread_name.h"
 #include "common/internal/profile_sink.h"
 
 #include <algorithm>
@@ -289,13 +289,13 @@ class StageProfile {
   enum Stage {
     kPullLock, kPullResident, kPullMiss, kPullCopy,
     kPushThrottle, kPushDedupe, kPushLock, kPushResident, kPushMiss, kPushLog, kPushApply,
-    kLogAppend, kSideApply,  // the side thread's part of a big push: its log append, its optimizer rows
+    kLogAppend,  // a big push's record, appended on the log thread
     kMissKeys, kMultiGet, kInit, kEvict, kWbSort, kWbCopy, kWbLockWait, kWbWrite, kWbCommit, kWbTotal, kCount
   };
   static constexpr const char* kNames[kCount] = {
       "pull.lock", "pull.resident", "pull.miss", "pull.copy",
       "push.throttle", "push.dedupe", "push.lock", "push.resident", "push.miss", "push.log", "push.apply",
-      "log.append", "side.apply",
+      "log.append",
       "miss.keys", "miss.multiget", "miss.init", "evict", "wb.sort", "wb.copy", "wb.lockwait", "wb.write", "wb.commit",
       "wb.total"};
   using Sink = metaps::internal::ProfileSink;
@@ -326,7 +326,7 @@ class StageProfile {
     for (int i = 0; i < kCount; ++i) {
       uint64_t ns = ns_[i].exchange(0), c = count_[i].exchange(0), cpu = cpu_[i].exchange(0);
       if (c == 0) continue;
-      const bool is_push = i >= kPushThrottle && i <= kSideApply;
+      const bool is_push = i >= kPushThrottle && i <= kLogAppend;
       const uint64_t ops = i <= kPullCopy ? pulls : is_push ? pushes : 0;
       std::fprintf(out_, "  %-14s total %8.1f ms (cpu %8.1f)  per-op %8.3f ms (cpu %8.3f)  count %lu\n", kNames[i],
                    ns / 1e6, cpu / 1e6, ops ? ns / 1e6 / ops : ns / 1e6 / c, ops ? cpu / 1e6 / ops : cpu / 1e6 / c,
@@ -665,7 +665,130 @@ class FileLog {
   std::vector<std::string> spares_;
   uint64_t spare_counter_ = 0;
   uint64_t torn_bytes_ = 0;
-  uint64_t created_ = 0, reused_ = 0;  // segments started from a new file / from a spare
+  // Segments started from a new file / from a spare (read by Stats while the log thread appends).
+  std::atomic<uint64_t> created_{0}, reused_{0};
+};
+
+// Appends big pushes' log records to the FileLog on its own thread ("ps-log-side"), one after
+// the other in seq order, while the request thread applies the push and goes on to its next
+// request: a push's reply waits until durable() reaches it (ParamStore::PushDeferred), not the
+// request thread. It also keeps the store's durable sequence number for records written by the
+// other paths (MarkDurable).
+//
+// Threading: Enqueue, Drain and MarkDurable are called with the store's mu held, which orders
+// them; durable(), WaitDurable() and error() from any thread. While records are queued only the
+// log thread touches the FileLog; once Drain() has returned, and as long as mu stays held (no
+// record can be queued), the caller may use it. The log thread never takes mu.
+//
+// A failed append stops it for good: the records queued behind it are dropped (the log must
+// not go on past a gap), durable() stays where it was, and error() says why.
+class LogAppender {
+ public:
+  struct Record {
+    uint64_t seq = 0;
+    std::string head;  // the LogHeader; in a PLG2 record also the LogOrigin and the sender name
+    const void* keys = nullptr;
+    size_t key_bytes = 0;
+    const void* grads = nullptr;
+    size_t grad_bytes = 0;
+    std::shared_ptr<const void> hold;  // keeps keys and grads alive until appended
+  };
+  // At most this many records wait (each holds its request's buffers, ~1.4 MB for 10k rows of
+  // 32 floats); Enqueue blocks beyond.
+  static constexpr size_t kMaxQueued = 4;
+
+  explicit LogAppender(StageProfile& prof) : prof_(prof) {}
+  ~LogAppender() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  LogAppender(const LogAppender&) = delete;
+  LogAppender& operator=(const LogAppender&) = delete;
+
+  // Not OK once an append failed: the record was not queued.
+  Status Enqueue(FileLog* log, Record r) {
+    std::unique_lock<std::mutex> l(mu_);
+    if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
+    space_cv_.wait(l, [&] { return queue_.size() < kMaxQueued || !error_.ok(); });
+    if (!error_.ok()) return error_;
+    log_ = log;
+    queue_.push_back(std::move(r));
+    work_cv_.notify_one();
+    return Status::Ok();
+  }
+  // Waits until nothing is queued or being appended; returns the failure, if an append failed.
+  Status Drain() {
+    std::unique_lock<std::mutex> l(mu_);
+    done_cv_.wait(l, [&] { return (queue_.empty() && !busy_) || !error_.ok(); });
+    return error_;
+  }
+  // Records up to `seq` are durable, written by the caller itself (nothing queued).
+  void MarkDurable(uint64_t seq) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      durable_.store(seq, std::memory_order_release);
+    }
+    done_cv_.notify_all();
+  }
+  uint64_t durable() const { return durable_.load(std::memory_order_acquire); }
+  Status WaitDurable(uint64_t seq) const {
+    if (durable() >= seq) return Status::Ok();
+    std::unique_lock<std::mutex> l(mu_);
+    done_cv_.wait(l, [&] { return durable() >= seq || !error_.ok(); });
+    return durable() >= seq ? Status::Ok() : error_;
+  }
+  Status error() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return error_;
+  }
+
+ private:
+  void Loop() {
+    NameThisThread("ps-log-side");
+    std::unique_lock<std::mutex> l(mu_);
+    while (true) {
+      work_cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, nothing left
+      Record r = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+      FileLog* log = log_;
+      l.unlock();
+      space_cv_.notify_one();
+      const uint64_t seq = r.seq;
+      Status s;
+      {
+        StageTimer timer(prof_, StageProfile::kLogAppend);
+        s = log->Append(seq, {{r.head.data(), r.head.size()}, {r.keys, r.key_bytes}, {r.grads, r.grad_bytes}});
+      }
+      r = Record();  // the request's buffers go now, not under the lock
+      l.lock();
+      busy_ = false;
+      if (s.ok()) {
+        durable_.store(seq, std::memory_order_release);
+      } else {
+        error_ = s;
+        queue_.clear();
+      }
+      done_cv_.notify_all();
+      space_cv_.notify_all();
+    }
+  }
+
+  StageProfile& prof_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable done_cv_;
+  std::condition_variable work_cv_, space_cv_;
+  std::deque<Record> queue_;
+  FileLog* log_ = nullptr;
+  bool busy_ = false, stop_ = false;
+  Status error_;
+  std::atomic<uint64_t> durable_{0};
+  std::thread thread_;
 };
 
 }  // namespace
@@ -783,11 +906,17 @@ struct ParamStore::Impl {
   // Pushes applied, by origin; guarded by mu. Changes only with a durable push (or on Open).
   DedupeWindow applied_pushes;
 
-  // Pushes of at least this many rows append their log record on `side` while the optimizer runs.
+  // Pushes of at least this many rows (to a file log) have their record appended by `appender`
+  // on its thread while the optimizer runs and the request thread goes on; smaller ones are
+  // appended by the caller, durable before their rows change.
   static constexpr size_t kOverlapLogRows = 1024;
-  // Rows per chunk of a big push's optimizer work shared with the side thread.
+  // Rows per chunk of a big push's optimizer work shared with the helpers.
   static constexpr size_t kApplyChunkRows = 256;
-  std::unique_ptr<SideThread> side;
+  LogAppender appender{prof};  // declared after prof and file_log: its thread stops first
+  std::function<void()> progress_hook;  // ParamStore::SetProgressHook
+  // Rows of a big push's optimizer work between two calls of the progress hook.
+  static constexpr size_t kProgressRows = 2048;
+  std::atomic<uint64_t> visible_seq{0};  // applied_seq, for readers without mu (AppliedSeq)
   // options.helper_threads threads (started on first use) that join a big request's row work;
   // see SharedWork (the caller never waits for a helper that has not started).
   std::unique_ptr<SharedWork> helpers;
@@ -803,8 +932,22 @@ struct ParamStore::Impl {
     helpers->Run(task);
   }
   // Set when a log append failed after the optimizer had changed rows (guarded by mu): the
-  // memory holds an update the log does not, so every call fails with it from then on.
+  // memory holds an update the log does not, so every call fails with it from then on. Read it
+  // through Failed(), which also picks up a failure of the log thread.
   Status failed;
+  Status Failed() {
+    if (failed.ok()) {
+      Status e = appender.error();
+      if (!e.ok()) failed = e.WithContext("appending a push to the log (the store has stopped: restart it to recover)");
+    }
+    return failed;
+  }
+  // Waits until no log record is queued or being appended, so that the caller may use file_log.
+  // REQUIRES: mu held.
+  Status DrainLog() {
+    if (!appender.Drain().ok()) return Failed();
+    return Status::Ok();
+  }
 
   // A pull's pass over keys[begin, end): copies each resident row's weights to its place in
   // `out` and appends the positions of the keys that are not resident to `misses`. One
@@ -1130,12 +1273,16 @@ struct ParamStore::Impl {
     uint64_t row_bytes = 0;
     {
       std::lock_guard<std::mutex> lock(mu);
-      METAPS_RETURN_IF_ERROR(failed);
+      METAPS_RETURN_IF_ERROR(Failed());
       if (dirty.empty() && applied_seq == written_seq) return Status::Ok();
       cut = applied_seq;
       // Records after the cut go to a new segment, so the old ones can be deleted after it.
       // (Not while replaying: Open reads the segments then, and rotates once replay is done.)
-      if (file_log && !replaying) METAPS_RETURN_IF_ERROR(file_log->Rotate(cut + 1).WithContext("write-back"));
+      // The records up to the cut are appended first (the log thread may still hold some).
+      if (file_log && !replaying) {
+        METAPS_RETURN_IF_ERROR(DrainLog());
+        METAPS_RETURN_IF_ERROR(file_log->Rotate(cut + 1).WithContext("write-back"));
+      }
       writeback_running = true;
       todo.swap(dirty);  // rows keep kDirty (not evictable) until their chunk is copied
       dirty_bytes = 0;
@@ -1184,12 +1331,14 @@ struct ParamStore::Impl {
     Status st;
     size_t pos = 0;
     char key[12];
+    uint64_t copied_seq = 0;  // applied_seq when the chunk was copied: its rows include no later push
     while (st.ok()) {
       {
         StageTimer wait_timer(prof, StageProfile::kWbLockWait);
         std::lock_guard<std::mutex> lock(mu);
         wait_timer.Stop();
         StageTimer copy_timer(prof, StageProfile::kWbCopy);
+        copied_seq = applied_seq;
         batch.Clear();
         while (pos < todo.size() && batch.ByteSize() < chunk_bytes) {
           const DirtyRef& d = todo[pos++];
@@ -1224,9 +1373,15 @@ struct ParamStore::Impl {
       // Rows are written with `mu` released. Rows through the WAL count as written (clean,
       // evictable: the storage serves them) once their batch is; rows of a run once it is committed.
       bool settle = true;
+      // Rows are stored only once every push they include is durable in the log: a row holding
+      // a push whose append then failed must not outlive the failure (a restart replays the log
+      // over the stored rows). Big pushes are appended on the log thread, so this may wait for it.
+      st = appender.WaitDurable(copied_seq);
       {
         StageTimer write_timer(prof, StageProfile::kWbWrite);
-        if (!ingest) {
+        if (!st.ok()) {
+          run.reset();  // abandoned
+        } else if (!ingest) {
           if (!batch.empty()) st = storage->Write(batch, false);
         } else {
           if (!run && !batch.empty()) {
@@ -1300,7 +1455,7 @@ struct ParamStore::Impl {
           pending_log.pop_front();
         }
         log_records_pending = pending_log.size();
-        if (file_log && !replaying) file_log->DropThrough(cut);
+        if (file_log && !replaying && DrainLog().ok()) file_log->DropThrough(cut);
       }
     }
     if (batch.ByteSize() > 4 * kChunkBytes) batch = StorageBatch();
@@ -1456,6 +1611,7 @@ struct ParamStore::Impl {
         next_seq = seq + 1;
         ++stats.replayed_records;
         AddPendingLog(seq, val.size());
+        appender.MarkDurable(seq);  // read back from the log (a write-back during replay waits for it)
       }
       if (WritebackDue() || eviction_blocked) METAPS_RETURN_IF_ERROR(WriteBack());
       return Status::Ok();
@@ -1516,6 +1672,10 @@ struct ParamStore::Impl {
         return apply_error.ok();
       }));
     }
+    if (apply_error.ok()) {
+      appender.MarkDurable(next_seq - 1);  // what the log holds
+      visible_seq.store(applied_seq, std::memory_order_release);
+    }
     return apply_error.WithContext("replaying the log");
   }
 
@@ -1537,18 +1697,19 @@ struct ParamStore::Impl {
   }
 
   // Push of unique keys (already summed). Logs, then applies.
+  // Logs and applies a push of unique keys; *durable_at: the seq whose durability acknowledges
+  // it. `hold` keeps keys and grads alive until a queued record is written (see PushDeferred).
   Status PushUnique(Table* t, std::span<const Key> keys, const float* grads, uint64_t step,
-                    const PushOrigin* origin) {
+                    const PushOrigin* origin, std::shared_ptr<const void> hold, uint64_t* durable_at) {
     const size_t n = keys.size();
     const uint32_t dim = t->spec.dim;
     {
       StageTimer lock_timer(prof, StageProfile::kPushLock);
       std::lock_guard<std::mutex> lock(mu);
       lock_timer.Stop();
-      METAPS_RETURN_IF_ERROR(failed);
+      METAPS_RETURN_IF_ERROR(Failed());
       NewEpoch();
       slots.resize(n);
-      bool applied = false;
       in_push = true;
       Status rs = EnsureResident(t, keys, slots.data());
       in_push = false;
@@ -1560,90 +1721,85 @@ struct ParamStore::Impl {
       const LogOrigin o{origin ? origin->request_id : 0, origin ? static_cast<uint32_t>(origin->sender.size()) : 0, 0};
       const size_t origin_bytes = origin ? sizeof(o) + origin->sender.size() : 0;
       const size_t bytes = sizeof(h) + origin_bytes + n * 8 + n * size_t{dim} * 4;
-      auto append = [&] {
-        return origin ? file_log->Append(seq, {{&h, sizeof(h)},
-                                               {&o, sizeof(o)},
-                                               {origin->sender.data(), origin->sender.size()},
-                                               {keys.data(), n * 8},
-                                               {grads, n * size_t{dim} * 4}})
-                      : file_log->Append(seq, {{&h, sizeof(h)}, {keys.data(), n * 8}, {grads, n * size_t{dim} * 4}});
-      };
       if (file_log && n >= kOverlapLogRows) {
-        // A big push: the append (checksum and a ~1 MB writev into the page cache) runs on the
-        // side thread while this thread applies the optimizer. The optimizer's rows go in chunks
-        // to whichever thread is free: this one from the start, the side thread once its append
-        // is done (distinct rows: the optimizer is safe on them in parallel, and a row's result
-        // does not depend on the thread). Where cores are idle the two share the rows; where the
-        // side thread waits for a core (2 busy cores), this one does them all instead of waiting
-        // for the side thread's fixed share (a 5/8 split did: ~0.3 ms of a 1.2 ms push here).
-        // Nobody sees the rows before both end (mu is held), and the push is acknowledged only
-        // then. A failed append after the rows changed cannot be undone, so it fails the store
-        // (fail-stop): every later call returns the error, nothing more is written back, and a
-        // restart replays the log, which does not hold this push.
-        if (!side) side = std::make_unique<SideThread>("ps-log-side");
-        Status as;
+        // A big push: its record (checksum and a ~1 MB writev into the page cache) is appended
+        // on the log thread while this thread applies the optimizer and then goes on to the
+        // next request; the push is acknowledged once the record is durable (durable_at). Rows
+        // a push changed are visible before that, but no answer that could show them leaves
+        // the server before (its replies wait for AppliedSeq() to be durable), and a write-back
+        // stores rows only once the records they include are durable. A failed append cannot
+        // undo the rows, so it stops the store (fail-stop): every later call returns the error,
+        // nothing more is written back, and a restart replays the log, which ends before it.
+        LogAppender::Record r;
+        r.seq = seq;
+        r.head.append(reinterpret_cast<const char*>(&h), sizeof(h));
+        if (origin) {
+          r.head.append(reinterpret_cast<const char*>(&o), sizeof(o));
+          r.head.append(origin->sender);
+        }
+        r.keys = keys.data();
+        r.key_bytes = n * 8;
+        r.grads = grads;
+        r.grad_bytes = n * size_t{dim} * 4;
+        r.hold = hold;  // (a copy: this thread reads keys and grads until it returns)
+        if (Status es = appender.Enqueue(file_log.get(), std::move(r)); !es.ok()) return Failed();
         log_timer.Stop();
-        {
-          StageTimer apply_timer(prof, StageProfile::kPushApply);
-          PrepareRowUpdates(t, seq, step, n, slots.data(), grads);
-          const size_t rows = row_updates.size(), chunks = (rows + kApplyChunkRows - 1) / kApplyChunkRows;
-          RowUpdate* updates = row_updates.data();
+        StageTimer apply_timer(prof, StageProfile::kPushApply);
+        PrepareRowUpdates(t, seq, step, n, slots.data(), grads);
+        const size_t rows = row_updates.size(), chunks = (rows + kApplyChunkRows - 1) / kApplyChunkRows;
+        RowUpdate* updates = row_updates.data();
+        if (NumHelpers() > 0 && chunks > 1) {
+          // Helpers (machines with idle cores; none by default below 8 hardware threads) that
+          // are free share the rows in chunks (distinct rows: safe in parallel, and a row's
+          // result does not depend on the thread).
           std::atomic<size_t> next_chunk{0};
-          auto apply_chunks = [&next_chunk, t, updates, rows, chunks, dim] {
+          RunShared([&next_chunk, this, t, updates, rows, chunks, dim](size_t worker) {
             for (size_t c; (c = next_chunk.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
               const size_t begin = c * kApplyChunkRows;
               t->opt->ApplyBatch(updates + begin, std::min(kApplyChunkRows, rows - begin), dim);
+              if (worker == 0 && progress_hook && (c + 1) % (kProgressRows / kApplyChunkRows) == 0) progress_hook();
             }
-          };
-          side->Start([&] {
-            {
-              StageTimer append_timer(prof, StageProfile::kLogAppend);
-              as = append();
-            }
-            StageTimer side_apply_timer(prof, StageProfile::kSideApply);
-            apply_chunks();
           });
-          // Helpers (machines with idle cores; none by default below 8 hardware threads) that
-          // are free join from the start.
-          if (NumHelpers() > 0 && chunks > 1) {
-            RunShared([&apply_chunks](size_t) { apply_chunks(); });
-          } else {
-            apply_chunks();
+        } else {
+          for (size_t begin = 0; begin < rows; begin += kProgressRows) {
+            t->opt->ApplyBatch(updates + begin, std::min(kProgressRows, rows - begin), dim);
+            if (progress_hook && begin + kProgressRows < rows) progress_hook();
           }
-          apply_timer.Stop();
-          StageTimer wait_timer(prof, StageProfile::kPushLog);  // what the apply did not hide
-          side->Wait();  // (in this scope: the side thread's task uses next_chunk and apply_chunks)
         }
-        if (!as.ok()) {
-          failed = as.WithContext("appending the push to the log (the store has stopped: restart it to recover)");
-          return failed;
-        }
-        next_seq = seq + 1;
-        applied = true;
-      } else if (file_log) {
-        // Durable before anything changes in memory: a failed write leaves the store as it was.
-        METAPS_RETURN_IF_ERROR(append().WithContext("appending the push to the log"));
       } else {
-        log_batch.Clear();
-        char key[8];
-        for (int i = 7; i >= 0; --i) key[7 - i] = static_cast<char>((seq >> (8 * i)) & 0xff);
-        char* v = log_batch.PutUninitialized(log_space, std::string_view(key, 8), bytes);
-        std::memcpy(v, &h, sizeof(h));
-        if (origin) {
-          std::memcpy(v + sizeof(h), &o, sizeof(o));
-          std::memcpy(v + sizeof(h) + sizeof(o), origin->sender.data(), origin->sender.size());
-          v += origin_bytes;
+        // Durable before anything changes in memory: a failed write leaves the store as it was.
+        if (file_log) {
+          METAPS_RETURN_IF_ERROR(DrainLog());  // in seq order, after the queued records
+          Status as = origin ? file_log->Append(seq, {{&h, sizeof(h)},
+                                                      {&o, sizeof(o)},
+                                                      {origin->sender.data(), origin->sender.size()},
+                                                      {keys.data(), n * 8},
+                                                      {grads, n * size_t{dim} * 4}})
+                             : file_log->Append(seq, {{&h, sizeof(h)}, {keys.data(), n * 8}, {grads, n * size_t{dim} * 4}});
+          METAPS_RETURN_IF_ERROR(as.WithContext("appending the push to the log"));
+        } else {
+          log_batch.Clear();
+          char key[8];
+          for (int i = 7; i >= 0; --i) key[7 - i] = static_cast<char>((seq >> (8 * i)) & 0xff);
+          char* v = log_batch.PutUninitialized(log_space, std::string_view(key, 8), bytes);
+          std::memcpy(v, &h, sizeof(h));
+          if (origin) {
+            std::memcpy(v + sizeof(h), &o, sizeof(o));
+            std::memcpy(v + sizeof(h) + sizeof(o), origin->sender.data(), origin->sender.size());
+            v += origin_bytes;
+          }
+          std::memcpy(v + sizeof(h), keys.data(), n * 8);
+          std::memcpy(v + sizeof(h) + n * 8, grads, n * size_t{dim} * 4);
+          METAPS_RETURN_IF_ERROR(storage->Write(log_batch, options.sync).WithContext("appending the push to the log"));
         }
-        std::memcpy(v + sizeof(h), keys.data(), n * 8);
-        std::memcpy(v + sizeof(h) + n * 8, grads, n * size_t{dim} * 4);
-        METAPS_RETURN_IF_ERROR(storage->Write(log_batch, options.sync).WithContext("appending the push to the log"));
-      }
-      if (!applied) {
-        next_seq = seq + 1;
+        appender.MarkDurable(seq);
         log_timer.Stop();
         StageTimer apply_timer(prof, StageProfile::kPushApply);
         ApplyToRows(t, seq, step, n, slots.data(), grads);
       }
+      next_seq = seq + 1;
+      visible_seq.store(applied_seq, std::memory_order_release);
+      *durable_at = seq;
       if (origin) applied_pushes.Add(origin->sender, origin->request_id);
       ++stats.log_records;
       AddPendingLog(seq, bytes);
@@ -1884,7 +2040,7 @@ Status ParamStore::Pull(std::string_view table, std::span<const Key> keys, float
   StageTimer lock_timer(m.prof, StageProfile::kPullLock);
   std::lock_guard<std::mutex> lock(m.mu);
   lock_timer.Stop();
-  METAPS_RETURN_IF_ERROR(m.failed);
+  METAPS_RETURN_IF_ERROR(m.Failed());
   m.NewEpoch();
   const size_t n = keys.size();
   const uint32_t dim = t->spec.dim;
@@ -1933,6 +2089,15 @@ Status ParamStore::Pull(std::string_view table, std::span<const Key> keys, float
 
 Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::span<const float> grads,
                         uint64_t step, const PushOrigin* origin) {
+  uint64_t durable_at = 0;
+  METAPS_RETURN_IF_ERROR(PushDeferred(table, keys, grads, step, origin, nullptr, &durable_at));
+  return WaitDurable(durable_at);
+}
+
+Status ParamStore::PushDeferred(std::string_view table, std::span<const Key> keys, std::span<const float> grads,
+                                uint64_t step, const PushOrigin* origin, std::shared_ptr<const void> hold,
+                                uint64_t* durable_at) {
+  *durable_at = 0;
   METAPS_ASSIGN_OR_RETURN(Impl::Table * t, impl_->FindOrError(table, false));
   const uint32_t dim = t->spec.dim;
   if (grads.size() != keys.size() * size_t{dim}) {
@@ -1950,7 +2115,7 @@ Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::
   const size_t repeat = m.dedupe.FindFirstRepeat();
   if (repeat == keys.size()) {
     dedupe_timer.Stop();
-    return m.PushUnique(t, keys, grads.data(), step, origin);
+    return m.PushUnique(t, keys, grads.data(), step, origin, std::move(hold), durable_at);
   }
   m.uniq_keys.reserve(keys.size());
   m.uniq_grads.reserve(keys.size() * size_t{dim});
@@ -1967,7 +2132,30 @@ Status ParamStore::Push(std::string_view table, std::span<const Key> keys, std::
     }
   });
   dedupe_timer.Stop();
-  return m.PushUnique(t, m.uniq_keys, m.uniq_grads.data(), step, origin);
+  // The summed push is the one logged: its buffers go with the record (the log thread may
+  // still read them when the next push reuses the scratch), and the caller's are not needed.
+  struct Summed {
+    std::vector<Key> keys;
+    std::vector<float> grads;
+  };
+  auto summed = std::make_shared<Summed>();
+  summed->keys.swap(m.uniq_keys);
+  summed->grads.swap(m.uniq_grads);
+  const std::span<const Key> ukeys(summed->keys);
+  const float* ugrads = summed->grads.data();
+  return m.PushUnique(t, ukeys, ugrads, step, origin, std::move(summed), durable_at);
+}
+
+void ParamStore::SetProgressHook(std::function<void()> hook) { impl_->progress_hook = std::move(hook); }
+
+uint64_t ParamStore::AppliedSeq() const { return impl_->visible_seq.load(std::memory_order_acquire); }
+
+uint64_t ParamStore::DurableSeq() const { return impl_->appender.durable(); }
+
+Status ParamStore::WaitDurable(uint64_t seq) const {
+  Status s = impl_->appender.WaitDurable(seq);
+  if (s.ok()) return s;
+  return s.WithContext("appending a push to the log (the store has stopped: restart it to recover)");
 }
 
 Status ParamStore::PullDense(std::string_view table, float* out) {
@@ -1975,7 +2163,7 @@ Status ParamStore::PullDense(std::string_view table, float* out) {
   Impl& m = *impl_;
   const Key key = 0;
   std::lock_guard<std::mutex> lock(m.mu);
-  METAPS_RETURN_IF_ERROR(m.failed);
+  METAPS_RETURN_IF_ERROR(m.Failed());
   m.NewEpoch();
   uint32_t slot;
   METAPS_RETURN_IF_ERROR(m.EnsureResident(t, std::span<const Key>(&key, 1), &slot));
@@ -1992,12 +2180,13 @@ Status ParamStore::PushDense(std::string_view table, std::span<const float> grad
   }
   METAPS_RETURN_IF_ERROR(impl_->MaybeThrottle(t, 1));
   const Key key = 0;
-  return impl_->PushUnique(t, std::span<const Key>(&key, 1), grads.data(), step, origin);
+  uint64_t durable_at = 0;  // one row: appended before it is applied
+  return impl_->PushUnique(t, std::span<const Key>(&key, 1), grads.data(), step, origin, nullptr, &durable_at);
 }
 
 Status ParamStore::Failure() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->failed;
+  return impl_->Failed();
 }
 
 bool ParamStore::PushApplied(std::string_view sender, uint64_t request_id) const {
@@ -2046,7 +2235,7 @@ Result<RowInfo> ParamStore::GetRow(std::string_view table, Key key) {
   if (t == nullptr) return NotFound("unknown table \"" + std::string(table) + "\"");
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mu);
-  METAPS_RETURN_IF_ERROR(m.failed);
+  METAPS_RETURN_IF_ERROR(m.Failed());
   m.NewEpoch();
   uint32_t slot;
   METAPS_RETURN_IF_ERROR(m.EnsureResident(t, std::span<const Key>(&key, 1), &slot));

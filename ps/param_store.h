@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -153,6 +154,30 @@ class ParamStore {
   // record is durable (see PushApplied). Nothing is recorded for a push that fails or is empty.
   Status Push(std::string_view table, std::span<const Key> keys, std::span<const float> grads, uint64_t step,
               const PushOrigin* origin = nullptr);
+  // Push, but it returns once the push is applied in memory, with *durable_at set to the
+  // sequence number that DurableSeq() must reach before the push may be acknowledged
+  // (WaitDurable). A push of 1024 rows or more has its log record appended on the store's log
+  // thread meanwhile, so that the caller can go on with its next request (the server does; its
+  // replies wait for durability: docs/server.md). `hold` keeps keys and grads alive until the
+  // record is written; it may be null when the caller waits in WaitDurable before releasing them.
+  // Pushes are logged and applied in call order. An error means the push was not applied.
+  Status PushDeferred(std::string_view table, std::span<const Key> keys, std::span<const float> grads,
+                      uint64_t step, const PushOrigin* origin, std::shared_ptr<const void> hold,
+                      uint64_t* durable_at);
+  // Called by the thread that runs a big push (PushDeferred) between parts of its optimizer
+  // work, with the store's lock held: the server sends the replies whose pushes have become
+  // durable meanwhile (their records are appended on the log thread), instead of holding them
+  // until the push is done. The hook must not call the store, except AppliedSeq, DurableSeq and
+  // WaitDurable. Set it before the store is used from other threads; an empty one is not called.
+  void SetProgressHook(std::function<void()> hook);
+  // The sequence number of the last push applied in memory: any answer the store gives now may
+  // reflect pushes up to it (and a reply that carries such an answer waits for it to be durable).
+  uint64_t AppliedSeq() const;
+  // Every push up to this sequence number is durable in the log.
+  uint64_t DurableSeq() const;
+  // Blocks until DurableSeq() >= seq. Not OK when a log append failed before that: the store has
+  // then stopped (Failure()), and the pushes from the failed one on are not durable.
+  Status WaitDurable(uint64_t seq) const;
   // Dense tensors: one row of dim floats.
   Status PullDense(std::string_view table, float* out);
   Status PushDense(std::string_view table, std::span<const float> grads, uint64_t step,
@@ -167,7 +192,7 @@ class ParamStore {
   Status Flush();  // synchronously write back all dirty rows (and truncate the log)
   Result<RowInfo> GetRow(std::string_view table, Key key);  // for tests/inspection
   // Not OK once the store has stopped: a push's log append failed after its rows had changed
-  // (pushes of 1024 rows and more overlap the two). Every call then fails with this status and
+  // (pushes of 1024 rows and more are applied while their record is appended). Every call then fails with this status and
   // nothing more is written back; reopening the directory recovers the state before that push.
   Status Failure() const;
   StoreStats Stats() const;

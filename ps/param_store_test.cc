@@ -954,6 +954,70 @@ TEST(ParamStoreTest, BigPushesAppendTheLogAlongsideTheOptimizerAndReplayExactly)
   ExpectSameState(store.get(), ref.get(), w.key_space);
 }
 
+// PushDeferred returns once a big push is applied: the record is appended on the log thread
+// from the buffers `hold` keeps alive, the caller's own references already gone (and the memory
+// reused for garbage). Several pushes are in flight at once, more than the log thread queues
+// (the caller then waits for room). Each is durable once DurableSeq reaches it, and a crash
+// (no final write-back) replays them all to the reference's rows.
+TEST(ParamStoreTest, DeferredBigPushesAreDurableFromTheBuffersTheyHold) {
+  TempDir dir;
+  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  Workload w;
+  StoreOptions o = BigPushSetup(dir, false, &w);
+  std::mt19937_64 rng(11);
+  const size_t dim = ref->FindTable("emb")->dim;
+  {
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    uint64_t last = 0;
+    for (int p = 0; p < 7; ++p) {
+      struct Buffers {
+        std::vector<Key> keys;
+        std::vector<float> grads;
+      };
+      auto b = std::make_shared<Buffers>();
+      for (int i = 0; i < 2000; ++i) b->keys.push_back(rng() % 6000);  // some repeat: summed first
+      for (size_t i = 0; i < b->keys.size() * dim; ++i) b->grads.push_back(static_cast<float>(rng() % 1000) / 500.0f - 1.0f);
+      ASSERT_TRUE(ref->Push("emb", b->keys, b->grads, p).ok());
+      uint64_t at = 0;
+      const std::vector<Key> keys = b->keys;
+      const std::vector<float> grads = b->grads;
+      // Even pushes: summed by hand (unique keys, so the log thread reads the caller's buffers);
+      // odd ones as they are (the store sums the repeats into buffers of its own).
+      std::vector<Key> uk;
+      std::vector<float> ug;
+      std::unordered_map<Key, size_t> pos;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        auto [it, first] = pos.emplace(keys[i], uk.size());
+        if (first) {
+          uk.push_back(keys[i]);
+          ug.insert(ug.end(), grads.begin() + i * dim, grads.begin() + (i + 1) * dim);
+        } else {
+          for (size_t d = 0; d < dim; ++d) ug[it->second * dim + d] += grads[i * dim + d];
+        }
+      }
+      auto mine = (p % 2 == 0) ? std::make_shared<Buffers>(Buffers{uk, ug}) : b;  // odd: with repeats
+      const std::span<const Key> k(mine->keys);
+      const std::span<const float> g(mine->grads);
+      ASSERT_TRUE(store->PushDeferred("emb", k, g, p, nullptr, mine, &at).ok());
+      EXPECT_GT(at, last);
+      EXPECT_GE(store->AppliedSeq(), at);
+      last = at;
+      mine.reset();
+      b.reset();
+      // Freed memory reused for garbage: a log thread reading freed buffers would log it.
+      std::vector<float> garbage(keys.size() * dim, 12345.0f);
+      std::vector<Key> garbage_keys(keys.size(), 77);
+      ASSERT_EQ(garbage[3] + static_cast<float>(garbage_keys[2]), 12422.0f);
+    }
+    ASSERT_TRUE(store->WaitDurable(last).ok());
+    EXPECT_GE(store->DurableSeq(), last);
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+  }
+  auto store = OpenOrDie(o, OpenRocks(dir.path()));
+  EXPECT_EQ(store->Stats().replayed_records, 7u);
+  ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
 // Helper threads share a big pull's gather and a big push's optimizer rows. With a cache that
 // holds a fraction of the keys (pulls hit and miss, rows are evicted and reloaded), a store with
 // three helpers must pull bitwise what a single-threaded reference pulls, hold the same rows, and

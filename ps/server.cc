@@ -2,6 +2,7 @@
 
 #include "common/internal/profile_sink.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -121,13 +122,31 @@ void Server::Stop() {
 Status Server::Serve() {
   logger_->info("shard {} serving", options_.shard_id);
   LoopProfile prof;
+  // Between parts of a big push, the replies that became durable meanwhile leave (this thread
+  // owns the transport; the hook runs on it).
+  store_->SetProgressHook([this] {
+    if (!held_.empty() && held_.front().durable_at <= store_->DurableSeq()) (void)SendDurable(false);
+  });
+  struct HookReset {
+    ParamStore* store;
+    ~HookReset() { store->SetProgressHook(nullptr); }
+  } hook_reset{store_.get()};
+  auto store_failed = [&](const Status& f) {
+    // The memory holds a push the log does not: stop, so that a restart replays the log.
+    logger_->critical("shard {} store failed, stopping: {}", options_.shard_id, f.ToString());
+    return f;
+  };
   while (!stop_) {
+    // Replies whose pushes are durable go first. With replies held, the loop only looks for a
+    // request (no wait) and, when there is none, waits for the log instead.
+    if (Status f = SendDurable(false); !f.ok()) return store_failed(f);
     const uint64_t t0 = prof.on ? LoopProfile::Now() : 0;
-    auto env = transport_->Recv(std::chrono::milliseconds(500));
+    auto env = transport_->Recv(held_.empty() ? std::chrono::milliseconds(500) : std::chrono::milliseconds(0));
     const uint64_t t1 = prof.on ? LoopProfile::Now() : 0;
     if (prof.on) prof.Add(LoopProfile::kRecv, t0, t1);
     if (!env.ok()) {
       if (env.status().code() == StatusCode::kDeadlineExceeded || env.status().code() == StatusCode::kCancelled) {
+        if (Status f = SendDurable(true); !f.ok()) return store_failed(f);
         continue;
       }
       logger_->error("receive failed: {}", env.status().ToString());
@@ -139,22 +158,29 @@ Status Server::Serve() {
     if (prof.on) prof.Add(LoopProfile::kDecode, t1, t2);
     Message reply;
     bool reply_needed = true, shutdown = false;
+    uint64_t durable_at = 0;
     if (!msg.ok()) {
       ++counters_.requests;
       ++counters_.errors;
       logger_->warn("malformed message from {}: {}", peer.size() > 1 ? "a peer" : peer, msg.status().ToString());
       reply = ErrorReply(Header{}, msg.status());
     } else {
-      reply = Handle(*msg, &reply_needed, &shutdown);
+      reply = HandleDeferred(*msg, &reply_needed, &shutdown, &durable_at);
     }
     const uint64_t t3 = prof.on ? LoopProfile::Now() : 0;
     if (prof.on) {
       const MsgType type = msg.ok() ? msg->header.type : MsgType::kError;
       prof.Add(type == MsgType::kPull ? LoopProfile::kPull : type == MsgType::kPush ? LoopProfile::kPush : LoopProfile::kOther, t2, t3);
     }
+    const bool error_reply = reply.header.type == MsgType::kError;
     if (reply_needed) {
-      Status s = transport_->Send({peer, ToFrames(reply)});
-      if (!s.ok()) logger_->warn("reply could not be sent: {}", s.ToString());
+      // Any answer may reflect every push applied so far (a pull's rows, a retried push's ack).
+      durable_at = std::max(durable_at, store_->AppliedSeq());
+      if (held_.empty() && durable_at <= store_->DurableSeq()) {
+        SendReply(peer, reply);
+      } else {
+        held_.push_back({std::move(peer), std::move(reply), durable_at});
+      }
     }
     if (prof.on) {
       const uint64_t t4 = LoopProfile::Now();
@@ -163,19 +189,64 @@ Status Server::Serve() {
     }
     if (shutdown) break;
     const bool push = msg.ok() && (msg->header.type == MsgType::kPush || msg->header.type == MsgType::kPushDense);
-    if (push && reply.header.type == MsgType::kError) {
+    if (push && reply_needed && error_reply) {
       if (Status f = store_->Failure(); !f.ok()) {
-        // The memory holds a push the log does not: stop, so that a restart replays the log.
-        logger_->critical("shard {} store failed, stopping: {}", options_.shard_id, f.ToString());
-        return f;
+        while (!held_.empty() && SendDurable(true).ok()) {
+        }
+        return store_failed(f);
       }
     }
+  }
+  while (!held_.empty()) {
+    if (Status f = SendDurable(true); !f.ok()) return store_failed(f);
   }
   logger_->info("shard {} stopping; flushing", options_.shard_id);
   return store_->Flush();
 }
 
+void Server::SendReply(const std::string& peer, const Message& reply) {
+  Status s = transport_->Send({peer, ToFrames(reply)});
+  if (!s.ok()) logger_->warn("reply could not be sent: {}", s.ToString());
+}
+
+Status Server::SendDurable(bool wait) {
+  while (!held_.empty()) {
+    HeldReply& h = held_.front();
+    if (h.durable_at > store_->DurableSeq()) {
+      if (!wait) return Status::Ok();
+      wait = false;
+      if (Status f = store_->WaitDurable(h.durable_at); !f.ok()) {
+        const uint64_t durable = store_->DurableSeq();
+        for (HeldReply& r : held_) {
+          if (r.durable_at > durable) {
+            ++counters_.errors;
+            r.reply = ErrorReply(r.reply.header, f);
+          }
+          SendReply(r.peer, r.reply);
+        }
+        held_.clear();
+        return f;
+      }
+    }
+    SendReply(h.peer, h.reply);
+    held_.pop_front();
+  }
+  return Status::Ok();
+}
+
 Message Server::Handle(Message& request, bool* reply_needed, bool* shutdown) {
+  uint64_t durable_at = 0;
+  Message reply = HandleDeferred(request, reply_needed, shutdown, &durable_at);
+  if (*reply_needed && reply.header.type != MsgType::kError) {
+    if (Status f = store_->WaitDurable(std::max(durable_at, store_->AppliedSeq())); !f.ok()) {
+      ++counters_.errors;
+      return ErrorReply(reply.header, f);
+    }
+  }
+  return reply;
+}
+
+Message Server::HandleDeferred(Message& request, bool* reply_needed, bool* shutdown, uint64_t* durable_at) {
   ++counters_.requests;
   *reply_needed = true;
   const Header& h = request.header;
@@ -188,7 +259,7 @@ Message Server::Handle(Message& request, bool* reply_needed, bool* shutdown) {
                                               : std::string("wrong or missing job token"));
     return {};
   }
-  auto r = Dispatch(request, shutdown);
+  auto r = Dispatch(request, shutdown, durable_at);
   if (!r.ok()) {
     ++counters_.errors;
     return ErrorReply(h, r.status());
@@ -196,7 +267,7 @@ Message Server::Handle(Message& request, bool* reply_needed, bool* shutdown) {
   return std::move(r).value();
 }
 
-Result<Message> Server::Dispatch(Message& request, bool* shutdown) {
+Result<Message> Server::Dispatch(Message& request, bool* shutdown, uint64_t* durable_at) {
   switch (request.header.type) {
     case MsgType::kPull: return HandlePull(request);
     case MsgType::kPush:
@@ -206,7 +277,7 @@ Result<Message> Server::Dispatch(Message& request, bool* shutdown) {
         ++counters_.duplicate_pushes;
         return ReplyTo(request.header, MsgType::kPushAck);
       }
-      return request.header.type == MsgType::kPush ? HandlePush(request) : HandlePushDense(request);
+      return request.header.type == MsgType::kPush ? HandlePush(request, durable_at) : HandlePushDense(request);
     }
     case MsgType::kPullDense: return HandlePullDense(request);
     case MsgType::kCheckpoint: return HandleCheckpoint(request);
@@ -244,7 +315,7 @@ Result<Message> Server::HandlePull(Message& request) {
   return reply;
 }
 
-Result<Message> Server::HandlePush(Message& request) {
+Result<Message> Server::HandlePush(Message& request, uint64_t* durable_at) {
   const TableSpec* t = store_->FindTable(request.header.table);
   if (!t) return NotFound("no table '" + request.header.table + "'");
   if (t->dense) return InvalidArgument("'" + t->name + "' is a dense tensor; use pushDense");
@@ -257,7 +328,10 @@ Result<Message> Server::HandlePush(Message& request) {
   METAPS_ASSIGN_OR_RETURN(auto grads, FloatsOf(request, 1, keys.size() * static_cast<uint64_t>(t->dim), &hv));
   const PushOrigin origin{request.header.sender, request.header.request_id};
   const auto start = std::chrono::steady_clock::now();
-  Status pushed = store_->Push(t->name, keys, grads, request.header.step, &origin);
+  // The frames (not copies: the transport's buffers) stay alive until the log thread has
+  // written the push's record; the reply waits for that (Serve).
+  auto hold = std::make_shared<std::pair<Bytes, Bytes>>(hk, hv);
+  Status pushed = store_->PushDeferred(t->name, keys, grads, request.header.step, &origin, std::move(hold), durable_at);
   counters_.push_store_ns += NanosSince(start);
   METAPS_RETURN_IF_ERROR(pushed);
   counters_.rows_pushed += keys.size();

@@ -6,13 +6,18 @@
 // loop. Requests that carry the wrong job id or token are dropped with a logged reason: a stale
 // process from another job on a reused port must not get answers from this one.
 //
-// A push is answered only after the ParamStore reports it durable. Retried pushes (same sender,
+// A push is answered only after the ParamStore reports it durable. A big push's log record is
+// appended on the store's log thread while the loop goes on to the next request; its reply, and
+// every reply after it (which may reflect it, e.g. a pull), wait in order until the pushes they
+// may reflect are durable (ParamStore::AppliedSeq / DurableSeq), so no answer ever shows a push
+// that a crash could lose. Retried pushes (same sender,
 // same request id) are acknowledged without being applied again; the window of applied request
 // ids lives in the ParamStore, which logs each push's id with it and so keeps the window across a
 // crash and restart (docs/wire.md, docs/storage.md).
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -68,15 +73,29 @@ class Server {
   ParamStore& store() { return *store_; }
 
  private:
-  Result<Message> Dispatch(Message& request, bool* shutdown);
+  // A reply waiting for the store's DurableSeq() to reach durable_at.
+  struct HeldReply {
+    std::string peer;
+    Message reply;
+    uint64_t durable_at;
+  };
+  // Handle without waiting for durability: *durable_at is what the reply waits for.
+  Message HandleDeferred(Message& request, bool* reply_needed, bool* shutdown, uint64_t* durable_at);
+  Result<Message> Dispatch(Message& request, bool* shutdown, uint64_t* durable_at);
   Result<Message> HandlePull(Message& request);
-  Result<Message> HandlePush(Message& request);
+  Result<Message> HandlePush(Message& request, uint64_t* durable_at);
+  void SendReply(const std::string& peer, const Message& reply);
+  // Sends the held replies that may go, oldest first; with `wait`, first waits for the oldest.
+  // When a push cannot be made durable (the store failed), every held reply that waits for it
+  // or a later push is answered with that error, and the error is returned.
+  Status SendDurable(bool wait);
   Result<Message> HandlePullDense(Message& request);
   Result<Message> HandlePushDense(Message& request);
   Result<Message> HandleCheckpoint(Message& request);
   Result<Message> HandleStats(Message& request);
 
   ServerOptions options_;
+  std::deque<HeldReply> held_;  // Serve's replies waiting for durability, in request order
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<ParamStore> store_;
   Logger logger_;

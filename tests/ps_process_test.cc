@@ -383,9 +383,25 @@ TEST(PsProcessTest, AFailedLogAppendStopsTheServerAndARestartRecovers) {
     auto pulled = client->Pull("adam_emb", small).get();
     ASSERT_TRUE(pulled.ok()) << pulled.status();
     acked = pulled->ToVector();
-    Status failed = client->Push("adam_emb", big, std::vector<float>(big.size() * kDim, 0.5f), 2).get();
+    auto initial = client->Pull("adam_emb", big).get();  // never pushed: initial values
+    ASSERT_TRUE(initial.ok()) << initial.status();
+    // The big push's record is appended on the server's log thread while its rows change and
+    // the server may take the next request: this pull, which would see those rows. Either the
+    // failure is known by then (the store answers the pull with it), or the pull's reply is
+    // held behind the push's and answered with the push's error: never with the rows.
+    ps::ClientOptions quick{.sender = "test-quick"};
+    quick.request_timeout_ms = 3000;
+    quick.max_retries = 0;
+    PsClient second(quick, std::make_unique<ZmqTransport>(), ShardMap{1, {server.endpoint}});
+    ASSERT_TRUE(second.Start().ok());
+    auto push = second.Push("adam_emb", big, std::vector<float>(big.size() * kDim, 0.5f), 2);
+    auto after = second.Pull("adam_emb", big);
+    Status failed = push.get();
     EXPECT_FALSE(failed.ok());
     EXPECT_NE(failed.message().find("log"), std::string::npos) << failed;
+    auto seen = after.get();
+    EXPECT_TRUE(!seen.ok() || seen->ToVector() == initial->ToVector())
+        << "a pull answered with the rows of a push that never became durable";
     EXPECT_EQ(server.proc.Wait(std::chrono::seconds(30)).value_or(-1), 1);
     EXPECT_NE(ServerProcess::ReadFile(server.log).find("store failed"), std::string::npos)
         << ServerProcess::ReadFile(server.log);
