@@ -289,13 +289,13 @@ class StageProfile {
   enum Stage {
     kPullLock, kPullResident, kPullMiss, kPullCopy,
     kPushThrottle, kPushDedupe, kPushLock, kPushResident, kPushMiss, kPushLog, kPushApply,
-    kLogAppend,  // a big push's record, appended on the log thread
+    kLogAppend, kLogSync,  // big pushes' records, appended on the log thread; its group fdatasync
     kMissKeys, kMultiGet, kInit, kEvict, kWbSort, kWbCopy, kWbLockWait, kWbWrite, kWbCommit, kWbTotal, kCount
   };
   static constexpr const char* kNames[kCount] = {
       "pull.lock", "pull.resident", "pull.miss", "pull.copy",
       "push.throttle", "push.dedupe", "push.lock", "push.resident", "push.miss", "push.log", "push.apply",
-      "log.append",
+      "log.append", "log.sync",
       "miss.keys", "miss.multiget", "miss.init", "evict", "wb.sort", "wb.copy", "wb.lockwait", "wb.write", "wb.commit",
       "wb.total"};
   using Sink = metaps::internal::ProfileSink;
@@ -326,7 +326,7 @@ class StageProfile {
     for (int i = 0; i < kCount; ++i) {
       uint64_t ns = ns_[i].exchange(0), c = count_[i].exchange(0), cpu = cpu_[i].exchange(0);
       if (c == 0) continue;
-      const bool is_push = i >= kPushThrottle && i <= kLogAppend;
+      const bool is_push = i >= kPushThrottle && i <= kLogSync;
       const uint64_t ops = i <= kPullCopy ? pulls : is_push ? pushes : 0;
       std::fprintf(out_, "  %-14s total %8.1f ms (cpu %8.1f)  per-op %8.3f ms (cpu %8.3f)  count %lu\n", kNames[i],
                    ns / 1e6, cpu / 1e6, ops ? ns / 1e6 / ops : ns / 1e6 / c, ops ? cpu / 1e6 / ops : cpu / 1e6 / c,
@@ -545,6 +545,15 @@ class FileLog {
         return ws.WithContext("starting push log segment " + path);
       }
     }
+    if (fd_ >= 0 && unsynced_) {
+      // Records of the closing segment still waiting for a group sync.
+      if (::fdatasync(fd_) != 0) {
+        ::close(fd);
+        return Internal(std::string("push log fsync failed: ") + std::strerror(errno));
+      }
+      ++syncs_;
+      unsynced_ = false;
+    }
     ++(reused ? reused_ : created_);
     if (fd_ >= 0) ::close(fd_);
     fd_ = fd;
@@ -557,8 +566,10 @@ class FileLog {
 
   // Appends one record made of `parts`. REQUIRES: Rotate was called. A failed append leaves the
   // write offset where the record began, so the next record overwrites whatever part of it
-  // reached the file.
-  Status Append(uint64_t seq, std::initializer_list<std::pair<const void*, size_t>> parts) {
+  // reached the file. With `sync` (the log's sync option) and sync_now false, the record is
+  // durable only after the next Sync() (or a Rotate, which syncs the segment it closes): the log
+  // thread syncs a batch of records at once (group commit).
+  Status Append(uint64_t seq, std::initializer_list<std::pair<const void*, size_t>> parts, bool sync_now = true) {
     size_t total = 0;
     for (const auto& part : parts) total += part.second;
     if (total > UINT32_MAX) return InvalidArgument("push too large for one log record");
@@ -582,10 +593,27 @@ class FileLog {
     iov[0].iov_base = &h;
     iov[0].iov_len = sizeof(h);
     METAPS_RETURN_IF_ERROR(WriteAll(fd_, iov, n, off_).WithContext("push log"));
-    if (sync_ && ::fdatasync(fd_) != 0) return Internal(std::string("push log fsync failed: ") + std::strerror(errno));
+    if (sync_ && sync_now) {
+      if (::fdatasync(fd_) != 0) return Internal(std::string("push log fsync failed: ") + std::strerror(errno));
+      ++syncs_;
+      unsynced_ = false;
+    } else {
+      unsynced_ = sync_;
+    }
     off_ += static_cast<off_t>(record);
     return Status::Ok();
   }
+
+  // Makes the records appended with sync_now false durable (fdatasync; nothing without `sync`).
+  Status Sync() {
+    if (!unsynced_) return Status::Ok();
+    if (::fdatasync(fd_) != 0) return Internal(std::string("push log fsync failed: ") + std::strerror(errno));
+    ++syncs_;
+    unsynced_ = false;
+    return Status::Ok();
+  }
+  bool syncs() const { return sync_; }
+  uint64_t fsyncs() const { return syncs_; }
 
   // Retires the segments that hold only records <= cut (never the current one): kept as spares
   // while the log's files number at most max_files, deleted beyond.
@@ -667,6 +695,8 @@ class FileLog {
   uint64_t torn_bytes_ = 0;
   // Segments started from a new file / from a spare (read by Stats while the log thread appends).
   std::atomic<uint64_t> created_{0}, reused_{0};
+  std::atomic<uint64_t> syncs_{0};  // fdatasync calls for records (with `sync`)
+  bool unsynced_ = false;           // records appended since the last sync (with `sync`)
 };
 
 // Appends big pushes' log records to the FileLog on its own thread ("ps-log-side"), one after
@@ -747,36 +777,59 @@ class LogAppender {
   }
 
  private:
+  // Takes every queued record at once. Without `sync` each is durable once written (in the page
+  // cache); with it, the batch is made durable by one fdatasync after the last record (group
+  // commit: pushes that queue up while a sync runs share the next one).
   void Loop() {
     NameThisThread("ps-log-side");
+    std::vector<Record> batch;
     std::unique_lock<std::mutex> l(mu_);
     while (true) {
       work_cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, nothing left
-      Record r = std::move(queue_.front());
-      queue_.pop_front();
+      batch.clear();
+      while (!queue_.empty()) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
       busy_ = true;
       FileLog* log = log_;
       l.unlock();
-      space_cv_.notify_one();
-      const uint64_t seq = r.seq;
+      space_cv_.notify_all();
       Status s;
-      {
-        StageTimer timer(prof_, StageProfile::kLogAppend);
-        s = log->Append(seq, {{r.head.data(), r.head.size()}, {r.keys, r.key_bytes}, {r.grads, r.grad_bytes}});
+      uint64_t written = 0;
+      for (Record& r : batch) {
+        {
+          StageTimer timer(prof_, StageProfile::kLogAppend);
+          s = log->Append(r.seq, {{r.head.data(), r.head.size()}, {r.keys, r.key_bytes}, {r.grads, r.grad_bytes}},
+                          /*sync_now=*/false);
+        }
+        if (!s.ok()) break;
+        written = r.seq;
+        if (!log->syncs()) SetDurable(written);
       }
-      r = Record();  // the request's buffers go now, not under the lock
+      if (s.ok() && log->syncs()) {
+        StageTimer timer(prof_, StageProfile::kLogSync);
+        s = log->Sync();
+        if (s.ok()) SetDurable(written);
+      }
+      batch.clear();  // the requests' buffers go now, not under the lock
       l.lock();
       busy_ = false;
-      if (s.ok()) {
-        durable_.store(seq, std::memory_order_release);
-      } else {
+      if (!s.ok()) {
         error_ = s;
         queue_.clear();
       }
       done_cv_.notify_all();
       space_cv_.notify_all();
     }
+  }
+  void SetDurable(uint64_t seq) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      durable_.store(seq, std::memory_order_release);
+    }
+    done_cv_.notify_all();
   }
 
   StageProfile& prof_;
@@ -2256,6 +2309,7 @@ StoreStats ParamStore::Stats() const {
   s.log_records_pending = impl_->log_records_pending;
   s.log_segments_created = impl_->file_log ? impl_->file_log->segments_created() : 0;
   s.log_segments_reused = impl_->file_log ? impl_->file_log->segments_reused() : 0;
+  s.log_syncs = impl_->file_log ? impl_->file_log->fsyncs() : 0;
   s.helper_threads = impl_->NumHelpers();
   s.helper_joins = impl_->helpers ? impl_->helpers->joins() : 0;
   return s;

@@ -113,6 +113,9 @@ struct StoreStats {
   // Push-log segments started since open (file log only): new files, and retired ones reused.
   // Mostly new files under a steady load means the spare pool is too small for the log volume.
   uint64_t log_segments_created, log_segments_reused;
+  // fdatasync calls that made push-log records durable (with `sync`): fewer than log_records
+  // when big pushes queued up behind a sync and shared the next one (group commit).
+  uint64_t log_syncs;
   // Helper threads (StoreOptions::helper_threads, resolved), and how many times one joined a
   // request's row work: joins near zero with helpers configured means their cores were busy.
   uint64_t helper_threads, helper_joins;

@@ -958,12 +958,14 @@ TEST(ParamStoreTest, BigPushesAppendTheLogAlongsideTheOptimizerAndReplayExactly)
 // from the buffers `hold` keeps alive, the caller's own references already gone (and the memory
 // reused for garbage). Several pushes are in flight at once, more than the log thread queues
 // (the caller then waits for room). Each is durable once DurableSeq reaches it, and a crash
-// (no final write-back) replays them all to the reference's rows.
-TEST(ParamStoreTest, DeferredBigPushesAreDurableFromTheBuffersTheyHold) {
+// (no final write-back) replays them all to the reference's rows. With `sync`, the log thread
+// makes the records it took together durable with one fdatasync (group commit).
+void DeferredBigPushesAreDurableFromTheBuffersTheyHold(bool sync) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   Workload w;
   StoreOptions o = BigPushSetup(dir, false, &w);
+  o.sync = sync;
   std::mt19937_64 rng(11);
   const size_t dim = ref->FindTable("emb")->dim;
   {
@@ -1012,10 +1014,23 @@ TEST(ParamStoreTest, DeferredBigPushesAreDurableFromTheBuffersTheyHold) {
     ASSERT_TRUE(store->WaitDurable(last).ok());
     EXPECT_GE(store->DurableSeq(), last);
     ExpectSameState(store.get(), ref.get(), w.key_space);
+    const StoreStats st = store->Stats();
+    if (sync) {
+      EXPECT_GE(st.log_syncs, 1u);
+      EXPECT_LE(st.log_syncs, st.log_records);
+    } else {
+      EXPECT_EQ(st.log_syncs, 0u);
+    }
   }
   auto store = OpenOrDie(o, OpenRocks(dir.path()));
   EXPECT_EQ(store->Stats().replayed_records, 7u);
   ExpectSameState(store.get(), ref.get(), w.key_space);
+}
+
+TEST(ParamStoreTest, DeferredBigPushesAreDurableFromTheBuffersTheyHold) { DeferredBigPushesAreDurableFromTheBuffersTheyHold(false); }
+
+TEST(ParamStoreTest, DeferredBigPushesAreDurableFromTheBuffersTheyHoldWithSync) {
+  DeferredBigPushesAreDurableFromTheBuffersTheyHold(true);
 }
 
 // Helper threads share a big pull's gather and a big push's optimizer rows. With a cache that

@@ -387,6 +387,7 @@ nlohmann::json StoreStatsJson(const StoreStats& s) {
       {"replayed_records", s.replayed_records},
       {"log_segments_created", s.log_segments_created},
       {"log_segments_reused", s.log_segments_reused},
+      {"log_syncs", s.log_syncs},
       {"helper_threads", s.helper_threads},
       {"helper_joins", s.helper_joins},
   };
