@@ -61,6 +61,11 @@ struct ClientOptions {
   // instead of applying it twice, so retries are idempotent (see docs/wire.md).
   uint32_t max_retries = 3;
   int32_t worker_id = -1;
+  // Keys are deduplicated before they are sent (a push sums the repeats' gradients). A pull of
+  // 1024+ keys whose repeats come to under ~10% (judged from its first 512 keys) is sent with them
+  // instead: removing them costs more client CPU than the server spends answering them twice, and
+  // the rows come back the same. true: every pull is deduplicated, however few its repeats.
+  bool dedupe_every_pull = false;
   // Optional: called before each retry with the shard, the typed error that caused it
   // (DeadlineExceeded: no reply in time) and the retry's number (1 = first). It runs under the
   // client's lock on whichever thread noticed the deadline: it must not block or call the client;

@@ -6,7 +6,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <numeric>
+#include <random>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -315,6 +318,71 @@ TEST(ClientTest, ConcurrentWaitersEachGetTheirOwnRowsWhicheverThreadReceives) {
   for (auto& c : callers) c.join();
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(wrong.load(), 0);
+}
+
+// A big pull whose keys barely repeat is sent as it is (finding and removing the few repeats
+// costs the client more than the server's answering them twice), one whose keys repeat a lot is
+// deduplicated; with one shard and with two, both return every caller position's row in order.
+TEST(ClientTest, BigPullsKeepAFewRepeatsAndRemoveMany) {
+  for (int shards : {1, 2}) {
+    SCOPED_TRACE(shards);
+    InprocJob job(shards);
+    auto client = job.Client();
+    // Row of key k: -(k % 89) in every column (sgd, lr 1, from zeros).
+    std::vector<Key> pushed;
+    std::vector<float> grads;
+    for (Key k = 0; k < 40000; k += 7) {
+      pushed.push_back(k);
+      for (int d = 0; d < 3; ++d) grads.push_back(static_cast<float>(k % 89));
+    }
+    ASSERT_TRUE(client->Push("emb", pushed, grads).get().ok());
+    auto expect = [](Key k) { return k % 7 == 0 ? -static_cast<float>(k % 89) : 0.0f; };
+    auto rows_pulled = [&] {
+      uint64_t n = 0;
+      for (int s = 0; s < shards; ++s) n += job.server(s).counters().rows_pulled;
+      return n;
+    };
+    std::mt19937_64 rng(9);
+    // few: 4000 distinct keys of 40000, then 3 of them again; many: 4000 keys of 300.
+    for (const bool many : {false, true}) {
+      SCOPED_TRACE(many ? "many repeats" : "a few repeats");
+      std::vector<Key> keys;
+      if (many) {
+        for (int i = 0; i < 4000; ++i) keys.push_back(rng() % 300);
+      } else {
+        std::vector<Key> all(40000);
+        std::iota(all.begin(), all.end(), Key{0});
+        std::shuffle(all.begin(), all.end(), rng);
+        keys.assign(all.begin(), all.begin() + 4000);
+        keys.insert(keys.begin() + 100, keys[10]);
+        keys.insert(keys.begin() + 2500, keys[2000]);
+        keys.push_back(keys[3999]);
+      }
+      std::vector<Key> distinct = keys;
+      std::sort(distinct.begin(), distinct.end());
+      distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+      const uint64_t before = rows_pulled();
+      auto r = client->Pull("emb", keys).get();
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(r->values.size(), keys.size() * 3);
+      int wrong = 0;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        for (int d = 0; d < 3; ++d) wrong += r->values[i * 3 + d] != expect(keys[i]);
+      }
+      EXPECT_EQ(wrong, 0);
+      EXPECT_EQ(rows_pulled() - before, many ? distinct.size() : keys.size());
+      if (!many) {  // the option asks for the dedupe all the same
+        ClientOptions strict;
+        strict.dedupe_every_pull = true;
+        auto strict_client = job.Client(strict, nullptr);
+        const uint64_t at = rows_pulled();
+        auto again = strict_client->Pull("emb", keys).get();
+        ASSERT_TRUE(again.ok()) << again.status();
+        EXPECT_EQ(again->ToVector(), r->ToVector());
+        EXPECT_EQ(rows_pulled() - at, distinct.size());
+      }
+    }
+  }
 }
 
 // Nobody waits on the push: the client's background thread still resends it past its deadline,
