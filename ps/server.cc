@@ -150,6 +150,8 @@ Status Server::Serve() {
         continue;
       }
       logger_->error("receive failed: {}", env.status().ToString());
+      // (With replies held the receive did not wait: wait for the log instead of spinning.)
+      if (Status f = SendDurable(true); !f.ok()) return store_failed(f);
       continue;
     }
     std::string peer = std::move(env->peer);
