@@ -545,14 +545,12 @@ class FileLog {
         return ws.WithContext("starting push log segment " + path);
       }
     }
-    if (fd_ >= 0 && unsynced_) {
+    if (fd_ >= 0) {
       // Records of the closing segment still waiting for a group sync.
-      if (::fdatasync(fd_) != 0) {
+      if (Status ss = Sync(); !ss.ok()) {
         ::close(fd);
-        return Internal(std::string("push log fsync failed: ") + std::strerror(errno));
+        return ss;
       }
-      ++syncs_;
-      unsynced_ = false;
     }
     ++(reused ? reused_ : created_);
     if (fd_ >= 0) ::close(fd_);
@@ -593,13 +591,8 @@ class FileLog {
     iov[0].iov_base = &h;
     iov[0].iov_len = sizeof(h);
     METAPS_RETURN_IF_ERROR(WriteAll(fd_, iov, n, off_).WithContext("push log"));
-    if (sync_ && sync_now) {
-      if (::fdatasync(fd_) != 0) return Internal(std::string("push log fsync failed: ") + std::strerror(errno));
-      ++syncs_;
-      unsynced_ = false;
-    } else {
-      unsynced_ = sync_;
-    }
+    unsynced_ = sync_;
+    if (sync_now) METAPS_RETURN_IF_ERROR(Sync());
     off_ += static_cast<off_t>(record);
     return Status::Ok();
   }
@@ -612,7 +605,7 @@ class FileLog {
     unsynced_ = false;
     return Status::Ok();
   }
-  bool syncs() const { return sync_; }
+  bool sync_enabled() const { return sync_; }
   uint64_t fsyncs() const { return syncs_; }
 
   // Retires the segments that hold only records <= cut (never the current one): kept as spares
@@ -806,9 +799,9 @@ class LogAppender {
         }
         if (!s.ok()) break;
         written = r.seq;
-        if (!log->syncs()) SetDurable(written);
+        if (!log->sync_enabled()) SetDurable(written);
       }
-      if (s.ok() && log->syncs()) {
+      if (s.ok() && log->sync_enabled()) {
         StageTimer timer(prof_, StageProfile::kLogSync);
         s = log->Sync();
         if (s.ok()) SetDurable(written);
@@ -956,7 +949,8 @@ struct ParamStore::Impl {
   std::deque<std::pair<uint64_t, uint64_t>> pending_log;  // (seq, bytes) after the cut; guarded by mu
   std::thread writer;
 
-  // Pushes applied, by origin; guarded by mu. Changes only with a durable push (or on Open).
+  // Pushes applied, by origin; guarded by mu. Changes when a push is applied (or on Open); an
+  // answer that shows it waits for the push to be durable (AppliedSeq).
   DedupeWindow applied_pushes;
 
   // Pushes of at least this many rows (to a file log) have their record appended by `appender`
@@ -1753,7 +1747,6 @@ struct ParamStore::Impl {
     return t;
   }
 
-  // Push of unique keys (already summed). Logs, then applies.
   // Logs and applies a push of unique keys; *durable_at: the seq whose durability acknowledges
   // it. `hold` keeps keys and grads alive until a queued record is written (see PushDeferred).
   Status PushUnique(Table* t, std::span<const Key> keys, const float* grads, uint64_t step,
@@ -1776,8 +1769,14 @@ struct ParamStore::Impl {
       LogHeader h{origin ? kLogMagicOrigin : kLogMagic, t->id, step, static_cast<uint32_t>(n), dim};
       // The origin rides in the push's own record: the push and its id are durable together.
       const LogOrigin o{origin ? origin->request_id : 0, origin ? static_cast<uint32_t>(origin->sender.size()) : 0, 0};
-      const size_t origin_bytes = origin ? sizeof(o) + origin->sender.size() : 0;
-      const size_t bytes = sizeof(h) + origin_bytes + n * 8 + n * size_t{dim} * 4;
+      // The record: this head, then the keys, then the gradients.
+      std::string head(reinterpret_cast<const char*>(&h), sizeof(h));
+      if (origin) {
+        head.append(reinterpret_cast<const char*>(&o), sizeof(o));
+        head.append(origin->sender);
+      }
+      const size_t key_bytes = n * 8, grad_bytes = n * size_t{dim} * 4;
+      const size_t bytes = head.size() + key_bytes + grad_bytes;
       if (file_log && n >= kOverlapLogRows) {
         // A big push: its record (checksum and a ~1 MB writev into the page cache) is appended
         // on the log thread while this thread applies the optimizer and then goes on to the
@@ -1789,15 +1788,11 @@ struct ParamStore::Impl {
         // nothing more is written back, and a restart replays the log, which ends before it.
         LogAppender::Record r;
         r.seq = seq;
-        r.head.append(reinterpret_cast<const char*>(&h), sizeof(h));
-        if (origin) {
-          r.head.append(reinterpret_cast<const char*>(&o), sizeof(o));
-          r.head.append(origin->sender);
-        }
+        r.head = std::move(head);
         r.keys = keys.data();
-        r.key_bytes = n * 8;
+        r.key_bytes = key_bytes;
         r.grads = grads;
-        r.grad_bytes = n * size_t{dim} * 4;
+        r.grad_bytes = grad_bytes;
         r.hold = hold;  // (a copy: this thread reads keys and grads until it returns)
         if (Status es = appender.Enqueue(file_log.get(), std::move(r)); !es.ok()) return Failed();
         log_timer.Stop();
@@ -1827,26 +1822,17 @@ struct ParamStore::Impl {
         // Durable before anything changes in memory: a failed write leaves the store as it was.
         if (file_log) {
           METAPS_RETURN_IF_ERROR(DrainLog());  // in seq order, after the queued records
-          Status as = origin ? file_log->Append(seq, {{&h, sizeof(h)},
-                                                      {&o, sizeof(o)},
-                                                      {origin->sender.data(), origin->sender.size()},
-                                                      {keys.data(), n * 8},
-                                                      {grads, n * size_t{dim} * 4}})
-                             : file_log->Append(seq, {{&h, sizeof(h)}, {keys.data(), n * 8}, {grads, n * size_t{dim} * 4}});
-          METAPS_RETURN_IF_ERROR(as.WithContext("appending the push to the log"));
+          METAPS_RETURN_IF_ERROR(
+              file_log->Append(seq, {{head.data(), head.size()}, {keys.data(), key_bytes}, {grads, grad_bytes}})
+                  .WithContext("appending the push to the log"));
         } else {
           log_batch.Clear();
           char key[8];
           for (int i = 7; i >= 0; --i) key[7 - i] = static_cast<char>((seq >> (8 * i)) & 0xff);
           char* v = log_batch.PutUninitialized(log_space, std::string_view(key, 8), bytes);
-          std::memcpy(v, &h, sizeof(h));
-          if (origin) {
-            std::memcpy(v + sizeof(h), &o, sizeof(o));
-            std::memcpy(v + sizeof(h) + sizeof(o), origin->sender.data(), origin->sender.size());
-            v += origin_bytes;
-          }
-          std::memcpy(v + sizeof(h), keys.data(), n * 8);
-          std::memcpy(v + sizeof(h) + n * 8, grads, n * size_t{dim} * 4);
+          std::memcpy(v, head.data(), head.size());
+          std::memcpy(v + head.size(), keys.data(), key_bytes);
+          std::memcpy(v + head.size() + key_bytes, grads, grad_bytes);
           METAPS_RETURN_IF_ERROR(storage->Write(log_batch, options.sync).WithContext("appending the push to the log"));
         }
         appender.MarkDurable(seq);
