@@ -196,6 +196,58 @@ TEST(ParamStoreTest, PullOfUnseenKeysReturnsInitialValuesAndWritesNothing) {
   EXPECT_EQ(row->update_count, 0u);
 }
 
+// Pulls take a specialized path for rows of whole cache lines (dim 16, 32, 64, 128) and a general
+// one for every other width. Each width: a big pull (resident rows, rows only in storage after
+// eviction, never-seen keys, repeats) must give, at every position, the row GetRow reads.
+TEST(ParamStoreTest, PullsOfEveryRowWidthGiveTheStoredRows) {
+  const std::vector<uint32_t> dims = {1, 3, 15, 16, 17, 32, 48, 64, 100, 128};
+  std::vector<TableSpec> tables;
+  for (uint32_t d : dims) {
+    TableSpec t;
+    t.name = "t" + std::to_string(d);
+    t.dim = d;
+    t.optimizer = DefaultOptimizerSpec(OptimizerKind::kAdagrad);
+    t.init.kind = InitKind::kNormal;
+    t.init.scale = 0.1f;
+    tables.push_back(t);
+  }
+  StoreOptions o = Quiet();
+  o.cache_bytes = 1 << 20;  // far fewer rows than are pushed: some rows are read back from storage
+  auto store = OpenOrDie(o, std::make_unique<MemoryStorage>(Spaces()), tables);
+  ASSERT_NE(store, nullptr);
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<float> g(-1.0f, 1.0f);
+  for (uint32_t d : dims) {
+    SCOPED_TRACE("dim " + std::to_string(d));
+    const std::string name = "t" + std::to_string(d);
+    std::vector<Key> pushed(3000);
+    std::iota(pushed.begin(), pushed.end(), Key{1000});
+    std::vector<float> grads(pushed.size() * d);
+    for (auto& x : grads) x = g(rng);
+    ASSERT_TRUE(store->Push(name, pushed, grads, 1).ok());
+    ASSERT_TRUE(store->Flush().ok());
+    // 4000 positions: pushed keys, keys never seen, and repeats of both.
+    std::vector<Key> keys;
+    for (int i = 0; i < 4000; ++i) {
+      const Key k = rng() % 3 == 0 ? Key{100000} + rng() % 500 : Key{1000} + rng() % 3000;
+      keys.push_back(k);
+    }
+    std::vector<float> out(keys.size() * d, -7.0f);
+    ASSERT_TRUE(store->Pull(name, keys, out.data()).ok());
+    // Pull again: now the rows are resident where the first pull loaded them.
+    std::vector<float> again(keys.size() * d, -8.0f);
+    ASSERT_TRUE(store->Pull(name, keys, again.data()).ok());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto row = store->GetRow(name, keys[i]);
+      ASSERT_TRUE(row.ok()) << row.status();
+      ASSERT_EQ(row->value.size(), d);
+      ASSERT_EQ(0, std::memcmp(row->value.data(), out.data() + i * d, d * sizeof(float))) << "position " << i;
+      ASSERT_EQ(0, std::memcmp(row->value.data(), again.data() + i * d, d * sizeof(float))) << "position " << i;
+      ASSERT_EQ(row->update_count, keys[i] < 100000 ? 1u : 0u) << "position " << i;
+    }
+  }
+}
+
 TEST(ParamStoreTest, DuplicateKeysInOnePushAreSummed) {
   auto a = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   auto b = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
