@@ -891,6 +891,9 @@ struct ParamStore::Impl {
     uint64_t pinned_clean = 0;
 
     std::vector<uint64_t> ref_bits;  // CLOCK reference bit per allocated slot
+    // Per allocated slot: the last push (Impl::push_stamp) whose keys included the slot's row;
+    // finds repeated keys in a push from the slots its lookup yields (HasRepeatedSlot).
+    std::vector<uint32_t> push_stamps;
 
     std::byte* Slot(uint32_t slot) const {
       return chunks[slot >> chunk_shift].get() + (slot & ((1u << chunk_shift) - 1)) * stride;
@@ -931,6 +934,7 @@ struct ParamStore::Impl {
   // Guards everything below (and the cache inside tables).
   mutable std::mutex mu;
   uint32_t epoch = 0;
+  uint32_t push_stamp = 0;  // HasRepeatedSlot's counter (Table::push_stamps)
   uint64_t next_seq = 1;
   uint64_t applied_seq = 0;   // last log record applied to the cache
   uint64_t written_seq = 0;   // cut of the last committed write-back
@@ -1181,6 +1185,7 @@ struct ParamStore::Impl {
       }
       ++t->slots_allocated;
       if (t->ref_bits.size() * 64 < t->slots_allocated) t->ref_bits.push_back(0);
+      if (t->push_stamps.size() < t->slots_allocated) t->push_stamps.push_back(0);
       t->Meta(s)->flags = 0;
     }
     cached_bytes += t->charge;
@@ -1817,8 +1822,34 @@ struct ParamStore::Impl {
 
   // Logs and applies a push of unique keys; *durable_at: the seq whose durability acknowledges
   // it. `hold` keeps keys and grads alive until a queued record is written (see PushDeferred).
+  // Whether two of slots[0, n) (a push's keys, made resident) are the same row, i.e. the push
+  // repeats a key. Workers' clients sum repeats before they push, so this is nearly always false;
+  // knowing it from the slots costs one small array access per key instead of a hash set of the
+  // keys. REQUIRES: mu held.
+  bool HasRepeatedSlot(Table* t, const uint32_t* row_slots, size_t n) {
+    if (++push_stamp == 0) {  // wrapped: no stale stamp may equal a new one
+      for (auto& x : tables) std::fill(x->push_stamps.begin(), x->push_stamps.end(), 0);
+      push_stamp = 1;
+    }
+    const uint32_t stamp = push_stamp;
+    uint32_t* stamps = t->push_stamps.data();
+    constexpr size_t kAhead = 32;
+    for (size_t i = 0; i < std::min(n, kAhead); ++i) PrefetchLine(stamps + row_slots[i]);
+    for (size_t i = 0; i < n; ++i) {
+      if (i + kAhead < n) PrefetchLine(stamps + row_slots[i + kAhead]);
+      uint32_t& x = stamps[row_slots[i]];
+      if (x == stamp) return true;
+      x = stamp;
+    }
+    return false;
+  }
+
+  // Applies and logs a push whose keys are distinct. With `repeats` given, the keys may repeat:
+  // when they do, *repeats is set and nothing is applied or logged (the caller sums the repeats
+  // and pushes again); the repeats are found from the rows' slots, under the lock.
   Status PushUnique(Table* t, std::span<const Key> keys, const float* grads, uint64_t step,
-                    const PushOrigin* origin, std::shared_ptr<const void> hold, uint64_t* durable_at) {
+                    const PushOrigin* origin, std::shared_ptr<const void> hold, uint64_t* durable_at,
+                    bool* repeats = nullptr) {
     const size_t n = keys.size();
     const uint32_t dim = t->spec.dim;
     {
@@ -1832,6 +1863,14 @@ struct ParamStore::Impl {
       Status rs = EnsureResident(t, keys, slots.data());
       in_push = false;
       METAPS_RETURN_IF_ERROR(rs);
+      if (repeats != nullptr) {
+        StageTimer dedupe_timer(prof, StageProfile::kPushDedupe);
+        *repeats = HasRepeatedSlot(t, slots.data(), n);
+        if (*repeats) {
+          stats.cache_hits -= n - miss_idx.size();  // the caller's push of the summed keys counts them
+          return Status::Ok();
+        }
+      }
       StageTimer log_timer(prof, StageProfile::kPushLog);
       const uint64_t seq = next_seq;
       LogHeader h{origin ? kLogMagicOrigin : kLogMagic, t->id, step, static_cast<uint32_t>(n), dim};
@@ -2220,14 +2259,15 @@ Status ParamStore::PushDeferred(std::string_view table, std::span<const Key> key
   Impl& m = *impl_;
   METAPS_RETURN_IF_ERROR(m.MaybeThrottle(t, keys.size()));
   if (m.prof.on()) m.prof.Op(true, keys.size());
+  // Nearly every push has distinct keys (clients sum repeats): applied at once, unless its rows'
+  // slots show a repeat.
+  bool repeats = false;
+  METAPS_RETURN_IF_ERROR(m.PushUnique(t, keys, grads.data(), step, origin, hold, durable_at, &repeats));
+  if (!repeats) return Status::Ok();
   StageTimer dedupe_timer(m.prof, StageProfile::kPushDedupe);
   // Sum duplicates (first occurrence order). Only this thread touches the scratch buffers.
   m.dedupe.Start(keys);
   const size_t repeat = m.dedupe.FindFirstRepeat();
-  if (repeat == keys.size()) {
-    dedupe_timer.Stop();
-    return m.PushUnique(t, keys, grads.data(), step, origin, std::move(hold), durable_at);
-  }
   m.uniq_keys.reserve(keys.size());
   m.uniq_grads.reserve(keys.size() * size_t{dim});
   m.uniq_keys.assign(keys.begin(), keys.begin() + repeat);

@@ -267,6 +267,26 @@ TEST(ParamStoreTest, DuplicateKeysInOnePushAreSummed) {
     EXPECT_EQ(ra->last_step, 3u);
     EXPECT_EQ(0, std::memcmp(ra->value.data(), rb->value.data(), 16));
   }
+  // Again, now that the rows are resident (the repeats are found from the rows' slots), after a
+  // push of distinct keys that includes both.
+  grads = g2;
+  grads.insert(grads.end(), g1.begin(), g1.end());
+  ASSERT_TRUE(a->Push("emb", std::vector<Key>{7, 5}, grads, 4).ok());
+  ASSERT_TRUE(b->Push("emb", std::vector<Key>{7, 5}, grads, 4).ok());
+  grads.clear();
+  for (auto* g : {&g3, &g1, &g2}) grads.insert(grads.end(), g->begin(), g->end());
+  ASSERT_TRUE(a->Push("emb", std::vector<Key>{7, 5, 7}, grads, 5).ok());
+  summed.clear();
+  for (int i = 0; i < 4; ++i) summed.push_back(g3[i] + g2[i]);
+  summed.insert(summed.end(), g1.begin(), g1.end());
+  ASSERT_TRUE(b->Push("emb", std::vector<Key>{7, 5}, summed, 5).ok());
+  for (Key k : {5, 7}) {
+    auto ra = a->GetRow("emb", k);
+    auto rb = b->GetRow("emb", k);
+    ASSERT_TRUE(ra.ok() && rb.ok());
+    EXPECT_EQ(ra->update_count, 3u);
+    EXPECT_EQ(0, std::memcmp(ra->value.data(), rb->value.data(), 16));
+  }
 }
 
 // A big push with many repeats (several per key, scattered) equals one push of the per-key sums,
