@@ -1820,8 +1820,6 @@ struct ParamStore::Impl {
     return t;
   }
 
-  // Logs and applies a push of unique keys; *durable_at: the seq whose durability acknowledges
-  // it. `hold` keeps keys and grads alive until a queued record is written (see PushDeferred).
   // Whether two of slots[0, n) (a push's keys, made resident) are the same row, i.e. the push
   // repeats a key. Workers' clients sum repeats before they push, so this is nearly always false;
   // knowing it from the slots costs one small array access per key instead of a hash set of the
@@ -1844,9 +1842,11 @@ struct ParamStore::Impl {
     return false;
   }
 
-  // Applies and logs a push whose keys are distinct. With `repeats` given, the keys may repeat:
-  // when they do, *repeats is set and nothing is applied or logged (the caller sums the repeats
-  // and pushes again); the repeats are found from the rows' slots, under the lock.
+  // Logs and applies a push of unique keys; *durable_at: the seq whose durability acknowledges
+  // it. `hold` keeps keys and grads alive until a queued record is written (see PushDeferred).
+  // With `repeats` given, the keys may repeat: when they do, *repeats is set and nothing is
+  // applied or logged (the caller sums the repeats and pushes again); the repeats are found from
+  // the rows' slots, under the lock.
   Status PushUnique(Table* t, std::span<const Key> keys, const float* grads, uint64_t step,
                     const PushOrigin* origin, std::shared_ptr<const void> hold, uint64_t* durable_at,
                     bool* repeats = nullptr) {
