@@ -259,14 +259,18 @@ TEST(ParamStoreTest, DuplicateKeysInOnePushAreSummed) {
   for (int i = 0; i < 4; ++i) summed.push_back(g1[i] + g3[i]);
   summed.insert(summed.end(), g2.begin(), g2.end());
   ASSERT_TRUE(b->Push("emb", std::vector<Key>{5, 7}, summed, 3).ok());
-  for (Key k : {5, 7}) {
-    auto ra = a->GetRow("emb", k);
-    auto rb = b->GetRow("emb", k);
-    ASSERT_TRUE(ra.ok() && rb.ok());
-    EXPECT_EQ(ra->update_count, 1u);  // one update, not two
-    EXPECT_EQ(ra->last_step, 3u);
-    EXPECT_EQ(0, std::memcmp(ra->value.data(), rb->value.data(), 16));
-  }
+  // Both rows equal in the two stores, with `updates` updates (a push with a repeat is one).
+  auto expect_same = [&](uint64_t updates, uint64_t step) {
+    for (Key k : {5, 7}) {
+      auto ra = a->GetRow("emb", k);
+      auto rb = b->GetRow("emb", k);
+      ASSERT_TRUE(ra.ok() && rb.ok());
+      EXPECT_EQ(ra->update_count, updates) << "key " << k;
+      EXPECT_EQ(ra->last_step, step) << "key " << k;
+      EXPECT_EQ(0, std::memcmp(ra->value.data(), rb->value.data(), 16)) << "key " << k;
+    }
+  };
+  expect_same(1, 3);
   // Again, now that the rows are resident (the repeats are found from the rows' slots), after a
   // push of distinct keys that includes both.
   grads = g2;
@@ -280,13 +284,7 @@ TEST(ParamStoreTest, DuplicateKeysInOnePushAreSummed) {
   for (int i = 0; i < 4; ++i) summed.push_back(g3[i] + g2[i]);
   summed.insert(summed.end(), g1.begin(), g1.end());
   ASSERT_TRUE(b->Push("emb", std::vector<Key>{7, 5}, summed, 5).ok());
-  for (Key k : {5, 7}) {
-    auto ra = a->GetRow("emb", k);
-    auto rb = b->GetRow("emb", k);
-    ASSERT_TRUE(ra.ok() && rb.ok());
-    EXPECT_EQ(ra->update_count, 3u);
-    EXPECT_EQ(0, std::memcmp(ra->value.data(), rb->value.data(), 16));
-  }
+  expect_same(3, 5);
 }
 
 // A big push with many repeats (several per key, scattered) equals one push of the per-key sums,
