@@ -1867,7 +1867,9 @@ struct ParamStore::Impl {
         StageTimer dedupe_timer(prof, StageProfile::kPushDedupe);
         *repeats = HasRepeatedSlot(t, slots.data(), n);
         if (*repeats) {
-          stats.cache_hits -= n - miss_idx.size();  // the caller's push of the summed keys counts them
+          // The caller's push of the summed keys counts them again (rows loaded here count as
+          // misses here and as hits there: a push with repeats overstates hits by those rows).
+          stats.cache_hits -= n - miss_idx.size();
           return Status::Ok();
         }
       }
