@@ -1034,7 +1034,10 @@ struct ParamStore::Impl {
   // they are copied (mu is held). `shared`: other threads run the same pass over other keys.
   // The distances: 16/8 gathered 48M rows/s (param_store_benchmark, 200k resident rows of 408 B),
   // 32/16 65M, 48/24 70-75M, 64/32 and 96/48 no more; a table far larger than the CPU caches
-  // needs that many index and row misses in flight to cover DRAM latency.
+  // needs that many index and row misses in flight to cover DRAM latency. With the fixed-size
+  // loop of whole-line rows (an in-process harness, 10k-key pulls of that table, alternated):
+  // 40/32 0.099-0.109 ms, 48/24 0.104-0.124, 48/32 0.111-0.114, 56/32 0.110-0.114, 32/32
+  // 0.112-0.119, 32/16 0.118-0.128.
   void GatherResident(Table* t, std::span<const Key> keys, size_t begin, size_t end, float* out, bool shared,
                       std::vector<uint32_t>* misses) {
     // Rows of whole cache lines (dim 16, 32, 64, 128) get a loop whose prefetches and copy have
@@ -1053,7 +1056,7 @@ struct ParamStore::Impl {
   template <size_t kLines>
   void GatherRows(Table* t, std::span<const Key> keys, size_t begin, size_t end, float* out, bool shared,
                   std::vector<uint32_t>* misses) {
-    constexpr size_t kIndexAhead = 48, kSlotAhead = 24;
+    constexpr size_t kIndexAhead = 40, kSlotAhead = 32;
     constexpr size_t kRing = 64;  // > kIndexAhead: the index homes hashed ahead, by position
     static_assert(kRing > kIndexAhead && (kRing & (kRing - 1)) == 0);
     const uint32_t dim = t->spec.dim;
