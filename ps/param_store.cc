@@ -201,7 +201,6 @@ class KeyIndex {
       i = (i + 1) & mask_;
     }
   }
-  void Prefetch(Key k) const { PrefetchLine(&entries_[Home(k)]); }
   size_t Home(Key k) const { return Mix64(k) & mask_; }
   void PrefetchHome(size_t home) const { PrefetchLine(&entries_[home]); }
 
@@ -275,6 +274,33 @@ class KeyIndex {
   std::vector<Entry, HugePageAllocator<Entry>> entries_;
   size_t mask_ = 0;
   size_t size_ = 0;
+};
+
+// Looks up keys[begin, end) in order, each key's index entry prefetched kAhead keys before its
+// probe and each key hashed once (the homes hashed for the prefetch wait in a ring for the probe).
+// Find(i) must be called for i = begin, begin + 1, ...
+template <size_t kAhead>
+class IndexProber {
+ public:
+  IndexProber(const KeyIndex& index, std::span<const Key> keys, size_t begin, size_t end)
+      : index_(index), keys_(keys), end_(end) {
+    for (size_t i = begin; i < std::min(end, begin + kAhead); ++i) Stage(i);
+  }
+  uint32_t Find(size_t i) {
+    if (i + kAhead < end_) Stage(i + kAhead);
+    return index_.FindFrom(keys_[i], home_[i % kRing]);
+  }
+
+ private:
+  static constexpr size_t kRing = std::bit_ceil(kAhead + 1);
+  void Stage(size_t i) {
+    home_[i % kRing] = index_.Home(keys_[i]);
+    index_.PrefetchHome(home_[i % kRing]);
+  }
+  const KeyIndex& index_;
+  std::span<const Key> keys_;
+  size_t end_;
+  size_t home_[kRing];
 };
 
 // ---- Cache slots ---------------------------------------------------------------------------------
@@ -776,7 +802,8 @@ class LogAppender {
     done_cv_.wait(l, [&] { return (queue_.empty() && !busy_) || !error_.ok(); });
     return error_;
   }
-  // Records up to `seq` are durable, written by the caller itself (nothing queued).
+  // Records up to `seq` are durable (written by the caller itself with nothing queued, or by
+  // the log thread).
   void MarkDurable(uint64_t seq) {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -826,12 +853,12 @@ class LogAppender {
         }
         if (!s.ok()) break;
         written = r.seq;
-        if (!log->sync_enabled()) SetDurable(written);
+        if (!log->sync_enabled()) MarkDurable(written);
       }
       if (s.ok() && log->sync_enabled()) {
         StageTimer timer(prof_, StageProfile::kLogSync);
         s = log->Sync();
-        if (s.ok()) SetDurable(written);
+        if (s.ok()) MarkDurable(written);
       }
       batch.clear();  // the requests' buffers go now, not under the lock
       l.lock();
@@ -844,14 +871,6 @@ class LogAppender {
       space_cv_.notify_all();
     }
   }
-  void SetDurable(uint64_t seq) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      durable_.store(seq, std::memory_order_release);
-    }
-    done_cv_.notify_all();
-  }
-
   StageProfile& prof_;
   mutable std::mutex mu_;
   mutable std::condition_variable done_cv_;
@@ -1013,10 +1032,12 @@ struct ParamStore::Impl {
   // memory holds an update the log does not, so every call fails with it from then on. Read it
   // through Failed(), which also picks up a failure of the log thread.
   Status failed;
+  static constexpr const char* kLogStopped =
+      "appending a push to the log (the store has stopped: restart it to recover)";
   Status Failed() {
     if (failed.ok()) {
       Status e = appender.error();
-      if (!e.ok()) failed = e.WithContext("appending a push to the log (the store has stopped: restart it to recover)");
+      if (!e.ok()) failed = e.WithContext(kLogStopped);
     }
     return failed;
   }
@@ -1057,34 +1078,19 @@ struct ParamStore::Impl {
   void GatherRows(Table* t, std::span<const Key> keys, size_t begin, size_t end, float* out, bool shared,
                   std::vector<uint32_t>* misses) {
     constexpr size_t kIndexAhead = 40, kSlotAhead = 32;
-    constexpr size_t kRing = 64;  // > kIndexAhead: the index homes hashed ahead, by position
-    static_assert(kRing > kIndexAhead && (kRing & (kRing - 1)) == 0);
     const uint32_t dim = t->spec.dim;
+    // Compile-time constants for whole-line rows.
     const size_t bytes = kLines > 0 ? kLines * 64 : size_t{dim} * 4;
     const size_t lines = kLines > 0 ? kLines : std::min<size_t>(8, (bytes + 63) / 64);
-    const KeyIndex& index = t->index_map;
     uint32_t* found = slots.data();
-    size_t home[kRing];
-    for (size_t i = begin; i < std::min(end, begin + kIndexAhead); ++i) {
-      home[i % kRing] = index.Home(keys[i]);
-      index.PrefetchHome(home[i % kRing]);
-    }
+    IndexProber<kIndexAhead> index(t->index_map, keys, begin, end);
     for (size_t i = begin; i < end + kSlotAhead; ++i) {
       if (i < end) {
-        if (i + kIndexAhead < end) {
-          const size_t h = index.Home(keys[i + kIndexAhead]);
-          home[(i + kIndexAhead) % kRing] = h;
-          index.PrefetchHome(h);
-        }
-        const uint32_t s = index.FindFrom(keys[i], home[i % kRing]);
+        const uint32_t s = index.Find(i);
         found[i] = s;
         if (s != KeyIndex::kNone) {
           const char* p = reinterpret_cast<const char*>(t->Weights(s));
-          if constexpr (kLines > 0) {
-            for (size_t l = 0; l < kLines; ++l) PrefetchLine(p + 64 * l);
-          } else {
-            for (size_t l = 0; l < lines; ++l) PrefetchLine(p + 64 * l);
-          }
+          for (size_t l = 0; l < lines; ++l) PrefetchLine(p + 64 * l);
         }
       }
       if (i >= begin + kSlotAhead) {
@@ -1206,20 +1212,9 @@ struct ParamStore::Impl {
     // kIndexAhead keys ahead. It reads no slot: a pin matters only if this op evicts, which only
     // loading misses does, so the hits are pinned (their metadata lines read) only then.
     constexpr size_t kIndexAhead = 48, kSlotAhead = 24;
-    constexpr size_t kRing = 64;  // > kIndexAhead: the index homes hashed ahead, by position
-    const KeyIndex& index = t->index_map;
-    size_t home[kRing];
-    for (size_t i = 0; i < std::min(n, kIndexAhead); ++i) {
-      home[i % kRing] = index.Home(keys[i]);
-      index.PrefetchHome(home[i % kRing]);
-    }
+    IndexProber<kIndexAhead> index(t->index_map, keys, 0, n);
     for (size_t i = 0; i < n; ++i) {
-      if (i + kIndexAhead < n) {
-        const size_t h = index.Home(keys[i + kIndexAhead]);
-        home[(i + kIndexAhead) % kRing] = h;
-        index.PrefetchHome(h);
-      }
-      const uint32_t s = index.FindFrom(keys[i], home[i % kRing]);
+      const uint32_t s = index.Find(i);
       slots_out[i] = s;
       if (s != KeyIndex::kNone) {
         t->SetRef(s);
@@ -2311,7 +2306,7 @@ uint64_t ParamStore::DurableSeq() const { return impl_->appender.durable(); }
 Status ParamStore::WaitDurable(uint64_t seq) const {
   Status s = impl_->appender.WaitDurable(seq);
   if (s.ok()) return s;
-  return s.WithContext("appending a push to the log (the store has stopped: restart it to recover)");
+  return s.WithContext(Impl::kLogStopped);
 }
 
 Status ParamStore::PullDense(std::string_view table, float* out) {

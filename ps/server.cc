@@ -124,9 +124,7 @@ Status Server::Serve() {
   LoopProfile prof;
   // Between parts of a big push, the replies that became durable meanwhile leave (this thread
   // owns the transport; the hook runs on it).
-  store_->SetProgressHook([this] {
-    if (!held_.empty() && held_.front().durable_at <= store_->DurableSeq()) (void)SendDurable(false);
-  });
+  store_->SetProgressHook([this] { (void)SendDurable(false); });
   struct HookReset {
     ParamStore* store;
     ~HookReset() { store->SetProgressHook(nullptr); }
