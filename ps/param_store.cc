@@ -141,9 +141,9 @@ inline void* AllocateMaybeHuge(size_t bytes) {
   if (m == MAP_FAILED) return nullptr;
   const uintptr_t base = reinterpret_cast<uintptr_t>(m);
   const uintptr_t aligned = (base + kHugePage - 1) & ~uintptr_t{kHugePage - 1};
-  if (aligned > base) munmap(m, aligned - base);
-  const uintptr_t tail = base + rounded + kHugePage - (aligned + rounded);
-  if (tail > 0) munmap(reinterpret_cast<void*>(aligned + rounded), tail);
+  const uintptr_t head = aligned - base;  // the slack is kHugePage in all: head before, the rest after
+  if (head > 0) munmap(m, head);
+  if (head < kHugePage) munmap(reinterpret_cast<void*>(aligned + rounded), kHugePage - head);
   void* p = reinterpret_cast<void*>(aligned);
   (void)madvise(p, rounded, MADV_HUGEPAGE);
   return p;
