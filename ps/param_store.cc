@@ -1,7 +1,6 @@
 #include "ps/param_store.h"
 
 #include "common/files.h"
-#include "common/first_occurrence.h"
 #include "common/prefetch.h"
 #include <sys/resource.h>
 #include <unistd.h>
@@ -910,8 +909,9 @@ struct ParamStore::Impl {
     uint64_t pinned_clean = 0;
 
     std::vector<uint64_t> ref_bits;  // CLOCK reference bit per allocated slot
-    // Per allocated slot: the last push (Impl::push_stamp) whose keys included the slot's row;
-    // finds repeated keys in a push from the slots its lookup yields (HasRepeatedSlot).
+    // Per allocated slot: the stamp the last push whose keys included the slot's row gave it
+    // (Impl::TakeStamps); finds and sums repeated keys in a push from the slots its lookup yields
+    // (HasRepeatedSlot, SumRepeatsBySlot).
     std::vector<uint32_t> push_stamps;
 
     std::byte* Slot(uint32_t slot) const {
@@ -953,7 +953,7 @@ struct ParamStore::Impl {
   // Guards everything below (and the cache inside tables).
   mutable std::mutex mu;
   uint32_t epoch = 0;
-  uint32_t push_stamp = 0;  // HasRepeatedSlot's counter (Table::push_stamps)
+  uint32_t push_stamp = 0;  // the last stamp taken (TakeStamps; Table::push_stamps)
   uint64_t next_seq = 1;
   uint64_t applied_seq = 0;   // last log record applied to the cache
   uint64_t written_seq = 0;   // cut of the last committed write-back
@@ -976,10 +976,6 @@ struct ParamStore::Impl {
   std::condition_variable progress_cv;  // notified when a write-back batch finishes
 
   // Scratch, reused across calls (single caller thread, under mu).
-  FirstOccurrence dedupe;          // a push's duplicate keys
-  std::vector<uint32_t> uniq_of;   // push position -> unique index, when it has duplicates
-  std::vector<Key> uniq_keys;
-  std::vector<float> uniq_grads;
   std::vector<uint32_t> slots;
   std::vector<RowUpdate> row_updates;  // ApplyToRows
   std::vector<uint32_t> miss_idx;
@@ -1818,16 +1814,24 @@ struct ParamStore::Impl {
     return t;
   }
 
+  // Reserves `count` consecutive push stamps that no slot holds yet (Table::push_stamps) and
+  // returns the first. Stamps only grow, so every stamp a slot holds is below the ones reserved.
+  uint32_t TakeStamps(uint32_t count) {
+    if (push_stamp > UINT32_MAX - count) {  // would wrap: no stale stamp may equal a new one
+      for (auto& x : tables) std::fill(x->push_stamps.begin(), x->push_stamps.end(), 0);
+      push_stamp = 0;
+    }
+    const uint32_t first = push_stamp + 1;
+    push_stamp += count;
+    return first;
+  }
+
   // Whether two of slots[0, n) (a push's keys, made resident) are the same row, i.e. the push
   // repeats a key. Workers' clients sum repeats before they push, so this is nearly always false;
   // knowing it from the slots costs one small array access per key instead of a hash set of the
   // keys. REQUIRES: mu held.
   bool HasRepeatedSlot(Table* t, const uint32_t* row_slots, size_t n) {
-    if (++push_stamp == 0) {  // wrapped: no stale stamp may equal a new one
-      for (auto& x : tables) std::fill(x->push_stamps.begin(), x->push_stamps.end(), 0);
-      push_stamp = 1;
-    }
-    const uint32_t stamp = push_stamp;
+    const uint32_t stamp = TakeStamps(1);
     uint32_t* stamps = t->push_stamps.data();
     constexpr size_t kAhead = 32;
     for (size_t i = 0; i < std::min(n, kAhead); ++i) PrefetchLine(stamps + row_slots[i]);
@@ -1840,15 +1844,54 @@ struct ParamStore::Impl {
     return false;
   }
 
-  // Logs and applies a push of unique keys; *durable_at: the seq whose durability acknowledges
-  // it. `hold` keeps keys and grads alive until a queued record is written (see PushDeferred).
-  // With `repeats` given, the keys may repeat: when they do, *repeats is set and nothing is
-  // applied or logged (the caller sums the repeats and pushes again); the repeats are found from
-  // the rows' slots, under the lock.
-  Status PushUnique(Table* t, std::span<const Key> keys, const float* grads, uint64_t step,
-                    const PushOrigin* origin, std::shared_ptr<const void> hold, uint64_t* durable_at,
-                    bool* repeats = nullptr) {
+  // A push's keys with their repeats summed, in first-occurrence order; the logged record's
+  // buffers (they live until the log thread has appended it).
+  struct SummedPush {
+    std::vector<Key> keys;
+    std::vector<float> grads;
+  };
+
+  // Sums the gradients of the keys that slots[0, n) (the rows of `keys`, resident and pinned)
+  // show repeated, in first-occurrence order, and leaves slots[0, u) the rows of the u distinct
+  // keys. The rows tell repeats apart, so no hash of the keys is needed: each distinct row gets
+  // the stamp base + its index among the distinct keys (stamps below base are older pushes').
+  // A key's summed gradient is its first occurrence's plus the later ones, in push order.
+  // REQUIRES: mu held.
+  std::shared_ptr<SummedPush> SumRepeatsBySlot(Table* t, std::span<const Key> keys, const float* grads) {
     const size_t n = keys.size();
+    const uint32_t dim = t->spec.dim;
+    auto summed = std::make_shared<SummedPush>();
+    summed->keys.reserve(n);
+    summed->grads.reserve(n * size_t{dim});
+    const uint32_t base = TakeStamps(static_cast<uint32_t>(n));
+    uint32_t* stamps = t->push_stamps.data();
+    uint32_t u = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t s = slots[i];
+      const uint32_t seen = stamps[s] - base;  // < u: the index of this row's first occurrence
+      const float* src = grads + i * dim;
+      if (seen < u) {
+        float* dst = summed->grads.data() + size_t{seen} * dim;
+        for (uint32_t d = 0; d < dim; ++d) dst[d] += src[d];
+      } else {
+        stamps[s] = base + u;
+        slots[u++] = s;  // (u <= i: the positions not read yet are left as they are)
+        summed->keys.push_back(keys[i]);
+        summed->grads.insert(summed->grads.end(), src, src + dim);
+      }
+    }
+    slots.resize(u);
+    return summed;
+  }
+
+  // Logs and applies a push; *durable_at: the seq whose durability acknowledges it. `hold` keeps
+  // keys and grads alive until a queued record is written (see PushDeferred). With
+  // `may_repeat`, the keys may repeat: the repeats, found from the rows' slots under the lock,
+  // are summed (SumRepeatsBySlot) and the summed push is the one logged and applied. Without
+  // it the keys must be distinct.
+  Status PushKeys(Table* t, std::span<const Key> keys, const float* grads, uint64_t step, const PushOrigin* origin,
+                  std::shared_ptr<const void> hold, uint64_t* durable_at, bool may_repeat) {
+    size_t n = keys.size();
     const uint32_t dim = t->spec.dim;
     {
       StageTimer lock_timer(prof, StageProfile::kPushLock);
@@ -1861,14 +1904,18 @@ struct ParamStore::Impl {
       Status rs = EnsureResident(t, keys, slots.data());
       in_push = false;
       METAPS_RETURN_IF_ERROR(rs);
-      if (repeats != nullptr) {
+      if (may_repeat) {
         StageTimer dedupe_timer(prof, StageProfile::kPushDedupe);
-        *repeats = HasRepeatedSlot(t, slots.data(), n);
-        if (*repeats) {
-          // The caller's push of the summed keys counts them again (rows loaded here count as
-          // misses here and as hits there: a push with repeats overstates hits by those rows).
+        if (HasRepeatedSlot(t, slots.data(), n)) {
+          auto summed = SumRepeatsBySlot(t, keys, grads);
+          // Hits count distinct keys, as misses do (EnsureResident counted hits per position).
+          const size_t distinct_misses = miss_idx.empty() ? 0 : miss_keys.size();
           stats.cache_hits -= n - miss_idx.size();
-          return Status::Ok();
+          stats.cache_hits += summed->keys.size() - distinct_misses;
+          keys = std::span<const Key>(summed->keys);
+          grads = summed->grads.data();
+          n = keys.size();
+          hold = std::move(summed);  // the caller's buffers are not logged
         }
       }
       StageTimer log_timer(prof, StageProfile::kPushLog);
@@ -2256,45 +2303,14 @@ Status ParamStore::PushDeferred(std::string_view table, std::span<const Key> key
                            std::to_string(dim) + "), got " + std::to_string(grads.size()));
   }
   if (keys.empty()) return Status::Ok();
+  // (Far beyond any message the server accepts; SumRepeatsBySlot numbers the keys in 32 bits.)
+  if (keys.size() > UINT32_MAX / 2) return InvalidArgument("push to table " + t->spec.name + ": too many keys");
   Impl& m = *impl_;
   METAPS_RETURN_IF_ERROR(m.MaybeThrottle(t, keys.size()));
   if (m.prof.on()) m.prof.Op(true, keys.size());
-  // Nearly every push has distinct keys (clients sum repeats): applied at once, unless its rows'
-  // slots show a repeat.
-  bool repeats = false;
-  METAPS_RETURN_IF_ERROR(m.PushUnique(t, keys, grads.data(), step, origin, hold, durable_at, &repeats));
-  if (!repeats) return Status::Ok();
-  StageTimer dedupe_timer(m.prof, StageProfile::kPushDedupe);
-  // Sum duplicates (first occurrence order). Only this thread touches the scratch buffers.
-  m.dedupe.Start(keys);
-  const size_t repeat = m.dedupe.FindFirstRepeat();
-  m.uniq_keys.reserve(keys.size());
-  m.uniq_grads.reserve(keys.size() * size_t{dim});
-  m.uniq_keys.assign(keys.begin(), keys.begin() + repeat);
-  m.uniq_grads.assign(grads.begin(), grads.begin() + repeat * size_t{dim});
-  m.dedupe.NumberUnique(repeat, &m.uniq_of, [&](size_t i, uint32_t u, bool first) {
-    const float* src = grads.data() + i * dim;
-    if (first) {
-      m.uniq_keys.push_back(keys[i]);
-      m.uniq_grads.insert(m.uniq_grads.end(), src, src + dim);
-    } else {
-      float* dst = m.uniq_grads.data() + size_t{u} * dim;
-      for (uint32_t d = 0; d < dim; ++d) dst[d] += src[d];
-    }
-  });
-  dedupe_timer.Stop();
-  // The summed push is the one logged: its buffers go with the record (the log thread may
-  // still read them when the next push reuses the scratch), and the caller's are not needed.
-  struct Summed {
-    std::vector<Key> keys;
-    std::vector<float> grads;
-  };
-  auto summed = std::make_shared<Summed>();
-  summed->keys.swap(m.uniq_keys);
-  summed->grads.swap(m.uniq_grads);
-  const std::span<const Key> ukeys(summed->keys);
-  const float* ugrads = summed->grads.data();
-  return m.PushUnique(t, ukeys, ugrads, step, origin, std::move(summed), durable_at);
+  // Nearly every push has distinct keys (clients sum repeats); PushKeys sums any repeats its
+  // rows' slots show.
+  return m.PushKeys(t, keys, grads.data(), step, origin, std::move(hold), durable_at, /*may_repeat=*/true);
 }
 
 void ParamStore::SetProgressHook(std::function<void()> hook) { impl_->progress_hook = std::move(hook); }
@@ -2332,7 +2348,8 @@ Status ParamStore::PushDense(std::string_view table, std::span<const float> grad
   METAPS_RETURN_IF_ERROR(impl_->MaybeThrottle(t, 1));
   const Key key = 0;
   uint64_t durable_at = 0;  // one row: appended before it is applied
-  return impl_->PushUnique(t, std::span<const Key>(&key, 1), grads.data(), step, origin, nullptr, &durable_at);
+  return impl_->PushKeys(t, std::span<const Key>(&key, 1), grads.data(), step, origin, nullptr, &durable_at,
+                         /*may_repeat=*/false);
 }
 
 Status ParamStore::Failure() const {

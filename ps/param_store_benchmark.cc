@@ -3,8 +3,10 @@
 // RocksDB WriteBatch rows/s for 272-byte rows as the yardstick. Not a test.
 //
 // Usage: param_store_benchmark [--dir DIR] [--seconds S] [--keys N] [--zipf S] [--sync] [--no-writeback]
-//                              [--helper-threads N]
-// (--no-writeback adds a run of the push path alone: log append + apply, write-back held off.)
+//                              [--helper-threads N] [--repeats]
+// (--no-writeback adds a run of the push path alone: log append + apply, write-back held off.
+// --repeats: batches of `batch` draws that may repeat keys, as a client that does not sum them
+// sends; the store sums them. --zipf 0 draws keys uniformly.)
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -39,6 +41,7 @@ struct Args {
   uint32_t dim = 32;
   size_t batch = 10'000;
   int helper_threads = -1;
+  bool repeats = false;
 };
 
 double RawRocksDb(const std::string& dir, double seconds) {
@@ -81,8 +84,9 @@ class Zipf {
   std::vector<double> cdf_;
 };
 
-// Batches of `batch` distinct keys (workers deduplicate before they pull or push).
-std::vector<std::vector<Key>> MakeBatches(Zipf& zipf, size_t batch, size_t count, uint64_t seed) {
+// Batches of `batch` distinct keys (workers deduplicate before they pull or push), or with
+// `repeats` of `batch` draws as they come.
+std::vector<std::vector<Key>> MakeBatches(Zipf& zipf, size_t batch, size_t count, uint64_t seed, bool repeats) {
   std::mt19937_64 rng(seed);
   std::vector<std::vector<Key>> out(count);
   for (auto& b : out) {
@@ -90,7 +94,7 @@ std::vector<std::vector<Key>> MakeBatches(Zipf& zipf, size_t batch, size_t count
     seen.reserve(batch * 2);
     while (b.size() < batch) {
       Key k = zipf(rng);
-      if (seen.insert(k).second) b.push_back(k);
+      if (repeats || seen.insert(k).second) b.push_back(k);
     }
   }
   return out;
@@ -184,8 +188,9 @@ int main(int argc, char** argv) {
     else if (f == "--sync") a.sync = true;
     else if (f == "--no-writeback") a.no_writeback = true;
     else if (f == "--helper-threads") a.helper_threads = std::stoi(next());
+    else if (f == "--repeats") a.repeats = true;
     else {
-      std::fprintf(stderr, "usage: %s [--dir DIR] [--seconds S] [--keys N] [--zipf S] [--sync] [--no-writeback] [--helper-threads N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--dir DIR] [--seconds S] [--keys N] [--zipf S] [--sync] [--no-writeback] [--helper-threads N] [--repeats]\n", argv[0]);
       return 2;
     }
   }
@@ -196,12 +201,12 @@ int main(int argc, char** argv) {
   std::printf("raw RocksDB WriteBatch (10k x 272 B rows): %.0f rows/s\n", raw);
 
   Zipf zipf(a.keys, a.zipf);
-  auto batches = MakeBatches(zipf, a.batch, 256, 1);
+  auto batches = MakeBatches(zipf, a.batch, 256, 1, a.repeats);
   const uint64_t row_charge = 40 + uint64_t{a.dim} * 3 * 4 + 32;  // slot + index bookkeeping
   const uint64_t table_bytes = a.keys * row_charge;
-  std::printf("table: %lu keys x dim %u adam = %lu MiB cached; zipf %.2f; batches of %zu distinct keys%s\n",
+  std::printf("table: %lu keys x dim %u adam = %lu MiB cached; zipf %.2f; batches of %zu %s%s\n",
               (unsigned long)a.keys, a.dim, (unsigned long)(table_bytes >> 20), a.zipf, a.batch,
-              a.sync ? "; sync" : "");
+              a.repeats ? "draws (keys may repeat)" : "distinct keys", a.sync ? "; sync" : "");
 
   // Fill the table once: every key gets a row in RocksDB.
   uint64_t step = 0;

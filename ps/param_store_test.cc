@@ -325,6 +325,70 @@ TEST(ParamStoreTest, ManyScatteredDuplicatesInOnePushAreSummedInOrder) {
   }
 }
 
+// Repeats among rows that are not resident: a cache far smaller than the table, whose rows were
+// written back and evicted, so that the push reads most of its rows back from RocksDB (and may
+// evict others to make room) before it finds and sums its repeats. The rows must equal those of a
+// reference pushed the per-key sums by hand, and the push counts each distinct key once, as a
+// hit or as a miss.
+TEST(ParamStoreTest, RepeatsAmongRowsReadBackFromStorageAreSummedAndCountedOnce) {
+  TempDir dir;
+  StoreOptions o = Quiet();
+  o.data_dir = dir.path();
+  o.cache_bytes = 40 << 10;  // "emb" rows cost ~104 bytes: ~400 of the 2000 fit
+  o.writeback_dirty_bytes = 8 << 10;
+  auto a = OpenOrDie(o, OpenRocks(dir.path()));
+  auto b = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+  constexpr size_t kKeys = 2000, kDim = 4;
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<Key> all(kKeys);
+  std::vector<float> g0(kKeys * kDim);
+  for (size_t i = 0; i < kKeys; ++i) all[i] = Key{i} * 104729;
+  for (auto& x : g0) x = u(rng);
+  // Every row stored, 200 at a time, written back after each: the first ones are evicted.
+  for (size_t at = 0; at < kKeys; at += 200) {
+    const std::span<const Key> k(all.data() + at, 200);
+    const std::span<const float> g(g0.data() + at * kDim, 200 * kDim);
+    ASSERT_TRUE(a->Push("emb", k, g, 1).ok());
+    ASSERT_TRUE(b->Push("emb", k, g, 1).ok());
+    ASSERT_TRUE(a->Flush().ok());
+  }
+  for (int round = 0; round < 3; ++round) {
+    std::vector<Key> keys(1500);
+    std::vector<float> grads(keys.size() * kDim);
+    for (auto& k : keys) k = all[rng() % 600];  // ~2.5 positions per key
+    for (auto& x : grads) x = u(rng);
+    std::vector<Key> uniq;
+    std::map<Key, std::vector<float>> sums;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      std::vector<float> g(grads.begin() + i * kDim, grads.begin() + (i + 1) * kDim);
+      auto [it, fresh] = sums.try_emplace(keys[i], g);
+      if (fresh) {
+        uniq.push_back(keys[i]);
+      } else {
+        for (size_t d = 0; d < kDim; ++d) it->second[d] += g[d];
+      }
+    }
+    std::vector<float> summed;
+    for (Key k : uniq) summed.insert(summed.end(), sums[k].begin(), sums[k].end());
+    const StoreStats before = a->Stats();
+    ASSERT_TRUE(a->Push("emb", keys, grads, 2 + round).ok());
+    const StoreStats after = a->Stats();
+    ASSERT_TRUE(b->Push("emb", uniq, summed, 2 + round).ok());
+    EXPECT_GT(after.cache_misses, before.cache_misses) << "round " << round << ": no row was read back";
+    EXPECT_EQ((after.cache_hits - before.cache_hits) + (after.cache_misses - before.cache_misses), uniq.size())
+        << "round " << round;
+  }
+  for (Key k : all) {
+    auto ra = a->GetRow("emb", k);
+    auto rb = b->GetRow("emb", k);
+    ASSERT_TRUE(ra.ok() && rb.ok());
+    ASSERT_EQ(ra->update_count, rb->update_count) << "key " << k;
+    ASSERT_EQ(ra->last_step, rb->last_step) << "key " << k;
+    ASSERT_EQ(0, std::memcmp(ra->value.data(), rb->value.data(), kDim * 4)) << "key " << k;
+  }
+}
+
 TEST(ParamStoreTest, OptimizerIsAppliedPerRow) {
   auto store = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   // "lin": sgd, lr 0.5, zero init. Key 3 pushed twice, key 4 once: w = -0.5 * sum(g).
