@@ -142,6 +142,27 @@ struct Workload {
   }
 };
 
+// A push's keys with their repeats summed by hand, the reference for the store's own summing:
+// the distinct keys in first-occurrence order, each with its gradients added in push order.
+struct HandSummed {
+  std::vector<Key> keys;
+  std::vector<float> grads;
+};
+HandSummed SumPerKey(std::span<const Key> keys, std::span<const float> grads, size_t dim) {
+  HandSummed out;
+  std::map<Key, size_t> at;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto [it, fresh] = at.try_emplace(keys[i], out.keys.size());
+    if (fresh) {
+      out.keys.push_back(keys[i]);
+      out.grads.insert(out.grads.end(), grads.begin() + i * dim, grads.begin() + (i + 1) * dim);
+    } else {
+      for (size_t d = 0; d < dim; ++d) out.grads[it->second * dim + d] += grads[i * dim + d];
+    }
+  }
+  return out;
+}
+
 // Every row of every table, bitwise, plus counts and steps.
 void ExpectSameState(ParamStore* got, ParamStore* want, uint64_t key_space) {
   for (const char* table : {"emb", "wide", "lin"}) {
@@ -300,18 +321,7 @@ TEST(ParamStoreTest, ManyScatteredDuplicatesInOnePushAreSummedInOrder) {
     keys[i] = i < 1000 ? Key{i} * 7919 : Key{rng() % 1500} * 7919;
     for (int d = 0; d < 4; ++d) grads[i * 4 + d] = std::uniform_real_distribution<float>(-1, 1)(rng);
   }
-  std::vector<Key> uniq;
-  std::map<Key, std::vector<float>> sums;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    auto [it, fresh] = sums.try_emplace(keys[i], std::vector<float>(grads.begin() + i * 4, grads.begin() + i * 4 + 4));
-    if (fresh) {
-      uniq.push_back(keys[i]);
-    } else {
-      for (int d = 0; d < 4; ++d) it->second[d] += grads[i * 4 + d];
-    }
-  }
-  std::vector<float> summed;
-  for (Key k : uniq) summed.insert(summed.end(), sums[k].begin(), sums[k].end());
+  const auto [uniq, summed] = SumPerKey(keys, grads, 4);
   ASSERT_TRUE(a->Push("emb", keys, grads, 5).ok());
   ASSERT_TRUE(b->Push("emb", uniq, summed, 5).ok());
   std::vector<float> va(uniq.size() * 4), vb(uniq.size() * 4);
@@ -358,19 +368,7 @@ TEST(ParamStoreTest, RepeatsAmongRowsReadBackFromStorageAreSummedAndCountedOnce)
     std::vector<float> grads(keys.size() * kDim);
     for (auto& k : keys) k = all[rng() % 600];  // ~2.5 positions per key
     for (auto& x : grads) x = u(rng);
-    std::vector<Key> uniq;
-    std::map<Key, std::vector<float>> sums;
-    for (size_t i = 0; i < keys.size(); ++i) {
-      std::vector<float> g(grads.begin() + i * kDim, grads.begin() + (i + 1) * kDim);
-      auto [it, fresh] = sums.try_emplace(keys[i], g);
-      if (fresh) {
-        uniq.push_back(keys[i]);
-      } else {
-        for (size_t d = 0; d < kDim; ++d) it->second[d] += g[d];
-      }
-    }
-    std::vector<float> summed;
-    for (Key k : uniq) summed.insert(summed.end(), sums[k].begin(), sums[k].end());
+    const auto [uniq, summed] = SumPerKey(keys, grads, kDim);
     const StoreStats before = a->Stats();
     ASSERT_TRUE(a->Push("emb", keys, grads, 2 + round).ok());
     const StoreStats after = a->Stats();
@@ -1119,18 +1117,7 @@ void DeferredBigPushesAreDurableFromTheBuffersTheyHold(bool sync) {
       const std::vector<float> grads = b->grads;
       // Even pushes: summed by hand (unique keys, so the log thread reads the caller's buffers);
       // odd ones as they are (the store sums the repeats into buffers of its own).
-      std::vector<Key> uk;
-      std::vector<float> ug;
-      std::unordered_map<Key, size_t> pos;
-      for (size_t i = 0; i < keys.size(); ++i) {
-        auto [it, first] = pos.emplace(keys[i], uk.size());
-        if (first) {
-          uk.push_back(keys[i]);
-          ug.insert(ug.end(), grads.begin() + i * dim, grads.begin() + (i + 1) * dim);
-        } else {
-          for (size_t d = 0; d < dim; ++d) ug[it->second * dim + d] += grads[i * dim + d];
-        }
-      }
+      auto [uk, ug] = SumPerKey(keys, grads, dim);
       auto mine = (p % 2 == 0) ? std::make_shared<Buffers>(Buffers{uk, ug}) : b;  // odd: with repeats
       const std::span<const Key> k(mine->keys);
       const std::span<const float> g(mine->grads);
