@@ -810,6 +810,12 @@ class LogAppender {
     }
     done_cv_.notify_all();
   }
+  // Called on the log thread, with no lock held, after each record it makes durable and after an
+  // append fails (ParamStore::SetDurableHook).
+  void SetHook(std::function<void()> hook) {
+    std::lock_guard<std::mutex> l(mu_);
+    hook_ = std::move(hook);
+  }
   uint64_t durable() const { return durable_.load(std::memory_order_acquire); }
   Status WaitDurable(uint64_t seq) const {
     if (durable() >= seq) return Status::Ok();
@@ -840,6 +846,7 @@ class LogAppender {
       }
       busy_ = true;
       FileLog* log = log_;
+      const std::function<void()> hook = hook_;
       l.unlock();
       space_cv_.notify_all();
       Status s;
@@ -852,12 +859,16 @@ class LogAppender {
         }
         if (!s.ok()) break;
         written = r.seq;
-        if (!log->sync_enabled()) MarkDurable(written);
+        if (!log->sync_enabled()) {
+          MarkDurable(written);
+          if (hook) hook();
+        }
       }
       if (s.ok() && log->sync_enabled()) {
         StageTimer timer(prof_, StageProfile::kLogSync);
         s = log->Sync();
         if (s.ok()) MarkDurable(written);
+        if (s.ok() && hook) hook();
       }
       batch.clear();  // the requests' buffers go now, not under the lock
       l.lock();
@@ -868,6 +879,11 @@ class LogAppender {
       }
       done_cv_.notify_all();
       space_cv_.notify_all();
+      if (!s.ok() && hook) {
+        l.unlock();
+        hook();
+        l.lock();
+      }
     }
   }
   StageProfile& prof_;
@@ -875,6 +891,7 @@ class LogAppender {
   mutable std::condition_variable done_cv_;
   std::condition_variable work_cv_, space_cv_;
   std::deque<Record> queue_;
+  std::function<void()> hook_;
   FileLog* log_ = nullptr;
   bool busy_ = false, stop_ = false;
   Status error_;
@@ -2314,6 +2331,8 @@ Status ParamStore::PushDeferred(std::string_view table, std::span<const Key> key
 }
 
 void ParamStore::SetProgressHook(std::function<void()> hook) { impl_->progress_hook = std::move(hook); }
+
+void ParamStore::SetDurableHook(std::function<void()> hook) { impl_->appender.SetHook(std::move(hook)); }
 
 uint64_t ParamStore::AppliedSeq() const { return impl_->visible_seq.load(std::memory_order_acquire); }
 

@@ -173,6 +173,12 @@ class ParamStore {
   // until the push is done. The hook must not call the store, except AppliedSeq, DurableSeq and
   // WaitDurable. Set it before the store is used from other threads; an empty one is not called.
   void SetProgressHook(std::function<void()> hook);
+  // Called on the store's log thread, with no lock held, each time it has made a deferred push's
+  // record durable (DurableSeq() has moved on), and once when an append fails (the store has
+  // then stopped: Failure()). The server wakes its request loop with it, so that a reply leaves
+  // as soon as it may while the loop waits for the next request instead of for the log. It must
+  // be cheap and must not call the store, except AppliedSeq and DurableSeq. Thread-safe.
+  void SetDurableHook(std::function<void()> hook);
   // The sequence number of the last push applied in memory: any answer the store gives now may
   // reflect pushes up to it (and a reply that carries such an answer waits for it to be durable).
   uint64_t AppliedSeq() const;

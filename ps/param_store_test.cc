@@ -6,12 +6,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <set>
@@ -1086,12 +1090,42 @@ TEST(ParamStoreTest, BigPushesAppendTheLogAlongsideTheOptimizerAndReplayExactly)
   ExpectSameState(store.get(), ref.get(), w.key_space);
 }
 
+// What a durable hook saw: DurableSeq() at each call (the hook runs on the store's log thread).
+class DurableHookRecorder {
+ public:
+  explicit DurableHookRecorder(ParamStore* store) : store_(store) {
+    store->SetDurableHook([this] {
+      std::lock_guard<std::mutex> l(mu_);
+      seen_.push_back(store_->DurableSeq());
+      cv_.notify_all();
+    });
+  }
+  ~DurableHookRecorder() { store_->SetDurableHook(nullptr); }
+  // Waits (up to 20 s) until a call saw DurableSeq() >= seq; the calls seen by then.
+  std::vector<uint64_t> WaitFor(uint64_t seq) {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::seconds(20), [&] { return !seen_.empty() && seen_.back() >= seq; });
+    return seen_;
+  }
+  size_t calls() {
+    std::lock_guard<std::mutex> l(mu_);
+    return seen_.size();
+  }
+
+ private:
+  ParamStore* store_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<uint64_t> seen_;
+};
+
 // PushDeferred returns once a big push is applied: the record is appended on the log thread
 // from the buffers `hold` keeps alive, the caller's own references already gone (and the memory
 // reused for garbage). Several pushes are in flight at once, more than the log thread queues
 // (the caller then waits for room). Each is durable once DurableSeq reaches it, and a crash
 // (no final write-back) replays them all to the reference's rows. With `sync`, the log thread
-// makes the records it took together durable with one fdatasync (group commit).
+// makes the records it took together durable with one fdatasync (group commit). The durable hook
+// is called as records become durable, never before: what it sees only grows, up to the last.
 void DeferredBigPushesAreDurableFromTheBuffersTheyHold(bool sync) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
@@ -1102,6 +1136,7 @@ void DeferredBigPushesAreDurableFromTheBuffersTheyHold(bool sync) {
   const size_t dim = ref->FindTable("emb")->dim;
   {
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    DurableHookRecorder hook(store.get());
     uint64_t last = 0;
     for (int p = 0; p < 7; ++p) {
       struct Buffers {
@@ -1134,6 +1169,12 @@ void DeferredBigPushesAreDurableFromTheBuffersTheyHold(bool sync) {
     }
     ASSERT_TRUE(store->WaitDurable(last).ok());
     EXPECT_GE(store->DurableSeq(), last);
+    const std::vector<uint64_t> seen = hook.WaitFor(last);
+    ASSERT_FALSE(seen.empty());
+    EXPECT_EQ(seen.back(), last);
+    EXPECT_GE(seen.front(), 1u);
+    EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+    EXPECT_LE(seen.size(), 7u);  // at most once per record
     ExpectSameState(store.get(), ref.get(), w.key_space);
     const StoreStats st = store->Stats();
     if (sync) {
@@ -1225,9 +1266,16 @@ TEST(ParamStoreTest, AFailedLogAppendStopsTheStoreAndARestartRecovers) {
   {
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
     for (int r = 0; r < 2; ++r) w.Round(store.get(), ref.get(), 3000);
+    DurableHookRecorder hook(store.get());
+    const uint64_t durable_before = store->DurableSeq();
     // Below the current log segment's size: the next append fails.
     Status failed = WithFileSizeLimit(4096, [&] { return store->Push("emb", keys, grads, 99); });
     ASSERT_FALSE(failed.ok());
+    // The log thread called the hook for the failure (a server's loop wakes to answer it), and
+    // the failed push never became durable.
+    EXPECT_EQ(hook.WaitFor(0), std::vector<uint64_t>{durable_before});
+    EXPECT_EQ(hook.calls(), 1u);
+    EXPECT_EQ(store->DurableSeq(), durable_before);
     EXPECT_NE(failed.message().find("log"), std::string::npos) << failed;
     std::vector<float> out(4 * 2);
     EXPECT_FALSE(store->Pull("emb", std::vector<Key>{1, 2}, out.data()).ok());

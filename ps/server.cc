@@ -125,9 +125,16 @@ Status Server::Serve() {
   // Between parts of a big push, the replies that became durable meanwhile leave (this thread
   // owns the transport; the hook runs on it).
   store_->SetProgressHook([this] { (void)SendDurable(false); });
+  // The log thread wakes the loop's receive when a push becomes durable (or the log fails), so
+  // that the loop waits for whichever comes first, the next request or the log, and the held
+  // reply leaves as soon as it may.
+  store_->SetDurableHook([transport = transport_.get()] { transport->Interrupt(); });
   struct HookReset {
     ParamStore* store;
-    ~HookReset() { store->SetProgressHook(nullptr); }
+    ~HookReset() {
+      store->SetProgressHook(nullptr);
+      store->SetDurableHook(nullptr);
+    }
   } hook_reset{store_.get()};
   auto store_failed = [&](const Status& f) {
     // The memory holds a push the log does not: stop, so that a restart replays the log.
@@ -135,16 +142,21 @@ Status Server::Serve() {
     return f;
   };
   while (!stop_) {
-    // Replies whose pushes are durable go first. With replies held, the loop only looks for a
-    // request (no wait) and, when there is none, waits for the log instead.
+    // Replies whose pushes are durable go first. With replies held, the receive also ends when
+    // the log makes one durable (the durable hook interrupts it): the loop goes on with the next
+    // request while the log writes, and sends each reply once its push is durable.
     if (Status f = SendDurable(false); !f.ok()) return store_failed(f);
     const uint64_t t0 = prof.on ? LoopProfile::Now() : 0;
-    auto env = transport_->Recv(held_.empty() ? std::chrono::milliseconds(500) : std::chrono::milliseconds(0));
+    auto env = transport_->Recv(held_.empty() ? std::chrono::milliseconds(500) : std::chrono::milliseconds(100));
     const uint64_t t1 = prof.on ? LoopProfile::Now() : 0;
     if (prof.on) prof.Add(LoopProfile::kRecv, t0, t1);
     if (!env.ok()) {
       if (env.status().code() == StatusCode::kDeadlineExceeded || env.status().code() == StatusCode::kCancelled) {
-        if (Status f = SendDurable(true); !f.ok()) return store_failed(f);
+        // Woken (by the log, or by Stop): send what is durable. Timed out with replies held, or
+        // woken by a failed log: wait for the log itself, which answers the held replies.
+        const bool wait = env.status().code() == StatusCode::kDeadlineExceeded ||
+                          (!held_.empty() && !store_->Failure().ok());
+        if (Status f = SendDurable(wait); !f.ok()) return store_failed(f);
         continue;
       }
       logger_->error("receive failed: {}", env.status().ToString());
