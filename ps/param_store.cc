@@ -812,8 +812,10 @@ class LogAppender {
   }
   // Called on the log thread, with no lock held, after each record it makes durable and after an
   // append fails (ParamStore::SetDurableHook).
+  // Once it returns, the old hook is not called again: it waits for the batch being appended.
   void SetHook(std::function<void()> hook) {
-    std::lock_guard<std::mutex> l(mu_);
+    std::unique_lock<std::mutex> l(mu_);
+    done_cv_.wait(l, [&] { return !busy_; });
     hook_ = std::move(hook);
   }
   uint64_t durable() const { return durable_.load(std::memory_order_acquire); }
@@ -872,18 +874,20 @@ class LogAppender {
       }
       batch.clear();  // the requests' buffers go now, not under the lock
       l.lock();
-      busy_ = false;
       if (!s.ok()) {
         error_ = s;
         queue_.clear();
+        done_cv_.notify_all();
+        space_cv_.notify_all();
+        if (hook) {  // after error_ is set (the hook's caller looks for it), before busy_ clears
+          l.unlock();
+          hook();
+          l.lock();
+        }
       }
+      busy_ = false;
       done_cv_.notify_all();
       space_cv_.notify_all();
-      if (!s.ok() && hook) {
-        l.unlock();
-        hook();
-        l.lock();
-      }
     }
   }
   StageProfile& prof_;

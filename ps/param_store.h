@@ -177,7 +177,8 @@ class ParamStore {
   // record durable (DurableSeq() has moved on), and once when an append fails (the store has
   // then stopped: Failure()). The server wakes its request loop with it, so that a reply leaves
   // as soon as it may while the loop waits for the next request instead of for the log. It must
-  // be cheap and must not call the store, except AppliedSeq and DurableSeq. Thread-safe.
+  // be cheap and must not call the store, except AppliedSeq and DurableSeq. Thread-safe; once it
+  // returns, the hook it replaced is no longer called (it waits for a record being appended).
   void SetDurableHook(std::function<void()> hook);
   // The sequence number of the last push applied in memory: any answer the store gives now may
   // reflect pushes up to it (and a reply that carries such an answer waits for it to be durable).

@@ -1195,6 +1195,68 @@ TEST(ParamStoreTest, DeferredBigPushesAreDurableFromTheBuffersTheyHoldWithSync) 
   DeferredBigPushesAreDurableFromTheBuffersTheyHold(true);
 }
 
+// A durable hook that is replaced is not called again once SetDurableHook returns, even while the
+// log thread is in the middle of a batch of records it took with the old one. The old hook holds
+// the log thread inside such a batch (it blocks in its call for the batch's first record) while
+// another thread replaces it; the replacement must not return before the batch is done.
+TEST(ParamStoreTest, AReplacedDurableHookIsNotCalledAgain) {
+  TempDir dir;
+  Workload w;
+  auto store = OpenOrDie(BigPushSetup(dir, false, &w), OpenRocks(dir.path()));
+  const size_t dim = store->FindTable("emb")->dim;
+  std::mt19937_64 rng(5);
+  auto push = [&](int p) {
+    std::set<Key> distinct;
+    while (distinct.size() < 2000) distinct.insert(rng() % 6000);
+    auto keys = std::make_shared<std::vector<Key>>(distinct.begin(), distinct.end());
+    auto grads = std::make_shared<std::vector<float>>(keys->size() * dim, 0.25f);
+    uint64_t at = 0;
+    auto hold = std::make_shared<std::pair<decltype(keys), decltype(grads)>>(keys, grads);
+    EXPECT_TRUE(store->PushDeferred("emb", *keys, *grads, p, nullptr, hold, &at).ok());
+    return at;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  int calls = 0, released = 0;  // the old hook's calls; how many of them may return
+  bool replaced = false, called_after = false;
+  auto wait_calls = [&](int n) {
+    std::unique_lock<std::mutex> l(mu);
+    return cv.wait_for(l, std::chrono::seconds(20), [&] { return calls >= n; });
+  };
+  auto release = [&](int n) {
+    std::lock_guard<std::mutex> l(mu);
+    released = n;
+    cv.notify_all();
+  };
+  store->SetDurableHook([&] {
+    std::unique_lock<std::mutex> l(mu);
+    if (replaced) called_after = true;
+    const int me = ++calls;
+    cv.notify_all();
+    cv.wait_for(l, std::chrono::seconds(20), [&] { return released >= me; });
+  });
+  push(0);
+  ASSERT_TRUE(wait_calls(1));  // the log thread waits in the call for record 1
+  push(1);
+  const uint64_t last = push(2);  // records 2 and 3 queue: the next batch takes both
+  release(1);
+  ASSERT_TRUE(wait_calls(2));  // in the call for record 2, record 3 still to append
+  std::atomic<int> new_calls{0};
+  std::thread replacer([&] {
+    store->SetDurableHook([&] { ++new_calls; });
+    std::lock_guard<std::mutex> l(mu);
+    replaced = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a replacement that did not wait is done by now
+  release(3);
+  replacer.join();
+  ASSERT_TRUE(store->WaitDurable(last).ok());
+  store->SetDurableHook(nullptr);  // before the locals the hooks use go
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_FALSE(called_after) << calls << " calls of the old hook";
+  EXPECT_EQ(calls, 3);  // one per record, all before the replacement returned
+}
+
 // Helper threads share a big pull's gather and a big push's optimizer rows. With a cache that
 // holds a fraction of the keys (pulls hit and miss, rows are evicted and reloaded), a store with
 // three helpers must pull bitwise what a single-threaded reference pulls, hold the same rows, and
