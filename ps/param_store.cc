@@ -810,9 +810,9 @@ class LogAppender {
     }
     done_cv_.notify_all();
   }
-  // Called on the log thread, with no lock held, after each record it makes durable and after an
-  // append fails (ParamStore::SetDurableHook).
-  // Once it returns, the old hook is not called again: it waits for the batch being appended.
+  // The hook called on the log thread, with no lock held, after each record it makes durable and
+  // after an append fails (ParamStore::SetDurableHook). Once SetHook returns, the old hook is not
+  // called again: it waits for the batch being appended.
   void SetHook(std::function<void()> hook) {
     std::unique_lock<std::mutex> l(mu_);
     done_cv_.wait(l, [&] { return !busy_; });

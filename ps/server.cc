@@ -152,10 +152,10 @@ Status Server::Serve() {
     if (prof.on) prof.Add(LoopProfile::kRecv, t0, t1);
     if (!env.ok()) {
       if (env.status().code() == StatusCode::kDeadlineExceeded || env.status().code() == StatusCode::kCancelled) {
-        // Woken (by the log, or by Stop): send what is durable. Timed out with replies held, or
-        // woken by a failed log: wait for the log itself, which answers the held replies.
-        const bool wait = env.status().code() == StatusCode::kDeadlineExceeded ||
-                          (!held_.empty() && !store_->Failure().ok());
+        // Woken (by the log, or by Stop): send what is durable. Timed out with replies held (the
+        // log is slow, or failed and wakes nobody again): wait for the log itself, which answers
+        // the held replies, with the error if it failed. (No store lock taken per wake-up.)
+        const bool wait = env.status().code() == StatusCode::kDeadlineExceeded;
         if (Status f = SendDurable(wait); !f.ok()) return store_failed(f);
         continue;
       }
