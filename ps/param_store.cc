@@ -869,8 +869,10 @@ class LogAppender {
       if (s.ok() && log->sync_enabled()) {
         StageTimer timer(prof_, StageProfile::kLogSync);
         s = log->Sync();
-        if (s.ok()) MarkDurable(written);
-        if (s.ok() && hook) hook();
+        if (s.ok()) {
+          MarkDurable(written);
+          if (hook) hook();
+        }
       }
       batch.clear();  // the requests' buffers go now, not under the lock
       l.lock();
