@@ -18,7 +18,7 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   METAPS_ASSIGN_OR_RETURN(Config c, root.GetTable("server"));
   METAPS_RETURN_IF_ERROR(c.CheckKnownKeys({"bind", "data_dir", "shard_id", "cache_bytes", "sync",
                                            "writeback_interval_ms", "writeback_dirty_bytes", "writeback_log_bytes",
-                                           "writeback_nice", "log_segment_bytes", "helper_threads",
+                                           "writeback_nice", "log_segment_bytes", "log_direct_io", "helper_threads",
                                            "restore_from", "log_level", "job_id"}));
   METAPS_ASSIGN_OR_RETURN(s.server.bind, c.GetString("bind", "tcp://127.0.0.1:0"));
   METAPS_ASSIGN_OR_RETURN(s.store.data_dir, c.GetString("data_dir", ""));
@@ -37,6 +37,7 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   METAPS_ASSIGN_OR_RETURN(int64_t seg_bytes, c.GetIntIn("log_segment_bytes", static_cast<int64_t>(s.store.log_segment_bytes),
                                                         1 << 12, 1LL << 40));
   s.store.log_segment_bytes = static_cast<uint64_t>(seg_bytes);
+  METAPS_ASSIGN_OR_RETURN(s.store.log_direct_io, c.GetBool("log_direct_io", s.store.log_direct_io));
   METAPS_ASSIGN_OR_RETURN(int64_t wb_nice, c.GetIntIn("writeback_nice", s.store.writeback_nice, 0, 19));
   s.store.writeback_nice = static_cast<int>(wb_nice);
   METAPS_ASSIGN_OR_RETURN(int64_t helpers, c.GetIntIn("helper_threads", s.store.helper_threads, -1, 64));

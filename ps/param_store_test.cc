@@ -816,10 +816,13 @@ Status WithFileSizeLimit(rlim_t limit, const std::function<Status()>& f) {
 }
 
 TEST(ParamStoreTest, TornLogTailIsCutOff) {
+  for (bool direct : {true, false}) {
+  SCOPED_TRACE(direct ? "direct writes" : "buffered writes");
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   Workload w;
   StoreOptions o = FileLogOptions(dir);
+  o.log_direct_io = direct;
   {
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
     for (int r = 0; r < 4; ++r) w.Round(store.get(), ref.get());
@@ -838,6 +841,7 @@ TEST(ParamStoreTest, TornLogTailIsCutOff) {
   }
   auto store = OpenOrDie(o, OpenRocks(dir.path()));
   ExpectSameState(store.get(), ref.get(), w.key_space);
+  }
 }
 
 // Segments retired by a write-back are reused for the next ones (same files, overwritten from
@@ -847,12 +851,13 @@ TEST(ParamStoreTest, TornLogTailIsCutOff) {
 // the current life, also across a second restart over the segments the first one left. With
 // `sync` (fdatasync per record, the spare's header synced before its rename, the directory after)
 // the same holds.
-void RecycledLogSegmentsReplayOnlyTheirOwnRecords(bool sync) {
+void RecycledLogSegmentsReplayOnlyTheirOwnRecords(bool sync, bool direct) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   StoreOptions o = Quiet();
   o.data_dir = dir.path();
   o.sync = sync;
+  o.log_direct_io = direct;
   o.final_flush_on_close = false;
   o.log_segment_bytes = 4096;  // four of the pushes below
   std::mt19937_64 rng(5);
@@ -899,9 +904,15 @@ void RecycledLogSegmentsReplayOnlyTheirOwnRecords(bool sync) {
   ExpectSameState(store.get(), ref.get(), 200);
 }
 
-TEST(ParamStoreTest, RecycledLogSegmentsReplayOnlyTheirOwnRecords) { RecycledLogSegmentsReplayOnlyTheirOwnRecords(false); }
+TEST(ParamStoreTest, RecycledLogSegmentsReplayOnlyTheirOwnRecords) { RecycledLogSegmentsReplayOnlyTheirOwnRecords(false, true); }
 TEST(ParamStoreTest, RecycledLogSegmentsReplayOnlyTheirOwnRecordsWithSync) {
-  RecycledLogSegmentsReplayOnlyTheirOwnRecords(true);
+  RecycledLogSegmentsReplayOnlyTheirOwnRecords(true, true);
+}
+TEST(ParamStoreTest, RecycledLogSegmentsReplayOnlyTheirOwnRecordsBuffered) {
+  RecycledLogSegmentsReplayOnlyTheirOwnRecords(false, false);
+}
+TEST(ParamStoreTest, RecycledLogSegmentsReplayOnlyTheirOwnRecordsBufferedWithSync) {
+  RecycledLogSegmentsReplayOnlyTheirOwnRecords(true, false);
 }
 
 // Retired segments are kept for reuse while the log's files (segments and spares) number at
@@ -939,11 +950,13 @@ TEST(ParamStoreTest, TheLogKeepsAtMostTwiceItsWritebackBoundInFiles) {
 // it would be lost, so opening the store fails with DataLoss, naming the segment. Damaging the
 // first record of the log, or the last of a segment, is found too.
 TEST(ParamStoreTest, ADamagedRecordInsideTheLogIsDataLoss) {
+  for (bool direct : {true, false})
   for (const char* where : {"first record", "middle record", "last record of the first segment"}) {
-    SCOPED_TRACE(where);
+    SCOPED_TRACE(std::string(where) + (direct ? ", direct writes" : ", buffered writes"));
     TempDir dir;
     Workload w;
     StoreOptions o = FileLogOptions(dir);
+    o.log_direct_io = direct;
     o.log_segment_bytes = 4096;
     {
       auto store = OpenOrDie(o, OpenRocks(dir.path()));
@@ -958,10 +971,13 @@ TEST(ParamStoreTest, ADamagedRecordInsideTheLogIsDataLoss) {
       std::ifstream in(segments[0], std::ios::binary);
       bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     }
+    // (Direct writes leave the segment's last block zero-filled after its last record.)
     std::vector<size_t> records;
     for (size_t pos = 24; pos + 24 <= bytes.size();) {
-      uint32_t len = 0;
+      uint32_t magic = 0, len = 0;
+      std::memcpy(&magic, bytes.data() + pos, 4);
       std::memcpy(&len, bytes.data() + pos + 4, 4);
+      if (magic != 0x524c5350) break;  // "PSLR"
       records.push_back(pos);
       pos += 24 + len;
     }
@@ -1035,29 +1051,36 @@ TEST(ParamStoreTest, APushLogOfSegmentVersionOneIsReplayed) {
 // the bytes it left in the segment do not hide the pushes after it: the next record is written
 // where the failed one began, and a replay after a crash has every acknowledged push.
 TEST(ParamStoreTest, APartlyWrittenFailedAppendDoesNotHideLaterPushes) {
-  TempDir dir;
-  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
-  Workload w;
-  StoreOptions o = FileLogOptions(dir);
-  {
+  for (bool direct : {true, false}) {
+    SCOPED_TRACE(direct ? "direct writes" : "buffered writes");
+    TempDir dir;
+    auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+    Workload w;
+    StoreOptions o = FileLogOptions(dir);
+    o.log_direct_io = direct;
+    {
+      auto store = OpenOrDie(o, OpenRocks(dir.path()));
+      ASSERT_EQ(store->Stats().log_direct_io, direct);
+      for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());
+      const auto size = fs::file_size(Segments(dir.path("pushlog")).back());
+      // Buffered: the record's first 100 bytes fit. Direct writes are cut at a block boundary,
+      // so there the limit is one block past the end and the record spans several blocks.
+      const uint64_t limit = direct ? (size + 4095) / 4096 * 4096 + 4096 : size + 100;
+      std::vector<Key> keys(direct ? 1000 : 100);
+      for (size_t i = 0; i < keys.size(); ++i) keys[i] = 1000 + i;
+      const std::vector<float> grads(keys.size() * 2, 1.0f);
+      Status failed = WithFileSizeLimit(limit, [&] { return store->Push("lin", keys, grads, 99); });
+      ASSERT_FALSE(failed.ok());
+      EXPECT_GE(fs::file_size(Segments(dir.path("pushlog")).back()), limit);  // part of it is there
+      EXPECT_EQ(store->GetRow("lin", 1000)->update_count, 0u);
+      for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());
+      ExpectSameState(store.get(), ref.get(), w.key_space);
+    }
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
-    for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());
-    const auto size = fs::file_size(Segments(dir.path("pushlog")).back());
-    std::vector<Key> keys(100);
-    for (size_t i = 0; i < keys.size(); ++i) keys[i] = 1000 + i;
-    const std::vector<float> grads(keys.size() * 2, 1.0f);
-    // The record's first 100 bytes fit.
-    Status failed = WithFileSizeLimit(size + 100, [&] { return store->Push("lin", keys, grads, 99); });
-    ASSERT_FALSE(failed.ok());
-    EXPECT_GE(fs::file_size(Segments(dir.path("pushlog")).back()), size + 100);  // part of it is there
-    EXPECT_EQ(store->GetRow("lin", 1000)->update_count, 0u);
-    for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());
+    EXPECT_EQ(store->Stats().replayed_records, 24u);
     ExpectSameState(store.get(), ref.get(), w.key_space);
+    EXPECT_EQ(store->GetRow("lin", 1000)->update_count, 0u);
   }
-  auto store = OpenOrDie(o, OpenRocks(dir.path()));
-  EXPECT_EQ(store->Stats().replayed_records, 24u);
-  ExpectSameState(store.get(), ref.get(), w.key_space);
-  EXPECT_EQ(store->GetRow("lin", 1000)->update_count, 0u);
 }
 
 // Pushes of 1024 rows and more append their log record on a side thread while the optimizer
@@ -1126,12 +1149,13 @@ class DurableHookRecorder {
 // (no final write-back) replays them all to the reference's rows. With `sync`, the log thread
 // makes the records it took together durable with one fdatasync (group commit). The durable hook
 // is called as records become durable, never before: what it sees only grows, up to the last.
-void DeferredBigPushesAreDurableFromTheBuffersTheyHold(bool sync) {
+void DeferredBigPushesAreDurableFromTheBuffersTheyHold(bool sync, bool direct) {
   TempDir dir;
   auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
   Workload w;
   StoreOptions o = BigPushSetup(dir, false, &w);
   o.sync = sync;
+  o.log_direct_io = direct;
   std::mt19937_64 rng(11);
   const size_t dim = ref->FindTable("emb")->dim;
   {
@@ -1189,10 +1213,17 @@ void DeferredBigPushesAreDurableFromTheBuffersTheyHold(bool sync) {
   ExpectSameState(store.get(), ref.get(), w.key_space);
 }
 
-TEST(ParamStoreTest, DeferredBigPushesAreDurableFromTheBuffersTheyHold) { DeferredBigPushesAreDurableFromTheBuffersTheyHold(false); }
-
+TEST(ParamStoreTest, DeferredBigPushesAreDurableFromTheBuffersTheyHold) {
+  DeferredBigPushesAreDurableFromTheBuffersTheyHold(false, true);
+}
 TEST(ParamStoreTest, DeferredBigPushesAreDurableFromTheBuffersTheyHoldWithSync) {
-  DeferredBigPushesAreDurableFromTheBuffersTheyHold(true);
+  DeferredBigPushesAreDurableFromTheBuffersTheyHold(true, true);
+}
+TEST(ParamStoreTest, DeferredBigPushesAreDurableFromTheBuffersTheyHoldBuffered) {
+  DeferredBigPushesAreDurableFromTheBuffersTheyHold(false, false);
+}
+TEST(ParamStoreTest, DeferredBigPushesAreDurableFromTheBuffersTheyHoldBufferedWithSync) {
+  DeferredBigPushesAreDurableFromTheBuffersTheyHold(true, false);
 }
 
 // A durable hook that is replaced is not called again once SetDurableHook returns, even while the

@@ -402,6 +402,7 @@ nlohmann::json StoreStatsJson(const StoreStats& s) {
       {"log_syncs", s.log_syncs},
       {"helper_threads", s.helper_threads},
       {"helper_joins", s.helper_joins},
+      {"log_direct_io", s.log_direct_io},
   };
 }
 
