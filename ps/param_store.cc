@@ -978,10 +978,11 @@ class LogAppender {
       space_cv_.notify_all();
       Status s;
       uint64_t written = 0;
-      // Without `sync` each record is durable once Append returns (buffered: in the page cache;
-      // direct: written), and its push is acknowledged at once. With it, the batch's records
-      // are staged (direct) and written, then made durable together.
-      const bool each = !log->sync_enabled();
+      // Buffered without `sync`, each record is durable once Append returns (in the page cache)
+      // and its push is acknowledged at once. Direct, the batch's records are staged and
+      // written with one call (each write waits for the device: one per record would cap the
+      // pushes per second at the device's latency); with `sync` made durable together.
+      const bool each = !log->sync_enabled() && !log->writing_direct();
       for (Record& r : batch) {
         {
           StageTimer timer(prof_, StageProfile::kLogAppend);

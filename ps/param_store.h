@@ -49,12 +49,12 @@ struct StoreOptions {
 
   // Additions beyond the first draft:
   // Write back sooner when the log holds this many bytes not yet covered by a write-back (bounds
-  // replay time after a crash and the log's footprint). Default: 4 GiB (a replay of ~32M row
-  // updates of 32 floats: ~7 s here, docs/storage.md; each write-back rewrites every dirty row, so
-  // a low bound under a heavy push load means many write-backs that coalesce little). With
-  // buffered log writes (log_direct_io false, or a file system without O_DIRECT) the log's pages
-  // stay dirty in the page cache: 1 GiB keeps them below the kernel's write-back thresholds.
-  uint64_t writeback_log_bytes = 4ull << 30;
+  // replay time after a crash and the log's footprint). Default: 1 GiB (a replay of ~8M row
+  // updates of 32 floats: ~1-2 s here, docs/storage.md; each write-back rewrites every dirty row,
+  // so a low bound under a heavy push load means many write-backs that coalesce little). With
+  // buffered log writes the log's pages stay dirty in the page cache, and 1 GiB keeps them below
+  // the kernel's write-back thresholds; with log_direct_io a bigger bound costs no page cache.
+  uint64_t writeback_log_bytes = 1ull << 30;
   // Nice value of the background write-back thread (Linux: per thread), so that on contended
   // cores the request loop goes first; the write-back still keeps up, since pushes wait for it
   // once the cache fills with dirty rows (backpressure). 0: the process's own priority.
@@ -73,8 +73,9 @@ struct StoreOptions {
   // Write the push log's segments with direct I/O (O_DIRECT) from a staging buffer, where the
   // file system takes it (else buffered writes, as with false). It costs less CPU per push than
   // a copy into the page cache, and the log's pages no longer pile up there as dirty pages for
-  // the kernel to write back; each append waits for the device instead (docs/storage.md).
-  bool log_direct_io = true;
+  // the kernel to write back; each append waits for the device instead, and on this machine
+  // pushes to a table over its cache got slower (docs/storage.md). Off by default.
+  bool log_direct_io = false;
   // Bounds of the window of applied push ids (see PushOrigin): the newest
   // dedupe_ids_per_sender ids of each of the dedupe_senders most recently active senders.
   // Default: 4096 senders, 1024 ids each.
