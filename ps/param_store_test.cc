@@ -110,10 +110,14 @@ std::unique_ptr<RocksDbStorage> OpenRocks(const std::string& dir) {
 
 // A store over RocksDB in `dir` with the file log, closed the way kill -9 leaves it: no final
 // write-back, so a reopen recovers from the rows on disk plus the log.
-StoreOptions FileLogOptions(const TempDir& dir) {
+// For SCOPED_TRACE in the tests that run over both ways of writing the file log.
+const char* LogWrites(bool direct) { return direct ? "direct writes" : "buffered writes"; }
+
+StoreOptions FileLogOptions(const TempDir& dir, bool direct = false) {
   StoreOptions o = Quiet();
   o.data_dir = dir.path();
   o.final_flush_on_close = false;
+  o.log_direct_io = direct;
   return o;
 }
 
@@ -817,30 +821,29 @@ Status WithFileSizeLimit(rlim_t limit, const std::function<Status()>& f) {
 
 TEST(ParamStoreTest, TornLogTailIsCutOff) {
   for (bool direct : {true, false}) {
-  SCOPED_TRACE(direct ? "direct writes" : "buffered writes");
-  TempDir dir;
-  auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
-  Workload w;
-  StoreOptions o = FileLogOptions(dir);
-  o.log_direct_io = direct;
-  {
+    SCOPED_TRACE(LogWrites(direct));
+    TempDir dir;
+    auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+    Workload w;
+    StoreOptions o = FileLogOptions(dir, direct);
+    {
+      auto store = OpenOrDie(o, OpenRocks(dir.path()));
+      for (int r = 0; r < 4; ++r) w.Round(store.get(), ref.get());
+    }
+    // A write that never completed: half a record header and some garbage at the end.
+    const fs::path last = Segments(dir.path("pushlog")).back();
+    {
+      std::ofstream out(last, std::ios::binary | std::ios::app);
+      out.write("PSLR\x10\x00\x00\x00garbage", 15);
+    }
+    {
+      auto store = OpenOrDie(o, OpenRocks(dir.path()));
+      EXPECT_EQ(store->Stats().replayed_records, 16u);
+      ExpectSameState(store.get(), ref.get(), w.key_space);
+      for (int r = 0; r < 2; ++r) w.Round(store.get(), ref.get());  // appends after the cut-off point
+    }
     auto store = OpenOrDie(o, OpenRocks(dir.path()));
-    for (int r = 0; r < 4; ++r) w.Round(store.get(), ref.get());
-  }
-  // A write that never completed: half a record header and some garbage at the end.
-  const fs::path last = Segments(dir.path("pushlog")).back();
-  {
-    std::ofstream out(last, std::ios::binary | std::ios::app);
-    out.write("PSLR\x10\x00\x00\x00garbage", 15);
-  }
-  {
-    auto store = OpenOrDie(o, OpenRocks(dir.path()));
-    EXPECT_EQ(store->Stats().replayed_records, 16u);
     ExpectSameState(store.get(), ref.get(), w.key_space);
-    for (int r = 0; r < 2; ++r) w.Round(store.get(), ref.get());  // appends after the cut-off point
-  }
-  auto store = OpenOrDie(o, OpenRocks(dir.path()));
-  ExpectSameState(store.get(), ref.get(), w.key_space);
   }
 }
 
@@ -952,11 +955,10 @@ TEST(ParamStoreTest, TheLogKeepsAtMostTwiceItsWritebackBoundInFiles) {
 TEST(ParamStoreTest, ADamagedRecordInsideTheLogIsDataLoss) {
   for (bool direct : {true, false})
   for (const char* where : {"first record", "middle record", "last record of the first segment"}) {
-    SCOPED_TRACE(std::string(where) + (direct ? ", direct writes" : ", buffered writes"));
+    SCOPED_TRACE(std::string(where) + ", " + LogWrites(direct));
     TempDir dir;
     Workload w;
-    StoreOptions o = FileLogOptions(dir);
-    o.log_direct_io = direct;
+    StoreOptions o = FileLogOptions(dir, direct);
     o.log_segment_bytes = 4096;
     {
       auto store = OpenOrDie(o, OpenRocks(dir.path()));
@@ -1052,12 +1054,11 @@ TEST(ParamStoreTest, APushLogOfSegmentVersionOneIsReplayed) {
 // where the failed one began, and a replay after a crash has every acknowledged push.
 TEST(ParamStoreTest, APartlyWrittenFailedAppendDoesNotHideLaterPushes) {
   for (bool direct : {true, false}) {
-    SCOPED_TRACE(direct ? "direct writes" : "buffered writes");
+    SCOPED_TRACE(LogWrites(direct));
     TempDir dir;
     auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
     Workload w;
-    StoreOptions o = FileLogOptions(dir);
-    o.log_direct_io = direct;
+    StoreOptions o = FileLogOptions(dir, direct);
     {
       auto store = OpenOrDie(o, OpenRocks(dir.path()));
       ASSERT_EQ(store->Stats().log_direct_io, direct);
