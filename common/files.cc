@@ -34,4 +34,28 @@ Status WriteFileWithMode(const std::string& path, std::string_view text, unsigne
   return ok ? Status::Ok() : Internal("cannot write " + path + ": " + std::strerror(errno));
 }
 
+Status ReadFileInto(const std::string& path, std::string* out) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Internal("cannot read " + path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return Internal("cannot stat " + path + ": " + std::strerror(errno));
+  }
+  out->resize(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < out->size()) {
+    ssize_t r = pread(fd, out->data() + done, out->size() - done, static_cast<off_t>(done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      const std::string why = r < 0 ? std::strerror(errno) : "the file shrank while read";
+      close(fd);
+      return Internal("cannot read " + path + ": " + why);
+    }
+    done += static_cast<size_t>(r);
+  }
+  close(fd);
+  return Status::Ok();
+}
+
 }  // namespace metaps

@@ -17,4 +17,8 @@ Status WriteFileAtomically(const std::string& path, std::string_view text);
 // token, a CURVE secret key with mode 0600) is never readable by others, not even briefly.
 Status WriteFileWithMode(const std::string& path, std::string_view text, unsigned mode);
 
+// Reads the whole of `path` into `out` (resized; its capacity is reused) with plain reads: a
+// std::istreambuf_iterator copy goes at ~0.3 GB/s. Internal with the path on failure.
+Status ReadFileInto(const std::string& path, std::string* out);
+
 }  // namespace metaps

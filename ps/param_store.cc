@@ -29,7 +29,6 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -517,7 +516,7 @@ class FileLog {
       // The next segments are read ahead by the kernel while this one is replayed (written with
       // direct I/O, they are on disk, not in the page cache).
       for (size_t j = i + 1; j < std::min(segments.size(), i + 3); ++j) ReadAhead(SegmentPath(segments[j]));
-      METAPS_RETURN_IF_ERROR(ReadWholeFile(path, &buf));
+      METAPS_RETURN_IF_ERROR(ReadFileInto(path, &buf));
       SegmentHeader sh{};
       if (buf.size() >= sizeof(sh)) std::memcpy(&sh, buf.data(), sizeof(sh));
       const bool keyed = sh.magic == kSegmentMagic;
@@ -618,8 +617,7 @@ class FileLog {
     ++(reused ? reused_ : created_);
     if (fd_ >= 0) ::close(fd_);
     fd_ = fd;
-    fd_direct_ = direct;
-    direct_now_.store(direct, std::memory_order_relaxed);
+    fd_direct_.store(direct, std::memory_order_relaxed);
     off_ = kHeaderBytes;
     nonce_ = sh.nonce;
     if (!exists) segments_.push_back(next_seq);
@@ -644,58 +642,50 @@ class FileLog {
     RecordHeader h{kRecordMagic, static_cast<uint32_t>(total), seq, 0};
     internal::Xxh3Checksum c(nonce_);  // internal::RecordChecksum of version kSegmentVersion
     c.Update(&seq, 8);
-    if (fd_direct_) {
-      char* dst = appender_->Reserve(record);
+    const bool direct = writing_direct();
+    char* dst = nullptr;  // where the record is staged for a direct write, if it fits the stage
+    if (direct) {
+      dst = appender_->Reserve(record);
       if (dst == nullptr && appender_->staged() > 0) {
         METAPS_RETURN_IF_ERROR(FlushStaged());
         dst = appender_->Reserve(record);
       }
-      if (dst != nullptr) {
-        // Staged and checksummed in one pass: each piece is hashed from the stage right after
-        // its copy, while it is still in the core's cache.
-        char* p = dst + sizeof(h);
-        for (const auto& [src, size] : parts) {
-          constexpr size_t kPiece = 64 << 10;
-          for (size_t done = 0; done < size; done += kPiece) {
-            const size_t n = std::min(kPiece, size - done);
-            std::memcpy(p, static_cast<const char*>(src) + done, n);
-            c.Update(p, n);
-            p += n;
-          }
+    }
+    const off_t start = off_;
+    if (dst != nullptr) {
+      // Staged and checksummed in one pass: each piece is hashed from the stage right after its
+      // copy, while it is still in the core's cache. Written by Sync (or a later FlushStaged).
+      char* p = dst + sizeof(h);
+      for (const auto& [src, size] : parts) {
+        constexpr size_t kPiece = 64 << 10;
+        for (size_t done = 0; done < size; done += kPiece) {
+          const size_t n = std::min(kPiece, size - done);
+          std::memcpy(p, static_cast<const char*>(src) + done, n);
+          c.Update(p, n);
+          p += n;
         }
-        h.checksum = c.Finish();
-        std::memcpy(dst, &h, sizeof(h));
-      } else {
-        iovec iov[8];
-        int n = 1;
-        for (const auto& [p, size] : parts) {
-          c.Update(p, size);
-          iov[n++] = iovec{const_cast<void*>(p), size};
-        }
-        h.checksum = c.Finish();
-        iov[0] = iovec{&h, sizeof(h)};
-        METAPS_RETURN_IF_ERROR(appender_->Append(iov, n).WithContext("push log"));
       }
-      unsynced_ = sync_;
-      off_ += static_cast<off_t>(record);
-      if (sync_now) METAPS_RETURN_IF_ERROR(Sync());
-      return Status::Ok();
+      h.checksum = c.Finish();
+      std::memcpy(dst, &h, sizeof(h));
+    } else {
+      iovec iov[8];
+      int n = 1;
+      for (const auto& [p, size] : parts) {
+        c.Update(p, size);
+        iov[n++] = iovec{const_cast<void*>(p), size};
+      }
+      h.checksum = c.Finish();
+      iov[0] = iovec{&h, sizeof(h)};
+      METAPS_RETURN_IF_ERROR((direct ? appender_->Append(iov, n) : WriteAll(fd_, iov, n, off_)).WithContext("push log"));
     }
-    iovec iov[8];
-    int n = 1;
-    for (const auto& [p, size] : parts) {
-      c.Update(p, size);
-      iov[n].iov_base = const_cast<void*>(p);
-      iov[n].iov_len = size;
-      ++n;
-    }
-    h.checksum = c.Finish();
-    iov[0].iov_base = &h;
-    iov[0].iov_len = sizeof(h);
-    METAPS_RETURN_IF_ERROR(WriteAll(fd_, iov, n, off_).WithContext("push log"));
     unsynced_ = sync_;
-    if (sync_now) METAPS_RETURN_IF_ERROR(Sync());
-    off_ += static_cast<off_t>(record);
+    off_ = start + static_cast<off_t>(record);
+    if (sync_now) {
+      if (Status ss = Sync(); !ss.ok()) {
+        off_ = start;
+        return ss;
+      }
+    }
     return Status::Ok();
   }
 
@@ -734,7 +724,7 @@ class FileLog {
   uint64_t segments_created() const { return created_; }
   uint64_t segments_reused() const { return reused_; }
   // Whether the current segment is written with direct I/O (read by Stats).
-  bool writing_direct() const { return direct_now_.load(std::memory_order_relaxed); }
+  bool writing_direct() const { return fd_direct_.load(std::memory_order_relaxed); }
 
  private:
   FileLog() = default;
@@ -761,32 +751,6 @@ class FileLog {
     (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
     ::close(fd);
   }
-  // The file's bytes into `out`, with plain reads (an istreambuf_iterator copy went at ~0.3 GB/s
-  // and made a replay take ~4 s per GiB of log).
-  static Status ReadWholeFile(const std::string& path, std::string* out) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return Internal("cannot read " + path + ": " + std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      ::close(fd);
-      return Internal("cannot stat " + path + ": " + std::strerror(errno));
-    }
-    out->resize(static_cast<size_t>(st.st_size));
-    size_t done = 0;
-    while (done < out->size()) {
-      ssize_t r = ::pread(fd, out->data() + done, out->size() - done, static_cast<off_t>(done));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) {
-        const std::string why = r < 0 ? std::strerror(errno) : "file shrank";
-        ::close(fd);
-        return Internal("cannot read " + path + ": " + why);
-      }
-      done += static_cast<size_t>(r);
-    }
-    ::close(fd);
-    return Status::Ok();
-  }
-
   // Writes all of iov[0..n) at offset `at`. pwritev may write less than asked (e.g. a signal):
   // it goes on until all is written or a call fails. (iov is consumed.)
   static Status WriteAll(int fd, iovec* iov, int n, off_t at) {
@@ -810,7 +774,7 @@ class FileLog {
   // Writes the direct stream's staged records. On failure the write offset goes back to where
   // the first of them began.
   Status FlushStaged() {
-    if (!fd_direct_ || appender_->staged() == 0) return Status::Ok();
+    if (!writing_direct() || appender_->staged() == 0) return Status::Ok();
     const size_t n = appender_->staged();
     if (Status s = appender_->Flush(); !s.ok()) {
       off_ -= static_cast<off_t>(n);
@@ -849,7 +813,8 @@ class FileLog {
   std::string dir_;
   bool sync_ = false;
   bool direct_ = false;     // direct writes wanted (and, once refused, given up)
-  bool fd_direct_ = false;  // the current segment is written through appender_
+  // The current segment is written through appender_ (atomic: Stats reads it).
+  std::atomic<bool> fd_direct_{false};
   std::unique_ptr<internal::DirectAppender> appender_;
   uint64_t segment_bytes_ = 0;
   size_t max_files_ = 0;  // segments and spares together
@@ -864,7 +829,6 @@ class FileLog {
   // Segments started from a new file / from a spare (read by Stats while the log thread appends).
   std::atomic<uint64_t> created_{0}, reused_{0};
   std::atomic<uint64_t> syncs_{0};  // fdatasync calls for records (with `sync`)
-  std::atomic<bool> direct_now_{false};
   bool unsynced_ = false;           // records appended since the last sync (with `sync`)
 };
 
