@@ -37,7 +37,19 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   METAPS_ASSIGN_OR_RETURN(int64_t seg_bytes, c.GetIntIn("log_segment_bytes", static_cast<int64_t>(s.store.log_segment_bytes),
                                                         1 << 12, 1LL << 40));
   s.store.log_segment_bytes = static_cast<uint64_t>(seg_bytes);
-  METAPS_ASSIGN_OR_RETURN(s.store.log_direct_io, c.GetBool("log_direct_io", s.store.log_direct_io));
+  // true, false, or "auto" (the default: direct writes with `sync`, StoreOptions::log_io).
+  if (c.Has("log_direct_io")) {
+    auto direct = c.GetBool("log_direct_io");
+    auto word = c.GetString("log_direct_io");
+    if (direct.ok()) {
+      s.store.log_io = *direct ? ps::LogIo::kDirect : ps::LogIo::kBuffered;
+    } else if (word.ok() && *word == "auto") {
+      s.store.log_io = ps::LogIo::kAuto;
+    } else {
+      return InvalidArgument(c.Path("log_direct_io") + ": expected true, false or \"auto\"" +
+                             (word.ok() ? ", got \"" + *word + "\"" : ""));
+    }
+  }
   METAPS_ASSIGN_OR_RETURN(int64_t wb_nice, c.GetIntIn("writeback_nice", s.store.writeback_nice, 0, 19));
   s.store.writeback_nice = static_cast<int>(wb_nice);
   METAPS_ASSIGN_OR_RETURN(int64_t helpers, c.GetIntIn("helper_threads", s.store.helper_threads, -1, 64));

@@ -2313,7 +2313,7 @@ Result<std::unique_ptr<ParamStore>> ParamStore::Open(StoreOptions options, std::
     METAPS_ASSIGN_OR_RETURN(impl->file_log,
                             FileLog::Open(impl->options.data_dir + "/" + kPushLogDir, impl->options.sync,
                                           impl->options.log_segment_bytes, impl->MaxLogFiles(),
-                                          impl->options.log_direct_io));
+                                          impl->options.LogDirect()));
   }
   METAPS_RETURN_IF_ERROR(impl->LoadRegistry(&fresh));
   METAPS_RETURN_IF_ERROR(impl->Replay());

@@ -142,7 +142,7 @@ Rates Measure(ParamStore* store, const std::vector<std::vector<Key>>& batches, c
 std::unique_ptr<ParamStore> OpenStore(const Args& a, const std::string& dir, uint64_t cache_bytes,
                                       bool no_writeback = false, bool crash_on_close = false) {
   StoreOptions o;
-  o.log_direct_io = !a.buffered_log;
+  o.log_io = a.buffered_log ? LogIo::kBuffered : LogIo::kDirect;
   o.final_flush_on_close = !crash_on_close;
   if (no_writeback) {
     o.writeback_interval_ms = 3600 * 1000;

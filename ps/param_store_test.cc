@@ -117,7 +117,7 @@ StoreOptions FileLogOptions(const TempDir& dir, bool direct = false) {
   StoreOptions o = Quiet();
   o.data_dir = dir.path();
   o.final_flush_on_close = false;
-  o.log_direct_io = direct;
+  o.log_io = direct ? LogIo::kDirect : LogIo::kBuffered;
   return o;
 }
 
@@ -860,7 +860,7 @@ void RecycledLogSegmentsReplayOnlyTheirOwnRecords(bool sync, bool direct) {
   StoreOptions o = Quiet();
   o.data_dir = dir.path();
   o.sync = sync;
-  o.log_direct_io = direct;
+  o.log_io = direct ? LogIo::kDirect : LogIo::kBuffered;
   o.final_flush_on_close = false;
   o.log_segment_bytes = 4096;  // four of the pushes below
   std::mt19937_64 rng(5);
@@ -1084,6 +1084,34 @@ TEST(ParamStoreTest, APartlyWrittenFailedAppendDoesNotHideLaterPushes) {
   }
 }
 
+// LogIo::kAuto (the default) writes the log directly with `sync` and through the page cache
+// without; kDirect and kBuffered hold either way. Each mode's log replays after a crash.
+TEST(ParamStoreTest, TheLogIsWrittenDirectlyByDefaultOnlyWithSync) {
+  struct Case {
+    LogIo io;
+    bool sync, direct;
+  };
+  for (const Case& c : {Case{LogIo::kAuto, true, true}, Case{LogIo::kAuto, false, false},
+                        Case{LogIo::kBuffered, true, false}, Case{LogIo::kDirect, false, true}}) {
+    SCOPED_TRACE(std::string("log_io ") + std::to_string(static_cast<int>(c.io)) + (c.sync ? ", sync" : ""));
+    TempDir dir;
+    auto ref = OpenOrDie(Quiet(), std::make_unique<MemoryStorage>(Spaces()));
+    Workload w;
+    StoreOptions o = FileLogOptions(dir);
+    o.log_io = c.io;
+    o.sync = c.sync;
+    EXPECT_EQ(o.LogDirect(), c.direct);
+    {
+      auto store = OpenOrDie(o, OpenRocks(dir.path()));
+      EXPECT_EQ(store->Stats().log_direct_io, c.direct);
+      for (int r = 0; r < 3; ++r) w.Round(store.get(), ref.get());
+    }
+    auto store = OpenOrDie(o, OpenRocks(dir.path()));
+    EXPECT_GT(store->Stats().replayed_records, 0u);
+    ExpectSameState(store.get(), ref.get(), w.key_space);
+  }
+}
+
 // Pushes of 1024 rows and more append their log record on a side thread while the optimizer
 // runs on both threads: live rows, and rows replayed from the log after a crash, are bitwise what
 // a store that does it all in one thread (MemoryStorage: the log in storage, no side thread) has.
@@ -1156,7 +1184,7 @@ void DeferredBigPushesAreDurableFromTheBuffersTheyHold(bool sync, bool direct) {
   Workload w;
   StoreOptions o = BigPushSetup(dir, false, &w);
   o.sync = sync;
-  o.log_direct_io = direct;
+  o.log_io = direct ? LogIo::kDirect : LogIo::kBuffered;
   std::mt19937_64 rng(11);
   const size_t dim = ref->FindTable("emb")->dim;
   {

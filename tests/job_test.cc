@@ -135,6 +135,8 @@ TEST(JobTest, ABadConfigKeyIsNamedAndNothingStarts) {
 
 TEST(JobTest, ABadServerSettingIsNamedAndNothingStarts) {
   ExpectRefusedBeforeStart("job-badserver", "server.writeback_nice", "40", "server-0.log");
+  // true, false or "auto" only.
+  ExpectRefusedBeforeStart("job-badlogio", "server.log_direct_io", "sometimes", "server-0.log");
 }
 
 TEST(JobTest, MalformedDataLinesAreReportedWithFileAndLineAndCounted) {
