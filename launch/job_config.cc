@@ -18,7 +18,8 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   METAPS_ASSIGN_OR_RETURN(Config c, root.GetTable("server"));
   METAPS_RETURN_IF_ERROR(c.CheckKnownKeys({"bind", "data_dir", "shard_id", "cache_bytes", "sync",
                                            "writeback_interval_ms", "writeback_dirty_bytes", "writeback_log_bytes",
-                                           "writeback_nice", "log_segment_bytes", "log_direct_io", "helper_threads",
+                                           "writeback_nice", "log_segment_bytes", "log_direct_io", "writeback_ingest_bytes",
+                                           "helper_threads",
                                            "restore_from", "log_level", "job_id"}));
   METAPS_ASSIGN_OR_RETURN(s.server.bind, c.GetString("bind", "tcp://127.0.0.1:0"));
   METAPS_ASSIGN_OR_RETURN(s.store.data_dir, c.GetString("data_dir", ""));
@@ -37,6 +38,10 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   METAPS_ASSIGN_OR_RETURN(int64_t seg_bytes, c.GetIntIn("log_segment_bytes", static_cast<int64_t>(s.store.log_segment_bytes),
                                                         1 << 12, 1LL << 40));
   s.store.log_segment_bytes = static_cast<uint64_t>(seg_bytes);
+  METAPS_ASSIGN_OR_RETURN(int64_t ingest_bytes,
+                          c.GetIntIn("writeback_ingest_bytes", static_cast<int64_t>(s.store.writeback_ingest_bytes), 0,
+                                     1LL << 50));
+  s.store.writeback_ingest_bytes = static_cast<uint64_t>(ingest_bytes);
   // true, false, or "auto" (the default: direct writes with `sync`, StoreOptions::log_io).
   if (c.Has("log_direct_io")) {
     auto direct = c.GetBool("log_direct_io");

@@ -1553,11 +1553,9 @@ struct ParamStore::Impl {
     // (Storage::NewSortedWriter; RocksDB: table files written directly and ingested, with no
     // WAL, memtable or flush: half the CPU of writing them through memtables), each committed,
     // durable, once it holds writeback_run_bytes or the last row. Its rows stay in flight (not evictable)
-    // until their run is committed. Small write-backs (e.g. a cache 10x smaller than its table,
-    // written back every few MB) write batches through the WAL: a table file per small
-    // write-back would litter the storage with small files for compaction to merge and reads
-    // to search (measured with a flush per small write-back: 1.7x the server CPU of uniform
-    // pulls over the cache).
+    // until their run is committed. Small write-backs (a periodic one of a few dirty rows) write
+    // batches through the WAL: a table file per trickle of rows would litter the storage with
+    // tiny files for compaction to merge and reads to search.
     const bool ingest = row_bytes >= options.writeback_ingest_bytes;
     const uint64_t run_bytes = std::max<uint64_t>(1, options.writeback_run_bytes);
     const size_t chunk_bytes = ingest ? std::min<uint64_t>(kChunkBytes, run_bytes) : kChunkBytes;

@@ -95,9 +95,12 @@ struct StoreOptions {
   size_t dedupe_ids_per_sender = 1024;
   // A write-back of at least this many row bytes writes its rows as sorted runs that the
   // storage ingests whole (Storage::NewSortedWriter; RocksDB: table files, no WAL, memtable or
-  // flush): cheaper for big write-backs, while a table file per small one would litter the
-  // storage with small files. Default: 32 MiB; 0: always.
-  uint64_t writeback_ingest_bytes = 32ull << 20;
+  // flush): about half the CPU of the WAL and memtable path (whose WAL record checksum is this
+  // RocksDB build's slow CRC32c), while a table file per trickle of rows (a periodic write-back
+  // of a few dirty rows) would litter the storage with tiny files. Default: 4 MiB (~10k rows of
+  // 32 floats with Adam), so that a cache under pressure, which writes back ~cache_bytes / 2 at a
+  // time, ingests too (docs/storage.md); 0: always.
+  uint64_t writeback_ingest_bytes = 4ull << 20;
   // Such a write-back commits a run (a table file) every this many row bytes, and its rows are
   // evictable only once their run is committed. Default: 64 MiB.
   uint64_t writeback_run_bytes = 64ull << 20;

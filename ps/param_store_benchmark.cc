@@ -45,6 +45,7 @@ struct Args {
   int helper_threads = -1;
   bool repeats = false;
   bool buffered_log = false;
+  long long ingest_bytes = -1;  // StoreOptions::writeback_ingest_bytes; -1: its default
   double replay_gib = 0;
 };
 
@@ -143,6 +144,7 @@ std::unique_ptr<ParamStore> OpenStore(const Args& a, const std::string& dir, uin
                                       bool no_writeback = false, bool crash_on_close = false) {
   StoreOptions o;
   o.log_io = a.buffered_log ? LogIo::kBuffered : LogIo::kDirect;
+  if (a.ingest_bytes >= 0) o.writeback_ingest_bytes = static_cast<uint64_t>(a.ingest_bytes);
   o.final_flush_on_close = !crash_on_close;
   if (no_writeback) {
     o.writeback_interval_ms = 3600 * 1000;
@@ -196,9 +198,10 @@ int main(int argc, char** argv) {
     else if (f == "--helper-threads") a.helper_threads = std::stoi(next());
     else if (f == "--repeats") a.repeats = true;
     else if (f == "--buffered-log") a.buffered_log = true;
+    else if (f == "--ingest-bytes") a.ingest_bytes = std::stoll(next());
     else if (f == "--replay-gib") a.replay_gib = std::stod(next());
     else {
-      std::fprintf(stderr, "usage: %s [--dir DIR] [--seconds S] [--keys N] [--zipf S] [--sync] [--no-writeback] [--helper-threads N] [--repeats] [--buffered-log] [--replay-gib G]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--dir DIR] [--seconds S] [--keys N] [--zipf S] [--sync] [--no-writeback] [--helper-threads N] [--repeats] [--buffered-log] [--ingest-bytes N] [--replay-gib G]\n", argv[0]);
       return 2;
     }
   }

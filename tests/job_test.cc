@@ -137,6 +137,7 @@ TEST(JobTest, ABadServerSettingIsNamedAndNothingStarts) {
   ExpectRefusedBeforeStart("job-badserver", "server.writeback_nice", "40", "server-0.log");
   // true, false or "auto" only.
   ExpectRefusedBeforeStart("job-badlogio", "server.log_direct_io", "sometimes", "server-0.log");
+  ExpectRefusedBeforeStart("job-badingest", "server.writeback_ingest_bytes", "-1", "server-0.log");
 }
 
 TEST(JobTest, MalformedDataLinesAreReportedWithFileAndLineAndCounted) {
