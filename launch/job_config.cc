@@ -18,9 +18,8 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   METAPS_ASSIGN_OR_RETURN(Config c, root.GetTable("server"));
   METAPS_RETURN_IF_ERROR(c.CheckKnownKeys({"bind", "data_dir", "shard_id", "cache_bytes", "sync",
                                            "writeback_interval_ms", "writeback_dirty_bytes", "writeback_log_bytes",
-                                           "writeback_nice", "log_segment_bytes", "log_direct_io", "writeback_ingest_bytes",
-                                           "helper_threads",
-                                           "restore_from", "log_level", "job_id"}));
+                                           "writeback_nice", "writeback_ingest_bytes", "log_segment_bytes",
+                                           "log_direct_io", "helper_threads", "restore_from", "log_level", "job_id"}));
   METAPS_ASSIGN_OR_RETURN(s.server.bind, c.GetString("bind", "tcp://127.0.0.1:0"));
   METAPS_ASSIGN_OR_RETURN(s.store.data_dir, c.GetString("data_dir", ""));
   METAPS_ASSIGN_OR_RETURN(int64_t shard, c.GetIntIn("shard_id", 0, 0, 1 << 20));

@@ -81,10 +81,11 @@ struct StoreOptions {
   // staging buffer, where the file system takes it (else buffered writes). A direct append costs
   // less CPU than a copy into the page cache and leaves no dirty log pages for the kernel to
   // write back, but every byte then goes to the device and each append waits for it. With
-  // `sync` every record has to reach the device anyway, and direct writes pushed 1.4-1.6x the
-  // rows of buffered writes with fdatasync here; without it, a buffered append only reaches the
-  // page cache (enough for a killed process), and direct writes slowed pushes to a table over
-  // its cache (docs/storage.md). Hence kAuto (default): direct with `sync`, buffered without.
+  // `sync` every record has to reach the device anyway, and direct writes pushed 1.2-1.6x the
+  // rows of buffered writes with fdatasync here (bench ps, param_store_benchmark --sync); without
+  // it, a buffered append only reaches the page cache (enough for a killed process; most of the
+  // log never reaches the disk), while direct writes put all of it there and slowed pushes to a
+  // table over its cache (docs/storage.md). Hence kAuto (default): direct with `sync` only.
   LogIo log_io = LogIo::kAuto;
   // log_io resolved: whether the push log is to be written with direct I/O.
   bool LogDirect() const { return log_io == LogIo::kDirect || (log_io == LogIo::kAuto && sync); }
