@@ -43,11 +43,9 @@ Result<ServerSettings> ServerSettingsFromConfig(const Config& root) {
   s.store.writeback_ingest_bytes = static_cast<uint64_t>(ingest_bytes);
   // true, false, or "auto" (the default: direct writes with `sync`, StoreOptions::log_io).
   if (c.Has("log_direct_io")) {
-    auto direct = c.GetBool("log_direct_io");
-    auto word = c.GetString("log_direct_io");
-    if (direct.ok()) {
+    if (auto direct = c.GetBool("log_direct_io"); direct.ok()) {
       s.store.log_io = *direct ? ps::LogIo::kDirect : ps::LogIo::kBuffered;
-    } else if (word.ok() && *word == "auto") {
+    } else if (auto word = c.GetString("log_direct_io"); word.ok() && *word == "auto") {
       s.store.log_io = ps::LogIo::kAuto;
     } else {
       return InvalidArgument(c.Path("log_direct_io") + ": expected true, false or \"auto\"" +

@@ -513,9 +513,9 @@ class FileLog {
     const std::vector<uint64_t> segments = segments_;
     for (size_t i = 0; i < segments.size(); ++i) {
       const std::string path = SegmentPath(segments[i]);
-      // The next segments are read ahead by the kernel while this one is replayed (written with
-      // direct I/O, they are on disk, not in the page cache).
-      for (size_t j = i + 1; j < std::min(segments.size(), i + 3); ++j) ReadAhead(SegmentPath(segments[j]));
+      // The next two segments are read ahead by the kernel while this one is replayed (written
+      // with direct I/O, they are on disk, not in the page cache); each is asked for once.
+      for (size_t j = i == 0 ? 1 : i + 2; j < std::min(segments.size(), i + 3); ++j) ReadAhead(SegmentPath(segments[j]));
       METAPS_RETURN_IF_ERROR(ReadFileInto(path, &buf));
       SegmentHeader sh{};
       if (buf.size() >= sizeof(sh)) std::memcpy(&sh, buf.data(), sizeof(sh));
