@@ -1,7 +1,7 @@
 // Tasks and the meta-batch layout the engine computes on.
 //
-// A Task is one user's few-shot problem: support rows (the earliest events) to adapt on and query
-// rows (later events) to score the adapted model, each row a bag of feature keys per field plus a
+// A Task is one user's few-shot problem: support rows (a run of their events) to adapt on and query
+// rows (the events right after it) to score the adapted model, each row a bag of feature keys per field plus a
 // label. A TaskBatch is T tasks flattened for batched kernels: every task padded to the same number of
 // support and query rows (padding rows carry no loss), keys deduplicated across the whole batch into
 // local row indices, so each embedding row is pulled once and its gradient summed once.

@@ -9,7 +9,7 @@ namespace metaps::worker {
 
 Result<SamplerOptions> SamplerOptions::FromConfig(const Config& tasks) {
   METAPS_RETURN_IF_ERROR(
-      tasks.CheckKnownKeys({"support_size", "query_size", "min_support", "min_query", "meta_batch", "seed"}));
+      tasks.CheckKnownKeys({"support_size", "query_size", "min_support", "min_query", "meta_batch", "seed", "window"}));
   SamplerOptions o;
   METAPS_ASSIGN_OR_RETURN(int64_t support, tasks.GetIntIn("support_size", o.support_size, 1, 1 << 20));
   METAPS_ASSIGN_OR_RETURN(int64_t query, tasks.GetIntIn("query_size", o.query_size, 1, 1 << 20));
@@ -23,6 +23,14 @@ Result<SamplerOptions> SamplerOptions::FromConfig(const Config& tasks) {
   o.min_query = static_cast<int>(min_query);
   o.meta_batch = static_cast<int>(batch);
   o.seed = static_cast<uint64_t>(seed);
+  METAPS_ASSIGN_OR_RETURN(std::string window, tasks.GetString("window", "random"));
+  if (window == "random") {
+    o.window = TaskWindow::kRandom;
+  } else if (window == "first") {
+    o.window = TaskWindow::kFirst;
+  } else {
+    return InvalidArgument(tasks.Path("window") + ": expected \"first\" or \"random\", got \"" + window + "\"");
+  }
   Status valid = o.Validate();
   if (!valid.ok()) return valid.WithContext(tasks.path().empty() ? "tasks" : tasks.path());
   return o;
@@ -67,7 +75,9 @@ Result<TaskSampler> TaskSampler::Build(const SamplerOptions& options, int fields
     task.fields = fields;
     task.num_support = std::min(options.support_size, count - options.min_query);
     task.num_query = std::min(options.query_size, count - task.num_support);
-    for (int r = 0; r < task.num_support + task.num_query; ++r) {
+    // kRandom keeps the whole history; NextMetaBatch cuts the windows.
+    const int keep = options.window == TaskWindow::kRandom ? count : task.num_support + task.num_query;
+    for (int r = 0; r < keep; ++r) {
       const size_t e = idx[r];
       for (int f = 0; f < fields; ++f) {
         const auto bag = source.bag(e, f);
@@ -136,7 +146,30 @@ std::vector<const Task*> TaskSampler::NextMetaBatch() {
     next_ = 0;
     ++epoch_;
   }
-  for (size_t i = 0; i < want; ++i) batch.push_back(&tasks_[order_[next_++]]);
+  if (options_.window == TaskWindow::kFirst) {
+    for (size_t i = 0; i < want; ++i) batch.push_back(&tasks_[order_[next_++]]);
+    return batch;
+  }
+  windows_.resize(want);
+  for (size_t i = 0; i < want; ++i) {
+    const Task& history = tasks_[order_[next_++]];
+    const int rows = history.num_support + history.num_query;
+    const int last_start = static_cast<int>(history.labels.size()) - rows;
+    const int start = last_start > 0 ? std::uniform_int_distribution<int>(0, last_start)(rng_) : 0;
+    Task& w = windows_[i];
+    w.user = history.user;
+    w.fields = history.fields;
+    w.num_support = history.num_support;
+    w.num_query = history.num_query;
+    const size_t first = static_cast<size_t>(start) * history.fields;
+    const size_t end = first + static_cast<size_t>(rows) * history.fields;
+    const int32_t base = history.offsets[first];
+    w.offsets.resize(end - first + 1);
+    for (size_t j = first; j <= end; ++j) w.offsets[j - first] = history.offsets[j] - base;
+    w.keys.assign(history.keys.begin() + base, history.keys.begin() + history.offsets[end]);
+    w.labels.assign(history.labels.begin() + start, history.labels.begin() + start + rows);
+    batch.push_back(&w);
+  }
   return batch;
 }
 

@@ -1,12 +1,16 @@
 // TaskSampler: turns an event log into per-user tasks and deals them out as meta-batches.
 //
-// Each user is a task. Their events are ordered by timestamp (ties keep input order); the support set
-// is the earliest events and the query set the events right after it:
-//   support = first min(support_size, n - min_query) events, query = next min(query_size, rest).
-// Users with fewer than min_support + min_query events are skipped. Meta-batches are T distinct tasks
-// taken in turn from a shuffled order; when fewer than T remain a new epoch reshuffles (the few left
-// over wait for a later epoch). The shuffle depends only on the seed, so a run is reproducible.
-// Owns its tasks; not thread-safe.
+// Each user is a task. Their events are ordered by timestamp (ties keep input order); a task's support
+// set is a run of consecutive events and its query set the events right after it:
+//   support = min(support_size, n - min_query) events, query = the next min(query_size, rest).
+// `window` says where the run starts: `kFirst`, always at the user's earliest event (the same task
+// every epoch: the events after the window are never seen); `kRandom`, at an offset drawn uniformly
+// each time the task is dealt, so that over the epochs every event of a long history is used, each
+// query still after its support in time. Users with fewer than min_support + min_query events are
+// skipped. Meta-batches are T distinct tasks taken in turn from a shuffled order; when fewer than T
+// remain a new epoch reshuffles (the few left over wait for a later epoch). The shuffle and the
+// offsets depend only on the seed, so a run is reproducible (and a resumed worker that draws the same
+// number of batches again is where it was). Owns its tasks; not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +32,8 @@ struct Event {
   std::vector<std::vector<Key>> fields;  // one bag of keys per model field
 };
 
+enum class TaskWindow { kFirst, kRandom };
+
 struct SamplerOptions {
   int support_size = 20;  // Default: 20
   int query_size = 10;    // Default: 10
@@ -35,9 +41,10 @@ struct SamplerOptions {
   int min_query = 1;      // Default: 1
   int meta_batch = 32;    // tasks per meta-batch. Default: 32
   uint64_t seed = 1;      // Default: 1
+  TaskWindow window = TaskWindow::kRandom;  // Default: random ("first" or "random" in config)
 
   // Reads a [tasks] table with the keys above (support_size, query_size, min_support, min_query,
-  // meta_batch, seed). InvalidArgument when min_support > support_size or min_query > query_size.
+  // meta_batch, seed, window). InvalidArgument when min_support > support_size or min_query > query_size.
   static Result<SamplerOptions> FromConfig(const Config& tasks);
   Status Validate() const;
 };
@@ -52,13 +59,15 @@ class TaskSampler {
   static Result<TaskSampler> Create(const SamplerOptions& options, const data::Dataset& dataset,
                                     std::span<const size_t> events = {});
 
-  // Tasks in order of first appearance of their user.
+  // Tasks in order of first appearance of their user. With kFirst each is the task itself; with
+  // kRandom each holds the user's whole ordered history (rows() events), of which NextMetaBatch
+  // deals windows of num_support + num_query rows.
   const std::vector<Task>& tasks() const { return tasks_; }
   // Users skipped for having too few events.
   int64_t skipped_users() const { return skipped_; }
   int64_t epoch() const { return epoch_; }
 
-  // The next min(meta_batch, tasks) tasks; pointers stay valid for the sampler's lifetime.
+  // The next min(meta_batch, tasks) tasks; the pointers stay valid until the next call.
   std::vector<const Task*> NextMetaBatch();
 
  private:
@@ -75,6 +84,7 @@ class TaskSampler {
   size_t next_ = 0;
   int64_t epoch_ = 0;
   std::mt19937_64 rng_;
+  std::vector<Task> windows_;  // kRandom: the last batch's windows
 };
 
 }  // namespace metaps::worker

@@ -26,14 +26,21 @@ SamplerOptions Options() {
 }
 
 TEST(TaskSamplerTest, SupportIsTheEarliestEventsAndQueryTheNextOnes) {
-  auto s = TaskSampler::Create(Options(), 1, Events({10, 5, 3, 2}));
+  SamplerOptions o = Options();
+  o.window = TaskWindow::kFirst;
+  auto s = TaskSampler::Create(o, 1, Events({10, 5, 3, 2}));
   ASSERT_TRUE(s.ok()) << s.status();
   ASSERT_EQ(s->tasks().size(), 3u);  // user 3 (2 events) is below min_support + min_query
   EXPECT_EQ(s->skipped_users(), 1);
   for (const Task& t : s->tasks()) {
     // Labels are the event's rank in time.
+    ASSERT_EQ(static_cast<int>(t.labels.size()), t.rows());
     for (int r = 0; r < t.rows(); ++r) EXPECT_EQ(t.labels[r], float(r)) << "user " << t.user;
     EXPECT_EQ(t.keys[0], Key(1000 * t.user));
+  }
+  // Every batch deals the same first window.
+  for (int b = 0; b < 10; ++b) {
+    for (const Task* t : s->NextMetaBatch()) EXPECT_EQ(t->labels.front(), 0.0f);
   }
   const Task& many = s->tasks()[0];  // 10 events: support 4, query 2
   EXPECT_EQ(many.num_support, 4);
@@ -71,6 +78,54 @@ TEST(TaskSamplerTest, MetaBatchesAreDistinctTasksAndDeterministicPerSeed) {
   EXPECT_NE(order(7), order(8));
 }
 
+// With random windows a task is a run of consecutive events of the user's history, support first,
+// at an offset drawn each time it is dealt: over the epochs every event is used, and the draws
+// depend only on the seed.
+TEST(TaskSamplerTest, RandomWindowsCoverTheWholeHistoryInTimeOrder) {
+  const std::vector<int> counts = {10, 5, 3};
+  auto draws = [&](uint64_t seed, std::vector<std::set<int>>* covered, std::vector<std::set<int>>* starts) {
+    SamplerOptions o = Options();
+    o.window = TaskWindow::kRandom;
+    o.meta_batch = 1;
+    o.seed = seed;
+    auto s = TaskSampler::Create(o, 1, Events(counts));
+    EXPECT_TRUE(s.ok()) << s.status();
+    std::vector<std::pair<uint64_t, int>> seen;
+    for (int b = 0; b < 300; ++b) {
+      auto batch = s->NextMetaBatch();
+      EXPECT_EQ(batch.size(), 1u);
+      const Task& t = *batch[0];
+      const int count = counts[t.user];
+      EXPECT_EQ(t.num_support, count == 3 ? 2 : 4) << "user " << t.user;
+      EXPECT_EQ(t.num_query, count == 10 ? 2 : 1) << "user " << t.user;
+      EXPECT_EQ(static_cast<int>(t.labels.size()), t.rows());
+      EXPECT_EQ(t.offsets.size(), static_cast<size_t>(t.rows()) + 1);
+      EXPECT_EQ(t.keys.size(), static_cast<size_t>(t.rows()));
+      // Labels are ranks in time: the window is consecutive, in order, inside the history.
+      const int start = static_cast<int>(t.labels.front());
+      EXPECT_GE(start, 0);
+      EXPECT_LE(start + t.rows(), count);
+      for (int r = 0; r < t.rows(); ++r) {
+        EXPECT_EQ(t.labels[r], float(start + r));
+        EXPECT_EQ(t.keys[t.offsets[r]], Key(1000 * t.user + start + r)) << "user " << t.user << " row " << r;
+        if (covered) (*covered)[t.user].insert(start + r);
+      }
+      if (starts) (*starts)[t.user].insert(start);
+      seen.emplace_back(t.user, start);
+    }
+    return seen;
+  };
+  std::vector<std::set<int>> covered(counts.size()), starts(counts.size());
+  const auto a = draws(11, &covered, &starts);
+  for (size_t u = 0; u < counts.size(); ++u) {
+    EXPECT_EQ(covered[u].size(), static_cast<size_t>(counts[u])) << "user " << u << ": some events never dealt";
+  }
+  EXPECT_EQ(starts[0], (std::set<int>{0, 1, 2, 3, 4}));  // 10 events, windows of 6
+  EXPECT_EQ(starts[2], (std::set<int>{0}));              // 3 events: the one window
+  EXPECT_EQ(draws(11, nullptr, nullptr), a);
+  EXPECT_NE(draws(12, nullptr, nullptr), a);
+}
+
 TEST(TaskSamplerTest, ConfigAndInputErrorsAreReported) {
   auto c = Config::ParseString("[tasks]\nsupport_size = 2\nmin_support = 3\n");
   auto o = SamplerOptions::FromConfig(*c->GetTable("tasks"));
@@ -80,6 +135,13 @@ TEST(TaskSamplerTest, ConfigAndInputErrorsAreReported) {
   auto parsed = SamplerOptions::FromConfig(*ok->GetTable("tasks"));
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->meta_batch, 32);
+  EXPECT_EQ(parsed->window, TaskWindow::kRandom);
+  auto first = Config::ParseString("[tasks]\nwindow = \"first\"\n");
+  EXPECT_EQ(SamplerOptions::FromConfig(*first->GetTable("tasks"))->window, TaskWindow::kFirst);
+  auto bad = Config::ParseString("[tasks]\nwindow = \"middle\"\n");
+  auto refused = SamplerOptions::FromConfig(*bad->GetTable("tasks"));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("tasks.window"), std::string::npos) << refused.status();
   EXPECT_EQ(TaskSampler::Create(Options(), 2, Events({5})).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(TaskSampler::Create(Options(), 1, Events({1, 2})).status().code(), StatusCode::kFailedPrecondition);
 }
