@@ -60,8 +60,8 @@ class TaskSampler {
                                     std::span<const size_t> events = {});
 
   // Tasks in order of first appearance of their user. With kFirst each is the task itself; with
-  // kRandom each holds the user's whole ordered history (rows() events), of which NextMetaBatch
-  // deals windows of num_support + num_query rows.
+  // kRandom each holds the user's whole ordered history (labels.size() events; rows() is the window's
+  // size), of which NextMetaBatch deals windows of num_support + num_query rows.
   const std::vector<Task>& tasks() const { return tasks_; }
   // Users skipped for having too few events.
   int64_t skipped_users() const { return skipped_; }
