@@ -145,7 +145,7 @@ Status WorkerNode::Run() {
   } join_on_exit{running, heartbeat};
 
   // The sampler is deterministic: a worker's data position is the number of batches it drew.
-  for (uint64_t r = 0; r < options_.start_round; ++r) (void)sampler.NextMetaBatch();
+  sampler.SkipMetaBatches(options_.start_round);
   if (options_.start_round > 0) log->info("worker {} resumes at round {}", w, options_.start_round);
   Trainer trainer(job, std::move(sampler), env_.kernels, pc, prefetch);
   Evaluator evaluator(job, env_.kernels, dataset, split_options.ndcg_k);

@@ -137,20 +137,29 @@ TaskSampler::TaskSampler(SamplerOptions options, std::vector<Task> tasks, int64_
   std::shuffle(order_.begin(), order_.end(), rng_);
 }
 
-std::vector<const Task*> TaskSampler::NextMetaBatch() {
+std::vector<const Task*> TaskSampler::NextMetaBatch() { return Draw(true); }
+
+void TaskSampler::SkipMetaBatches(uint64_t n) {
+  for (uint64_t i = 0; i < n; ++i) Draw(false);
+}
+
+std::vector<const Task*> TaskSampler::Draw(bool build) {
   const size_t want = std::min<size_t>(options_.meta_batch, tasks_.size());
   std::vector<const Task*> batch;
-  batch.reserve(want);
+  if (build) batch.reserve(want);
   if (next_ + want > order_.size()) {  // too few left: a new epoch, so no batch repeats a task
     std::shuffle(order_.begin(), order_.end(), rng_);
     next_ = 0;
     ++epoch_;
   }
   if (options_.window == TaskWindow::kFirst) {
-    for (size_t i = 0; i < want; ++i) batch.push_back(&tasks_[order_[next_++]]);
+    for (size_t i = 0; i < want; ++i) {
+      const Task* t = &tasks_[order_[next_++]];
+      if (build) batch.push_back(t);
+    }
     return batch;
   }
-  windows_.resize(want);
+  if (build) windows_.resize(want);
   for (size_t i = 0; i < want; ++i) {
     const Task& history = tasks_[order_[next_++]];
     const int rows = history.num_support + history.num_query;
@@ -158,6 +167,7 @@ std::vector<const Task*> TaskSampler::NextMetaBatch() {
     // A plain modulo (bias below 2^-40) rather than a std:: distribution, whose algorithm differs
     // between standard libraries.
     const int start = last_start > 0 ? static_cast<int>(rng_() % static_cast<uint64_t>(last_start + 1)) : 0;
+    if (!build) continue;
     Task& w = windows_[i];
     w.user = history.user;
     w.fields = history.fields;

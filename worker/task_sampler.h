@@ -69,6 +69,9 @@ class TaskSampler {
 
   // The next min(meta_batch, tasks) tasks; the pointers stay valid until the next call.
   std::vector<const Task*> NextMetaBatch();
+  // Draws n batches as NextMetaBatch would, without building them: a resumed worker skips the
+  // batches it had trained on and goes on where it was.
+  void SkipMetaBatches(uint64_t n);
 
  private:
   TaskSampler(SamplerOptions options, std::vector<Task> tasks, int64_t skipped);
@@ -76,6 +79,8 @@ class TaskSampler {
   // bag(i, f) -> a range of keys.
   template <typename Source>
   static Result<TaskSampler> Build(const SamplerOptions& options, int fields, size_t n, const Source& source);
+  // The next batch's draws (order, epoch, window offsets); builds and returns it when `build`.
+  std::vector<const Task*> Draw(bool build);
 
   SamplerOptions options_;
   std::vector<Task> tasks_;

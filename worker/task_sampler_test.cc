@@ -126,6 +126,31 @@ TEST(TaskSamplerTest, RandomWindowsCoverTheWholeHistoryInTimeOrder) {
   EXPECT_NE(draws(12, nullptr, nullptr), a);
 }
 
+// A resumed worker skips the batches it trained on: the next ones are those it would have drawn.
+TEST(TaskSamplerTest, SkippedBatchesLeaveTheSamplerWhereDrawingThemWould) {
+  for (TaskWindow window : {TaskWindow::kFirst, TaskWindow::kRandom}) {
+    SamplerOptions o = Options();
+    o.window = window;
+    o.meta_batch = 2;
+    auto drawn = TaskSampler::Create(o, 1, Events({10, 7, 5, 9, 3}));
+    auto skipped = TaskSampler::Create(o, 1, Events({10, 7, 5, 9, 3}));
+    ASSERT_TRUE(drawn.ok() && skipped.ok());
+    for (int b = 0; b < 7; ++b) drawn->NextMetaBatch();
+    skipped->SkipMetaBatches(7);
+    EXPECT_EQ(skipped->epoch(), drawn->epoch());
+    for (int b = 0; b < 5; ++b) {
+      auto x = drawn->NextMetaBatch();
+      auto y = skipped->NextMetaBatch();
+      ASSERT_EQ(x.size(), y.size());
+      for (size_t i = 0; i < x.size(); ++i) {
+        EXPECT_EQ(x[i]->user, y[i]->user);
+        EXPECT_EQ(x[i]->keys, y[i]->keys) << "batch " << b << " task " << i;
+        EXPECT_EQ(x[i]->labels, y[i]->labels);
+      }
+    }
+  }
+}
+
 TEST(TaskSamplerTest, ConfigAndInputErrorsAreReported) {
   auto c = Config::ParseString("[tasks]\nsupport_size = 2\nmin_support = 3\n");
   auto o = SamplerOptions::FromConfig(*c->GetTable("tasks"));
