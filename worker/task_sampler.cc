@@ -75,7 +75,7 @@ Result<TaskSampler> TaskSampler::Build(const SamplerOptions& options, int fields
     task.fields = fields;
     task.num_support = std::min(options.support_size, count - options.min_query);
     task.num_query = std::min(options.query_size, count - task.num_support);
-    // kRandom keeps the whole history; NextMetaBatch cuts the windows.
+    // kRandom keeps the whole history; Draw cuts the windows from it.
     const int keep = options.window == TaskWindow::kRandom ? count : task.num_support + task.num_query;
     for (int r = 0; r < keep; ++r) {
       const size_t e = idx[r];
