@@ -3,8 +3,9 @@
 // GCC 12 at -O2/-O3 deletes a loop whose body is only __builtin_prefetch calls (dead-code
 // elimination treats the builtin as having no effect). That silently removed the optimizer's
 // row prefetch: the Adam pass over 10k scattered rows took 0.46-0.49 ms instead of 0.14 ms
-// (docs/server.md, "the optimizer's prefetches were compiled away"). These helpers issue the instruction through a volatile
-// asm statement on x86-64, which no pass may delete, and fall back to the builtin elsewhere.
+// (docs/performance-log.md, "the optimizer's prefetches were compiled away"). These helpers issue
+// the instruction through a volatile asm statement on x86-64, which no pass may delete, and fall
+// back to the builtin elsewhere.
 // A prefetch never faults, so any address may be passed.
 #pragma once
 

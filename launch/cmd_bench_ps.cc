@@ -492,7 +492,7 @@ int RunBench(BenchFlags f) {
     };
     // Warm-up, untimed in the figures (its rates are reported apart): a new server's first
     // gigabyte or so of pushes creates the push log's segment files, whose fresh page-cache pages
-    // cost 3-40x a recycled segment's per append on this VM (docs/server.md), and the raw
+    // cost 3-40x a recycled segment's per append on this VM (docs/performance-log.md), and the raw
     // exchange's buffers settle too. The rounds then see what a long-running server sees.
     std::vector<Phase> warm[4];
     if (f.warmup_seconds > 0) {
