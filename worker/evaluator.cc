@@ -190,53 +190,60 @@ Result<std::pair<DenseParams, RowMap>> Evaluator::TrainGlobal(const data::Split&
   return std::make_pair(std::move(params), std::move(rows));
 }
 
-data::EvalMetrics Evaluator::ItemMean(const data::Split& split, const std::vector<data::EvalTask>& users) const {
-  std::unordered_map<uint64_t, std::pair<double, int64_t>> items;
-  double sum = 0;
-  int64_t n = 0;
-  for (const auto& u : split.train) {
-    for (uint32_t e : u.events) {
-      auto& s = items[dataset_.item(e)];
-      s.first += dataset_.label(e);
-      ++s.second;
-      sum += dataset_.label(e);
-      ++n;
-    }
-  }
-  float global = n ? static_cast<float>(sum / n) : 0.f;
-  data::MetricsAccumulator acc(ndcg_k_, binary());
+namespace {
+
+// Metrics of the query rows of `users`, each row's prediction given by `predict(event)`.
+template <typename Predict>
+data::EvalMetrics ScoreQueries(const data::Dataset& dataset, const std::vector<data::EvalTask>& users,
+                               size_t ndcg_k, bool binary, Predict predict) {
+  data::MetricsAccumulator acc(ndcg_k, binary);
+  std::vector<float> labels, preds;
   for (const auto& u : users) {
-    std::vector<float> labels, preds;
+    labels.clear();
+    preds.clear();
     for (uint32_t e : u.query) {
-      labels.push_back(dataset_.label(e));
-      auto it = items.find(dataset_.item(e));
-      preds.push_back(it == items.end() ? global : static_cast<float>(it->second.first / it->second.second));
+      labels.push_back(dataset.label(e));
+      preds.push_back(predict(e));
     }
     acc.AddUser(labels, preds);
   }
   return acc.Compute();
 }
 
-data::EvalMetrics Evaluator::GlobalMean(const data::Split& split, const std::vector<data::EvalTask>& users) const {
+// The mean label of the train users' events (0 without any).
+float MeanTrainLabel(const data::Dataset& dataset, const data::Split& split) {
   double sum = 0;
   int64_t n = 0;
   for (const auto& u : split.train) {
     for (uint32_t e : u.events) {
-      sum += dataset_.label(e);
+      sum += dataset.label(e);
       ++n;
     }
   }
-  float global = n ? static_cast<float>(sum / n) : 0.f;
-  data::MetricsAccumulator acc(ndcg_k_, binary());
-  for (const auto& u : users) {
-    std::vector<float> labels, preds;
-    for (uint32_t e : u.query) {
-      labels.push_back(dataset_.label(e));
-      preds.push_back(global);
+  return n ? static_cast<float>(sum / n) : 0.f;
+}
+
+}  // namespace
+
+data::EvalMetrics Evaluator::ItemMean(const data::Split& split, const std::vector<data::EvalTask>& users) const {
+  std::unordered_map<uint64_t, std::pair<double, int64_t>> items;  // item -> label sum, count
+  for (const auto& u : split.train) {
+    for (uint32_t e : u.events) {
+      auto& s = items[dataset_.item(e)];
+      s.first += dataset_.label(e);
+      ++s.second;
     }
-    acc.AddUser(labels, preds);
   }
-  return acc.Compute();
+  const float global = MeanTrainLabel(dataset_, split);
+  return ScoreQueries(dataset_, users, ndcg_k_, binary(), [&](uint32_t e) {
+    auto it = items.find(dataset_.item(e));
+    return it == items.end() ? global : static_cast<float>(it->second.first / it->second.second);
+  });
+}
+
+data::EvalMetrics Evaluator::GlobalMean(const data::Split& split, const std::vector<data::EvalTask>& users) const {
+  const float global = MeanTrainLabel(dataset_, split);
+  return ScoreQueries(dataset_, users, ndcg_k_, binary(), [&](uint32_t) { return global; });
 }
 
 nlohmann::json Evaluator::ToJson(const data::EvalMetrics& m) const {
