@@ -1,11 +1,13 @@
-// The label baselines of Evaluator (item_mean, global_mean) against values worked out by hand on a
-// small split: means from the train users' events only, the global mean for unseen items, and the
-// metrics over the held-out users' query rows.
+// Evaluator against values worked out by hand: the label baselines (item_mean, global_mean) on a
+// small split (means from the train users' events only, the global mean for unseen items), and a
+// model's metrics on held-out tasks, unadapted and after the inner loop, for a linear model whose
+// predictions and one SGD step are computed here in double.
 #include "worker/evaluator.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "common/keys.h"
 #include "worker/reference_kernels.h"
@@ -93,6 +95,118 @@ TEST(EvaluatorBaselinesTest, BinaryLabelsGiveClickRatesScoredByLoglossAndAuc) {
   const data::EvalMetrics global = evaluator.GlobalMean(f.split, f.split.validation);
   EXPECT_NEAR(global.logloss, std::log(2.0), 1e-6);
   EXPECT_NEAR(global.auc, 0.5, 1e-9);  // one score for all: every pair a tie
+}
+
+// A linear model (layers = {1}) over two fields: "a" one-hot, and "b" a mean-pooled bag. Input
+// x = [row(a) ; mean of rows(b)], prediction w . x + bias. A key without a row adds nothing.
+struct LinearCase {
+  JobModel job;
+  ReferenceKernels kernels;
+  data::Dataset dataset;  // unused by Evaluate; the evaluator needs one
+  RowMap rows = {{1, {1.f, 2.f}}, {2, {0.5f, -1.f}}, {3, {2.f, 0.f}}, {4, {-1.f, 1.f}}};
+  std::vector<float> w0 = {0.3f, -0.2f, 0.5f, 0.1f, 0.25f};  // W0 (4 x 1), then the bias
+
+  LinearCase() {
+    job.model.fields = {FieldSpec{.name = "a", .dim = 2}, FieldSpec{.name = "b", .dim = 2, .pooling = Pooling::kMean}};
+    job.model.layers = {1};
+  }
+  static void Row(Task* t, Key a, std::vector<Key> b, float y) {
+    const std::vector<std::vector<Key>> bags = {{a}, std::move(b)};
+    t->AddRow(bags, y);
+  }
+  std::vector<double> Input(const Task& t, int r) const {
+    std::vector<double> x(4, 0.0);
+    for (int f = 0; f < 2; ++f) {
+      const int32_t b = t.offsets[r * 2 + f], e = t.offsets[r * 2 + f + 1];
+      for (int32_t i = b; i < e; ++i) {
+        auto it = rows.find(t.keys[i]);
+        if (it == rows.end()) continue;
+        for (int d = 0; d < 2; ++d) x[2 * f + d] += it->second[d] / (f == 1 ? double(e - b) : 1.0);
+      }
+    }
+    return x;
+  }
+  static double Linear(const std::vector<double>& w, const std::vector<double>& x) {
+    double y = w[4];
+    for (int i = 0; i < 4; ++i) y += w[i] * x[i];
+    return y;
+  }
+};
+
+Task TaskOf(std::initializer_list<std::tuple<Key, std::vector<Key>, float>> support,
+            std::initializer_list<std::tuple<Key, std::vector<Key>, float>> query) {
+  Task t;
+  t.fields = 2;
+  for (const auto& [a, b, y] : support) LinearCase::Row(&t, a, b, y);
+  for (const auto& [a, b, y] : query) LinearCase::Row(&t, a, b, y);
+  t.num_support = static_cast<int>(support.size());
+  t.num_query = static_cast<int>(query.size());
+  return t;
+}
+
+TEST(EvaluatorTest, UnadaptedPredictionsPoolTheRowsThroughTheNetwork) {
+  LinearCase c;
+  std::vector<Task> tasks = {TaskOf({{1, {2}, 9.f}}, {{1, {2, 3}, 1.f}, {3, {4, 99}, 0.f}}),
+                             TaskOf({}, {{2, {}, -1.f}, {99, {1, 2, 3, 4}, 2.f}})};
+  Evaluator evaluator(c.job, &c.kernels, c.dataset, 10);
+  MetaOptions no_adapt;
+  auto m = evaluator.Evaluate(tasks, DenseParams{.weights = c.w0}, c.rows, /*adapt=*/false, no_adapt);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+
+  const std::vector<double> w(c.w0.begin(), c.w0.end());
+  double abs_sum = 0, sq_sum = 0;
+  int n = 0;
+  for (const Task& t : tasks) {
+    for (int r = t.num_support; r < t.rows(); ++r) {  // query rows only: the support row's 9 is not scored
+      const double e = LinearCase::Linear(w, c.Input(t, r)) - t.labels[r];
+      abs_sum += std::abs(e);
+      sq_sum += e * e;
+      ++n;
+    }
+  }
+  EXPECT_EQ(m->rows, 4u);
+  EXPECT_EQ(m->users, 2u);
+  EXPECT_NEAR(m->mae, abs_sum / n, 1e-5);
+  EXPECT_NEAR(m->rmse, std::sqrt(sq_sum / n), 1e-5);
+}
+
+TEST(EvaluatorTest, AdaptedPredictionsUseEachTasksOwnInnerLoopWeights) {
+  // One inner SGD step on the support's mean squared error, per task:
+  // w1 = w0 - lr * (2 / n) * sum over support rows of (w0 . x + bias - y) * [x ; 1].
+  LinearCase c;
+  std::vector<Task> tasks = {TaskOf({{1, {2}, 3.f}, {3, {4}, -2.f}}, {{1, {3}, 1.f}, {2, {4}, 0.5f}}),
+                             TaskOf({{4, {1, 2}, 5.f}}, {{3, {1}, 2.f}, {4, {2}, -1.f}})};
+  MetaOptions o;
+  o.algo = Algo::kMaml;
+  o.inner_steps = 1;
+  o.inner_lr = 0.1f;
+  Evaluator evaluator(c.job, &c.kernels, c.dataset, 10);
+  auto m = evaluator.Evaluate(tasks, DenseParams{.weights = c.w0}, c.rows, /*adapt=*/true, o);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+
+  const std::vector<double> w0(c.w0.begin(), c.w0.end());
+  double abs_sum = 0, sq_sum = 0, abs_sum_w0 = 0;
+  int n = 0;
+  for (const Task& t : tasks) {
+    std::vector<double> w1 = w0;
+    for (int r = 0; r < t.num_support; ++r) {
+      const std::vector<double> x = c.Input(t, r);
+      const double g = 2.0 / t.num_support * (LinearCase::Linear(w0, x) - t.labels[r]);
+      for (int i = 0; i < 4; ++i) w1[i] -= o.inner_lr * g * x[i];
+      w1[4] -= o.inner_lr * g;
+    }
+    for (int r = t.num_support; r < t.rows(); ++r) {
+      const std::vector<double> x = c.Input(t, r);
+      const double e = LinearCase::Linear(w1, x) - t.labels[r];
+      abs_sum += std::abs(e);
+      sq_sum += e * e;
+      abs_sum_w0 += std::abs(LinearCase::Linear(w0, x) - t.labels[r]);
+      ++n;
+    }
+  }
+  ASSERT_GT(std::abs(abs_sum - abs_sum_w0) / n, 0.05);  // the case tells adapted from unadapted
+  EXPECT_NEAR(m->mae, abs_sum / n, 1e-5);
+  EXPECT_NEAR(m->rmse, std::sqrt(sq_sum / n), 1e-5);
 }
 
 }  // namespace
