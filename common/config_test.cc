@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <iterator>
+
 namespace metaps {
 namespace {
 
@@ -103,6 +106,27 @@ TEST(ConfigTest, KeysWithControlCharactersAreRefusedWithTheirPlace) {
   auto fine = Config::ParseString("\"quoted.key\" = 1\n\"with space\" = 2\n", "job.toml");
   ASSERT_TRUE(fine.ok()) << fine.status();
   EXPECT_TRUE(Config::ParseString(fine->ToToml(), "again.toml").ok()) << fine->ToToml();
+}
+
+// `metaps run` hands every role the resolved config as ToToml's text: numbers must arrive exactly.
+TEST(ConfigTest, ToTomlKeepsEveryNumberExactly) {
+  const double values[] = {0.0012345678901234, 0.99987654321, 1e-8, 3.3333333333333e-5, 1.0, 1e300, -2.5e-310};
+  std::string text = "[t]\n";
+  for (size_t i = 0; i < std::size(values); ++i) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "v%zu = %.17g\n", i, values[i]);
+    text += buf;
+  }
+  text += "n = 9007199254740993\n";  // 2^53 + 1: an integer a double would round
+  auto c = Config::ParseString(text);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  auto again = Config::ParseString(c->ToToml());
+  ASSERT_TRUE(again.ok()) << again.status().ToString() << "\n" << c->ToToml();
+  for (size_t i = 0; i < std::size(values); ++i) {
+    const std::string key = "t.v" + std::to_string(i);
+    EXPECT_EQ(again->GetDouble(key).value_or(0), values[i]) << key << "\n" << c->ToToml();
+  }
+  EXPECT_EQ(again->GetInt("t.n").value_or(0), 9007199254740993) << c->ToToml();
 }
 
 }  // namespace

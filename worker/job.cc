@@ -1,5 +1,6 @@
 #include "worker/job.h"
 
+#include <charconv>
 #include <cmath>
 #include <random>
 #include <set>
@@ -62,6 +63,19 @@ Result<JobModel> BuildJobModel(const Config& root, const data::Dataset& dataset)
   return j;
 }
 
+namespace {
+
+// The shortest text that parses back to exactly `v` (a stream's default 6 digits would round the
+// user's settings on their way to the servers). Integral values print without a point, which
+// the servers read as numbers too; inf and nan print as TOML spells them.
+std::string TomlNumber(double v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+}  // namespace
+
 Result<std::string> TablesToml(const Config& root, const JobModel& job) {
   METAPS_ASSIGN_OR_RETURN(Config o, root.GetTable("optimizer"));
   METAPS_RETURN_IF_ERROR(o.CheckKnownKeys({"optimizer", "lr", "beta1", "beta2", "eps", "l1", "l2", "init_scale",
@@ -75,20 +89,20 @@ Result<std::string> TablesToml(const Config& root, const JobModel& job) {
     for (const char* k : {"beta1", "beta2", "eps", "l1", "l2"}) {
       if (o.Has(k)) {
         METAPS_ASSIGN_OR_RETURN(double v, o.GetDouble(k));
-        os << k << " = " << v << "\n";
+        os << k << " = " << TomlNumber(v) << "\n";
       }
     }
     return Status::Ok();
   };
   for (const auto& [table, dim] : job.sparse_tables) {
-    t << "[[tables]]\nname = \"" << table << "\"\ndim = " << dim << "\noptimizer = \"" << name << "\"\nlr = " << lr
-      << "\ninit = \"normal\"\ninit_scale = " << init_scale << "\n";
+    t << "[[tables]]\nname = \"" << table << "\"\ndim = " << dim << "\noptimizer = \"" << name << "\"\nlr = "
+      << TomlNumber(lr) << "\ninit = \"normal\"\ninit_scale = " << TomlNumber(init_scale) << "\n";
     METAPS_RETURN_IF_ERROR(hyper(t));
     t << "\n";
   }
   for (const auto& [tensor, size] : job.dense_tensors) {
     t << "[[tables]]\nname = \"" << tensor << "\"\ndim = " << size << "\ndense = true\noptimizer = \"" << name
-      << "\"\nlr = " << dense_lr << "\ninit = \"zeros\"\n";
+      << "\"\nlr = " << TomlNumber(dense_lr) << "\ninit = \"zeros\"\n";
     METAPS_RETURN_IF_ERROR(hyper(t));
     t << "\n";
   }
