@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <map>
+#include <string>
 
 namespace metaps::worker {
 namespace {
@@ -13,6 +14,42 @@ void GroupByWidth(std::span<const int64_t> row_offsets, std::map<uint32_t, std::
   }
 }
 
+// Copies a table's pulled values `v` (the rows of local ids `ids`, in that order) to their places
+// in `rows`, laid out by `offsets`. A reply of another size (a server whose table has another dim
+// than this job's model) is an error naming the table, not a read past its end.
+Status ScatterRows(const std::string& table, const std::vector<float>& v, std::span<const int64_t> ids,
+                   std::span<const int64_t> offsets, float* rows) {
+  size_t want = 0;
+  for (int64_t id : ids) want += static_cast<size_t>(offsets[id + 1] - offsets[id]);
+  if (v.size() != want) {
+    return FailedPrecondition("table '" + table + "': the pull returned " + std::to_string(v.size()) +
+                              " values for " + std::to_string(ids.size()) + " rows, expected " + std::to_string(want));
+  }
+  size_t pos = 0;
+  for (int64_t id : ids) {
+    const int64_t w = offsets[id + 1] - offsets[id];
+    std::memcpy(rows + offsets[id], v.data() + pos, w * sizeof(float));
+    pos += w;
+  }
+  return Status::Ok();
+}
+
+// The server keeps offsets from the job's initial values: weights = initial + offset, Meta-SGD's
+// rates = inner_lr + offset (worker/job.h).
+Status AddInitialValues(const JobModel& job, std::span<const float> init, DenseParams* d) {
+  if (d->weights.size() != init.size()) {
+    return FailedPrecondition("server tensor 'mlp' has " + std::to_string(d->weights.size()) +
+                              " values, the model has " + std::to_string(init.size()));
+  }
+  for (size_t i = 0; i < init.size(); ++i) d->weights[i] += init[i];
+  if (!d->alpha.empty() && d->alpha.size() != init.size()) {
+    return FailedPrecondition("server tensor 'alpha' has " + std::to_string(d->alpha.size()) +
+                              " values, the model has " + std::to_string(init.size()));
+  }
+  for (float& a : d->alpha) a += job.meta.inner_lr;
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<DenseParams> PullDense(ParamClient& params, const JobModel& job) {
@@ -21,13 +58,10 @@ Result<DenseParams> PullDense(ParamClient& params, const JobModel& job) {
   std::future<Result<std::vector<float>>> alpha;
   if (job.dense_tensors.count("alpha")) alpha = params.PullDense("alpha");
   METAPS_ASSIGN_OR_RETURN(d.weights, mlp.get());
-  std::vector<float> init = job.InitialWeights();
-  if (d.weights.size() != init.size()) return FailedPrecondition("server tensor 'mlp' has the wrong size");
-  for (size_t i = 0; i < init.size(); ++i) d.weights[i] += init[i];
   if (alpha.valid()) {
     METAPS_ASSIGN_OR_RETURN(d.alpha, alpha.get());
-    for (float& a : d.alpha) a += job.meta.inner_lr;
   }
+  METAPS_RETURN_IF_ERROR(AddInitialValues(job, job.InitialWeights(), &d));
   return d;
 }
 
@@ -36,22 +70,18 @@ Result<uint64_t> PullRows(ParamClient& params, std::span<const Key> keys, std::s
   std::map<uint32_t, std::vector<int64_t>> groups;
   GroupByWidth(row_offsets, &groups);
   values->resize(row_offsets.back());
-  std::vector<std::pair<std::vector<int64_t>*, std::future<Result<std::vector<float>>>>> pulls;
+  std::vector<std::pair<uint32_t, std::future<Result<std::vector<float>>>>> pulls;
   for (auto& [dim, ids] : groups) {
     std::vector<Key> k(ids.size());
     for (size_t j = 0; j < ids.size(); ++j) k[j] = keys[ids[j]];
-    pulls.emplace_back(&ids, params.Pull(JobModel::TableFor(dim), k));
+    pulls.emplace_back(dim, params.Pull(JobModel::TableFor(dim), k));
   }
   uint64_t rows = 0;
-  for (auto& [ids, fut] : pulls) {
+  for (auto& [dim, fut] : pulls) {
     METAPS_ASSIGN_OR_RETURN(std::vector<float> v, fut.get());
-    size_t pos = 0;
-    for (int64_t id : *ids) {
-      int64_t w = row_offsets[id + 1] - row_offsets[id];
-      std::memcpy(values->data() + row_offsets[id], v.data() + pos, w * sizeof(float));
-      pos += w;
-    }
-    rows += ids->size();
+    const std::vector<int64_t>& ids = groups[dim];
+    METAPS_RETURN_IF_ERROR(ScatterRows(JobModel::TableFor(dim), v, ids, row_offsets, values->data()));
+    rows += ids.size();
   }
   return rows;
 }
@@ -88,21 +118,14 @@ Result<uint64_t> Trainer::Collect(Pending* p, std::vector<float>* rows, DensePar
   uint64_t pulled = 0;
   for (size_t g = 0; g < p->row_pulls.size(); ++g) {
     METAPS_ASSIGN_OR_RETURN(std::vector<float> v, p->row_pulls[g].get());
-    size_t pos = 0;
-    for (int64_t id : p->group_index[g]) {
-      int64_t w = offsets[id + 1] - offsets[id];
-      std::memcpy(rows->data() + offsets[id], v.data() + pos, w * sizeof(float));
-      pos += w;
-    }
+    METAPS_RETURN_IF_ERROR(ScatterRows(p->group_table[g], v, p->group_index[g], offsets, rows->data()));
     pulled += p->group_index[g].size();
   }
   METAPS_ASSIGN_OR_RETURN(dense->weights, p->mlp.get());
-  if (dense->weights.size() != init_weights_.size()) return FailedPrecondition("server tensor 'mlp' has the wrong size");
-  for (size_t i = 0; i < init_weights_.size(); ++i) dense->weights[i] += init_weights_[i];
   if (p->alpha.valid()) {
     METAPS_ASSIGN_OR_RETURN(dense->alpha, p->alpha.get());
-    for (float& a : dense->alpha) a += job_.meta.inner_lr;
   }
+  METAPS_RETURN_IF_ERROR(AddInitialValues(job_, init_weights_, dense));
   return pulled;
 }
 
