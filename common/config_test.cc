@@ -110,7 +110,8 @@ TEST(ConfigTest, KeysWithControlCharactersAreRefusedWithTheirPlace) {
 
 // `metaps run` hands every role the resolved config as ToToml's text: numbers must arrive exactly.
 TEST(ConfigTest, ToTomlKeepsEveryNumberExactly) {
-  const double values[] = {0.0012345678901234, 0.99987654321, 1e-8, 3.3333333333333e-5, 1.0, 1e300, -2.5e-310};
+  const double values[] = {0.0012345678901234, 0.99987654321, 1e-8, 3.3333333333333e-5, 1.0, 1e300,
+                           -2.5e-310};
   std::string text = "[t]\n";
   for (size_t i = 0; i < std::size(values); ++i) {
     char buf[64];

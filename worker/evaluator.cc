@@ -225,7 +225,8 @@ float MeanTrainLabel(const data::Dataset& dataset, const data::Split& split) {
 
 }  // namespace
 
-data::EvalMetrics Evaluator::ItemMean(const data::Split& split, const std::vector<data::EvalTask>& users) const {
+data::EvalMetrics Evaluator::ItemMean(const data::Split& split,
+                                      const std::vector<data::EvalTask>& users) const {
   std::unordered_map<uint64_t, std::pair<double, int64_t>> items;  // item -> label sum, count
   for (const auto& u : split.train) {
     for (uint32_t e : u.events) {
@@ -241,7 +242,8 @@ data::EvalMetrics Evaluator::ItemMean(const data::Split& split, const std::vecto
   });
 }
 
-data::EvalMetrics Evaluator::GlobalMean(const data::Split& split, const std::vector<data::EvalTask>& users) const {
+data::EvalMetrics Evaluator::GlobalMean(const data::Split& split,
+                                        const std::vector<data::EvalTask>& users) const {
   const float global = MeanTrainLabel(dataset_, split);
   return ScoreQueries(dataset_, users, ndcg_k_, binary(), [&](uint32_t) { return global; });
 }

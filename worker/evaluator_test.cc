@@ -78,8 +78,10 @@ TEST(EvaluatorBaselinesTest, ItemAndGlobalMeansComeFromTrainEventsOnly) {
 TEST(EvaluatorBaselinesTest, BinaryLabelsGiveClickRatesScoredByLoglossAndAuc) {
   Fixture f(Loss::kBce);
   // Train click rates: item 1 3 of 4, item 2 1 of 4; overall 4 of 8.
-  f.split.train.push_back({.user = 1, .events = {f.Add(1, 1, 1), f.Add(1, 1, 1), f.Add(1, 2, 0), f.Add(1, 2, 0)}});
-  f.split.train.push_back({.user = 2, .events = {f.Add(2, 1, 1), f.Add(2, 1, 0), f.Add(2, 2, 1), f.Add(2, 2, 0)}});
+  f.split.train.push_back(
+      {.user = 1, .events = {f.Add(1, 1, 1), f.Add(1, 1, 1), f.Add(1, 2, 0), f.Add(1, 2, 0)}});
+  f.split.train.push_back(
+      {.user = 2, .events = {f.Add(2, 1, 1), f.Add(2, 1, 0), f.Add(2, 2, 1), f.Add(2, 2, 0)}});
   data::EvalTask t{.user = 3};
   t.support = {f.Add(3, 2, 1)};
   t.query = {f.Add(3, 1, 1), f.Add(3, 2, 0), f.Add(3, 9, 1)};  // item 9 is unseen: 0.5
@@ -107,7 +109,8 @@ struct LinearCase {
   std::vector<float> w0 = {0.3f, -0.2f, 0.5f, 0.1f, 0.25f};  // W0 (4 x 1), then the bias
 
   LinearCase() {
-    job.model.fields = {FieldSpec{.name = "a", .dim = 2}, FieldSpec{.name = "b", .dim = 2, .pooling = Pooling::kMean}};
+    job.model.fields = {FieldSpec{.name = "a", .dim = 2},
+                        FieldSpec{.name = "b", .dim = 2, .pooling = Pooling::kMean}};
     job.model.layers = {1};
   }
   static void Row(Task* t, Key a, std::vector<Key> b, float y) {

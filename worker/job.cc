@@ -95,8 +95,9 @@ Result<std::string> TablesToml(const Config& root, const JobModel& job) {
     return Status::Ok();
   };
   for (const auto& [table, dim] : job.sparse_tables) {
-    t << "[[tables]]\nname = \"" << table << "\"\ndim = " << dim << "\noptimizer = \"" << name << "\"\nlr = "
-      << TomlNumber(lr) << "\ninit = \"normal\"\ninit_scale = " << TomlNumber(init_scale) << "\n";
+    t << "[[tables]]\nname = \"" << table << "\"\ndim = " << dim << "\noptimizer = \"" << name
+      << "\"\nlr = " << TomlNumber(lr) << "\ninit = \"normal\"\ninit_scale = " << TomlNumber(init_scale)
+      << "\n";
     METAPS_RETURN_IF_ERROR(hyper(t));
     t << "\n";
   }

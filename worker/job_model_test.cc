@@ -10,9 +10,9 @@ namespace metaps::worker {
 namespace {
 
 data::Dataset TwoFieldDataset(bool binary) {
-  data::Dataset d({data::FieldSpec{.name = "user", .dim = 8},
-                   data::FieldSpec{.name = "genres", .kind = data::FieldSpec::Kind::kBag,
-                                   .pooling = data::FieldSpec::Pooling::kMean, .dim = 4}});
+  using Spec = data::FieldSpec;
+  const Spec genres{.name = "genres", .kind = Spec::Kind::kBag, .pooling = Spec::Pooling::kMean, .dim = 4};
+  data::Dataset d({Spec{.name = "user", .dim = 8}, genres});
   d.set_binary_labels(binary);
   return d;
 }
@@ -48,10 +48,12 @@ TEST(JobModelTest, BadModelConfigNamesTheKey) {
   const data::Dataset d = TwoFieldDataset(false);
   auto bad_width = BuildJobModel(Parse("[model]\nhidden = [16, 0]\n[meta]\n"), d);
   ASSERT_FALSE(bad_width.ok());
-  EXPECT_NE(bad_width.status().message().find("model.hidden[1]"), std::string::npos) << bad_width.status().ToString();
+  EXPECT_NE(bad_width.status().message().find("model.hidden[1]"), std::string::npos)
+      << bad_width.status().ToString();
   auto bad_loss = BuildJobModel(Parse("[model]\nloss = \"hinge\"\n[meta]\n"), d);
   ASSERT_FALSE(bad_loss.ok());
-  EXPECT_NE(bad_loss.status().message().find("model.loss"), std::string::npos) << bad_loss.status().ToString();
+  EXPECT_NE(bad_loss.status().message().find("model.loss"), std::string::npos)
+      << bad_loss.status().ToString();
   auto unknown = BuildJobModel(Parse("[model]\nhiden = [4]\n[meta]\n"), d);
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("hiden"), std::string::npos) << unknown.status().ToString();
@@ -63,8 +65,8 @@ TEST(JobModelTest, TablesTomlCarriesEveryOptimizerSettingExactly) {
   const data::Dataset d = TwoFieldDataset(false);
   auto j = BuildJobModel(Parse("[model]\nhidden = [4]\n[meta]\n"), d);
   ASSERT_TRUE(j.ok());
-  const double lr = 0.0012345678901234, dense_lr = 3.3333333333333e-5, beta1 = 0.87654321, beta2 = 0.99987654321,
-               eps = 1e-8, l2 = 1.0, init_scale = 0.0123456789012;
+  const double lr = 0.0012345678901234, dense_lr = 3.3333333333333e-5, beta1 = 0.87654321,
+               beta2 = 0.99987654321, eps = 1e-8, l2 = 1.0, init_scale = 0.0123456789012;
   auto toml = TablesToml(Parse("[optimizer]\noptimizer = \"adam\"\nlr = 0.0012345678901234\n"
                                "dense_lr = 3.3333333333333e-5\nbeta1 = 0.87654321\nbeta2 = 0.99987654321\n"
                                "eps = 1e-8\nl2 = 1\ninit_scale = 0.0123456789012\n"),

@@ -23,7 +23,8 @@ Status ScatterRows(const std::string& table, const std::vector<float>& v, std::s
   for (int64_t id : ids) want += static_cast<size_t>(offsets[id + 1] - offsets[id]);
   if (v.size() != want) {
     return FailedPrecondition("table '" + table + "': the pull returned " + std::to_string(v.size()) +
-                              " values for " + std::to_string(ids.size()) + " rows, expected " + std::to_string(want));
+                              " values for " + std::to_string(ids.size()) + " rows, expected " +
+                              std::to_string(want));
   }
   size_t pos = 0;
   for (int64_t id : ids) {

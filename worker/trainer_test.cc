@@ -14,7 +14,8 @@ namespace {
 // Two fields of different widths, so a batch's rows go to two tables ("emb4" and "emb2").
 JobModel TwoTableJob() {
   JobModel j;
-  j.model.fields = {FieldSpec{.name = "item", .dim = 4}, FieldSpec{.name = "tags", .dim = 2, .pooling = Pooling::kMean}};
+  j.model.fields = {FieldSpec{.name = "item", .dim = 4},
+                    FieldSpec{.name = "tags", .dim = 2, .pooling = Pooling::kMean}};
   j.model.layers = {5, 1};
   j.meta.algo = Algo::kMaml;
   j.meta.inner_steps = 2;
@@ -111,7 +112,8 @@ TEST(TrainerTest, ARoundPushesTheEnginesMetaGradientToEachTable) {
   int moved = 0;
   for (size_t k = 0; k < batch.keys.size(); ++k) {
     const int64_t b = batch.row_offsets[k], e = batch.row_offsets[k + 1];
-    auto pulled = params.Pull(JobModel::TableFor(static_cast<uint32_t>(e - b)), std::vector<Key>{batch.keys[k]}).get();
+    auto pulled =
+        params.Pull(JobModel::TableFor(static_cast<uint32_t>(e - b)), std::vector<Key>{batch.keys[k]}).get();
     ASSERT_TRUE(pulled.ok());
     for (int64_t d = b; d < e; ++d) {
       EXPECT_EQ((*pulled)[d - b], rows[d] - 0.5f * grad.rows[d]) << "key " << batch.keys[k];
@@ -165,7 +167,8 @@ class ShortReplies final : public ParamClient {
   std::future<Result<std::vector<float>>> PullDense(const std::string& tensor) override {
     return inner_->PullDense(tensor);
   }
-  std::future<Status> PushDense(const std::string& tensor, std::span<const float> grads, uint64_t step) override {
+  std::future<Status> PushDense(const std::string& tensor, std::span<const float> grads,
+                                uint64_t step) override {
     return inner_->PushDense(tensor, grads, step);
   }
 
