@@ -8,8 +8,9 @@
 // (--no-writeback adds a run of the push path alone: log append + apply, write-back held off.
 // --repeats: batches of `batch` draws that may repeat keys, as a client that does not sum them
 // sends; the store sums them. --zipf 0 draws keys uniformly. --buffered-log: the push log without
-// direct I/O. --ingest-bytes N: StoreOptions::writeback_ingest_bytes. --replay-gib G adds a restart after a crash with G GiB of push log not yet written
-// back: how long the replay takes, the restart time a writeback_log_bytes of G GiB bounds.)
+// direct I/O. --ingest-bytes N: StoreOptions::writeback_ingest_bytes. --replay-gib G adds a
+// restart after a crash with G GiB of push log not yet written back: how long the replay takes,
+// the restart time a writeback_log_bytes of G GiB bounds.)
 #include <chrono>
 #include <cmath>
 #include <cstdio>

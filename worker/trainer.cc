@@ -7,11 +7,23 @@
 namespace metaps::worker {
 namespace {
 
-// Groups a batch's local rows by width (= table); returns the local ids per group.
-void GroupByWidth(std::span<const int64_t> row_offsets, std::map<uint32_t, std::vector<int64_t>>* groups) {
+// Groups a batch's local rows by width (= table) and sends one pull per table.
+std::vector<TablePull> PullByTable(ParamClient& params, std::span<const Key> keys,
+                                   std::span<const int64_t> row_offsets) {
+  std::map<uint32_t, std::vector<int64_t>> by_width;
   for (size_t i = 0; i + 1 < row_offsets.size(); ++i) {
-    (*groups)[static_cast<uint32_t>(row_offsets[i + 1] - row_offsets[i])].push_back(static_cast<int64_t>(i));
+    by_width[static_cast<uint32_t>(row_offsets[i + 1] - row_offsets[i])].push_back(static_cast<int64_t>(i));
   }
+  std::vector<TablePull> pulls;
+  for (auto& [dim, ids] : by_width) {
+    TablePull& p = pulls.emplace_back();
+    p.table = JobModel::TableFor(dim);
+    p.keys.resize(ids.size());
+    for (size_t j = 0; j < ids.size(); ++j) p.keys[j] = keys[ids[j]];
+    p.ids = std::move(ids);
+    p.values = params.Pull(p.table, p.keys);
+  }
+  return pulls;
 }
 
 // Copies a table's pulled values `v` (the rows of local ids `ids`, in that order) to their places
@@ -33,6 +45,19 @@ Status ScatterRows(const std::string& table, const std::vector<float>& v, std::s
     pos += w;
   }
   return Status::Ok();
+}
+
+// Waits for `pulls` and copies their rows into `rows` (laid out by `offsets`); returns the rows.
+Result<uint64_t> CollectRows(std::vector<TablePull>& pulls, std::span<const int64_t> offsets,
+                             std::vector<float>* rows) {
+  rows->resize(offsets.back());
+  uint64_t pulled = 0;
+  for (TablePull& p : pulls) {
+    METAPS_ASSIGN_OR_RETURN(std::vector<float> v, p.values.get());
+    METAPS_RETURN_IF_ERROR(ScatterRows(p.table, v, p.ids, offsets, rows->data()));
+    pulled += p.ids.size();
+  }
+  return pulled;
 }
 
 // The server keeps offsets from the job's initial values: weights = initial + offset, Meta-SGD's
@@ -68,23 +93,8 @@ Result<DenseParams> PullDense(ParamClient& params, const JobModel& job) {
 
 Result<uint64_t> PullRows(ParamClient& params, std::span<const Key> keys, std::span<const int64_t> row_offsets,
                           std::vector<float>* values) {
-  std::map<uint32_t, std::vector<int64_t>> groups;
-  GroupByWidth(row_offsets, &groups);
-  values->resize(row_offsets.back());
-  std::vector<std::pair<uint32_t, std::future<Result<std::vector<float>>>>> pulls;
-  for (auto& [dim, ids] : groups) {
-    std::vector<Key> k(ids.size());
-    for (size_t j = 0; j < ids.size(); ++j) k[j] = keys[ids[j]];
-    pulls.emplace_back(dim, params.Pull(JobModel::TableFor(dim), k));
-  }
-  uint64_t rows = 0;
-  for (auto& [dim, fut] : pulls) {
-    METAPS_ASSIGN_OR_RETURN(std::vector<float> v, fut.get());
-    const std::vector<int64_t>& ids = groups[dim];
-    METAPS_RETURN_IF_ERROR(ScatterRows(JobModel::TableFor(dim), v, ids, row_offsets, values->data()));
-    rows += ids.size();
-  }
-  return rows;
+  std::vector<TablePull> pulls = PullByTable(params, keys, row_offsets);
+  return CollectRows(pulls, row_offsets, values);
 }
 
 Trainer::Trainer(const JobModel& job, TaskSampler sampler, Kernels* kernels, ParamClient* params, bool prefetch)
@@ -99,29 +109,14 @@ Status Trainer::Prepare(Pending* p) {
   std::vector<const Task*> tasks = sampler_.NextMetaBatch();
   if (tasks.empty()) return FailedPrecondition("this worker has no training tasks");
   METAPS_RETURN_IF_ERROR(builder_.Build(job_.model, tasks, &p->batch));
-  std::map<uint32_t, std::vector<int64_t>> groups;
-  GroupByWidth(p->batch.row_offsets, &groups);
-  for (auto& [dim, ids] : groups) {
-    std::vector<Key> k(ids.size());
-    for (size_t j = 0; j < ids.size(); ++j) k[j] = p->batch.keys[ids[j]];
-    p->row_pulls.push_back(params_->Pull(JobModel::TableFor(dim), k));
-    p->group_index.push_back(std::move(ids));
-    p->group_table.push_back(JobModel::TableFor(dim));
-  }
+  p->rows = PullByTable(*params_, p->batch.keys, p->batch.row_offsets);
   p->mlp = params_->PullDense("mlp");
   if (job_.dense_tensors.count("alpha")) p->alpha = params_->PullDense("alpha");
   return Status::Ok();
 }
 
 Result<uint64_t> Trainer::Collect(Pending* p, std::vector<float>* rows, DenseParams* dense) {
-  const auto& offsets = p->batch.row_offsets;
-  rows->resize(offsets.back());
-  uint64_t pulled = 0;
-  for (size_t g = 0; g < p->row_pulls.size(); ++g) {
-    METAPS_ASSIGN_OR_RETURN(std::vector<float> v, p->row_pulls[g].get());
-    METAPS_RETURN_IF_ERROR(ScatterRows(p->group_table[g], v, p->group_index[g], offsets, rows->data()));
-    pulled += p->group_index[g].size();
-  }
+  METAPS_ASSIGN_OR_RETURN(uint64_t pulled, CollectRows(p->rows, p->batch.row_offsets, rows));
   METAPS_ASSIGN_OR_RETURN(dense->weights, p->mlp.get());
   if (p->alpha.valid()) {
     METAPS_ASSIGN_OR_RETURN(dense->alpha, p->alpha.get());
@@ -150,17 +145,13 @@ Result<RoundStats> Trainer::RunRound(uint64_t step) {
   // Push: rows per table, then the dense tensors.
   std::vector<std::future<Status>> acks;
   const auto& offsets = current.batch.row_offsets;
-  for (size_t g = 0; g < current.group_index.size(); ++g) {
-    const auto& ids = current.group_index[g];
-    std::vector<Key> k(ids.size());
+  for (const TablePull& g : current.rows) {
     std::vector<float> gr;
-    gr.reserve(ids.size() * (offsets[ids.empty() ? 0 : ids[0] + 1] - offsets[ids.empty() ? 0 : ids[0]]));
-    for (size_t j = 0; j < ids.size(); ++j) {
-      k[j] = current.batch.keys[ids[j]];
-      gr.insert(gr.end(), grad_.rows.begin() + offsets[ids[j]], grad_.rows.begin() + offsets[ids[j] + 1]);
-    }
-    acks.push_back(params_->Push(current.group_table[g], k, gr, step));
-    stats.rows_pushed += ids.size();
+    gr.reserve(g.ids.empty() ? 0 : g.ids.size() * (offsets[g.ids[0] + 1] - offsets[g.ids[0]]));
+    for (int64_t id : g.ids)
+      gr.insert(gr.end(), grad_.rows.begin() + offsets[id], grad_.rows.begin() + offsets[id + 1]);
+    acks.push_back(params_->Push(g.table, g.keys, gr, step));
+    stats.rows_pushed += g.ids.size();
   }
   acks.push_back(params_->PushDense("mlp", grad_.weights, step));
   if (!grad_.alpha.empty()) acks.push_back(params_->PushDense("alpha", grad_.alpha, step));

@@ -15,6 +15,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -44,6 +45,14 @@ struct DenseParams {
 // Pulls the dense tensors and adds the job's initial values.
 Result<DenseParams> PullDense(ParamClient& params, const JobModel& job);
 
+// One table's share of a batch's rows (the rows of one width) and its pull in flight.
+struct TablePull {
+  std::string table;
+  std::vector<int64_t> ids;  // local row ids, in the order of `keys`
+  std::vector<Key> keys;
+  std::future<Result<std::vector<float>>> values;
+};
+
 // Pulls the rows of `keys` (each of width dims[i]) from their tables into a buffer laid out by
 // `row_offsets` (as TaskBatch does). Returns the number of rows pulled.
 Result<uint64_t> PullRows(ParamClient& params, std::span<const Key> keys, std::span<const int64_t> row_offsets,
@@ -60,9 +69,7 @@ class Trainer {
  private:
   struct Pending {
     TaskBatch batch;
-    std::vector<std::future<Result<std::vector<float>>>> row_pulls;  // one per table group
-    std::vector<std::vector<int64_t>> group_index;                   // local row ids per group
-    std::vector<std::string> group_table;
+    std::vector<TablePull> rows;  // one per table; the round pushes the same groups
     std::future<Result<std::vector<float>>> mlp, alpha;
   };
   Status Prepare(Pending* p);
