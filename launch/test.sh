@@ -4,5 +4,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$here/launch/setup.sh"
+# The reference for the random golden cases (tests/golden_gen.py): PyTorch autograd in float64.
+source "$here/launch/apt.sh"
+apt_install_missing python3-torch
 cd "$here"
 ctest --test-dir build --output-on-failure --timeout 900 -j 2 "$@"

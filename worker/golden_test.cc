@@ -1,6 +1,8 @@
 // Every golden case in $METAPS_SHARED/golden must be reproduced by the engine in float32: each
 // tensor's relative error (|actual - expected| / |expected|) at most 1e-3. Checked in-process on both
 // kernel implementations, and through the built CLI (`metaps meta-grad --case`) as a user runs it.
+// $METAPS_GOLDEN_DIR, where set, names another directory of cases in the same format: the
+// golden_random test points it at random cases from tests/golden_gen.py.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,9 +31,14 @@ fs::path SharedDir() {
   return fs::path("..") / "shared";
 }
 
+fs::path GoldenDir() {
+  if (const char* d = std::getenv("METAPS_GOLDEN_DIR")) return d;
+  return SharedDir() / "golden";
+}
+
 std::vector<fs::path> GoldenCases() {
   std::vector<fs::path> cases;
-  const fs::path dir = SharedDir() / "golden";
+  const fs::path dir = GoldenDir();
   if (!fs::is_directory(dir)) return cases;
   for (const auto& e : fs::directory_iterator(dir)) {
     if (e.path().extension() == ".json") cases.push_back(e.path());
@@ -63,7 +70,7 @@ double ExpectMatches(const json& actual, const json& expected, const std::string
 // Each case runs with both forms of the first layer, so both stay exercised whatever the shapes.
 void RunAll(Kernels* kernels, const char* label) {
   const auto cases = GoldenCases();
-  ASSERT_FALSE(cases.empty()) << "no golden cases under " << SharedDir();
+  ASSERT_FALSE(cases.empty()) << "no golden cases under " << GoldenDir();
   for (const fs::path& path : cases) {
     auto c = LoadGoldenCase(path.string());
     ASSERT_TRUE(c.ok()) << c.status();
