@@ -49,6 +49,9 @@ std::string JoinPath(const std::string& dir, std::string_view name) {
 
 size_t CountLines(std::string_view text) { return std::count(text.begin(), text.end(), '\n') + 1; }
 
+bool SplitCsv(std::string_view line, std::string_view delim, char quote, std::vector<std::string_view>* out,
+              std::string* scratch, std::vector<std::pair<size_t, size_t>>* spans);
+
 // ---------------------------------------------------------------------------------------------
 // MovieLens
 
@@ -81,10 +84,14 @@ struct MlTables {
   std::vector<Key> genre_keys;
 };
 
-Result<std::vector<int>> SelectMlFields(const ReadOptions& options) {
+// `with_users`: the set has a users file (100k, 1M), so the user attributes are fields too.
+Result<std::vector<int>> SelectMlFields(const ReadOptions& options, bool with_users = true) {
   std::vector<int> sel;
+  auto available = [&](int f) { return with_users || f == kUser || f >= kItem; };
   if (options.fields.empty()) {
-    for (int i = 0; i < kNumMlFields; ++i) sel.push_back(i);
+    for (int i = 0; i < kNumMlFields; ++i) {
+      if (available(i)) sel.push_back(i);
+    }
     return sel;
   }
   for (size_t i = 0; i < options.fields.size(); ++i) {
@@ -92,10 +99,17 @@ Result<std::vector<int>> SelectMlFields(const ReadOptions& options) {
     auto it = std::find(names.begin(), names.end(), options.fields[i]);
     const std::string key = options.key_prefix + ".fields[" + std::to_string(i) + "]";
     if (it == names.end()) {
-      return InvalidArgument(key + ": unknown field '" + options.fields[i] +
-                             "' (MovieLens fields: user, age, gender, occupation, zip3, item, genres, year)");
+      return InvalidArgument(
+          key + ": unknown field '" + options.fields[i] +
+          (with_users ? "' (MovieLens fields: user, age, gender, occupation, zip3, item, genres, year)"
+                      : "' (movielens-csv fields: user, item, genres, year)"));
     }
     const int f = static_cast<int>(it - names.begin());
+    if (!available(f)) {
+      return InvalidArgument(key + ": field '" + options.fields[i] +
+                             "' is not in movielens-csv, which has no users file (its fields: user, item, "
+                             "genres, year)");
+    }
     if (std::find(sel.begin(), sel.end(), f) != sel.end()) {
       return InvalidArgument(key + ": field '" + options.fields[i] + "' listed twice");
     }
@@ -223,6 +237,15 @@ Status ReadMl100kItems(const std::string& dir, const ReadOptions& options, MlTab
   return bad.Finish();
 }
 
+// The year of a MovieLens title, "Toy Story (1995)" -> "1995"; "unknown" when it does not end in one.
+std::string_view TitleYear(std::string_view title) {
+  std::string_view year;
+  if (title.size() >= 6 && title.back() == ')' && title[title.size() - 6] == '(') {
+    year = title.substr(title.size() - 5, 4);
+  }
+  return AllDigits(year) ? year : std::string_view("unknown");
+}
+
 // movies.dat: MovieID::Title (Year)::Genre|Genre. The title may itself contain ':'.
 Status ReadMl1mItems(const std::string& dir, const ReadOptions& options, MlTables* tables,
                      BadLineStats* stats) {
@@ -252,12 +275,7 @@ Status ReadMl1mItems(const std::string& dir, const ReadOptions& options, MlTable
     }
     ItemAttrs a;
     a.item = FeatureKey("item", id_text);
-    // "Toy Story (1995)": the year is the trailing parenthesized number.
-    std::string_view year;
-    if (title.size() >= 6 && title.back() == ')' && title[title.size() - 6] == '(') {
-      year = title.substr(title.size() - 5, 4);
-    }
-    a.year = FeatureKey("year", AllDigits(year) ? year : std::string_view("unknown"));
+    a.year = FeatureKey("year", TitleYear(title));
     a.genre_begin = static_cast<uint32_t>(tables->genre_keys.size());
     Split(genre_text, "|", &genres);
     for (std::string_view g : genres) {
@@ -273,21 +291,100 @@ Status ReadMl1mItems(const std::string& dir, const ReadOptions& options, MlTable
   return bad.Finish();
 }
 
+// Checks that the first line of a MovieLens CSV file is the expected header.
+Status ExpectHeader(std::string_view line, std::string_view header, uint64_t number,
+                    const std::string& path) {
+  if (Trim(line) == header) return Status::Ok();
+  return InvalidArgument(path + ":" + std::to_string(number) + ": expected the header '" +
+                         std::string(header) + "', got '" + std::string(Trim(line).substr(0, 80)) + "'");
+}
+
+// movies.csv (MovieLens 20M, 25M, 32M, latest): a header, then movieId,title,genres; titles that
+// hold a comma are quoted; genres are '|'-separated, "(no genres listed)" meaning none.
+Status ReadMlCsvItems(const std::string& dir, const ReadOptions& options, MlTables* tables,
+                      BadLineStats* stats) {
+  const std::string path = JoinPath(dir, "movies.csv");
+  METAPS_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path, options.key_prefix + ".dir"));
+  BadLineTracker bad(options, stats, path);
+  LineReader lines(text);
+  std::string_view line;
+  std::vector<std::string_view> f, genres;
+  std::string scratch;
+  std::vector<std::pair<size_t, size_t>> spans;
+  bool header = true;
+  while (lines.Next(&line)) {
+    if (Trim(line).empty()) continue;
+    if (header) {
+      METAPS_RETURN_IF_ERROR(ExpectHeader(line, "movieId,title,genres", lines.number(), path));
+      header = false;
+      continue;
+    }
+    bad.CountLine();
+    if (!SplitCsv(line, ",", '"', &f, &scratch, &spans)) {
+      METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), "unbalanced quote"));
+      continue;
+    }
+    if (f.size() != 3) {
+      METAPS_RETURN_IF_ERROR(bad.Bad(
+          lines.number(), "expected 3 columns (movieId, title, genres), got " + std::to_string(f.size())));
+      continue;
+    }
+    int64_t id;
+    if (!ParseInt(f[0], &id)) {
+      METAPS_RETURN_IF_ERROR(
+          bad.Bad(lines.number(), "movie id '" + std::string(f[0]) + "' is not an integer"));
+      continue;
+    }
+    ItemAttrs a;
+    a.item = FeatureKey("item", f[0]);
+    a.year = FeatureKey("year", TitleYear(Trim(f[1])));
+    a.genre_begin = static_cast<uint32_t>(tables->genre_keys.size());
+    Split(f[2], "|", &genres);
+    for (std::string_view g : genres) {
+      g = Trim(g);
+      if (!g.empty() && g != "(no genres listed)") tables->genre_keys.push_back(FeatureKey("genres", g));
+    }
+    a.genre_count = static_cast<uint32_t>(tables->genre_keys.size()) - a.genre_begin;
+    if (!tables->items.emplace(id, a).second) {
+      tables->genre_keys.resize(a.genre_begin);
+      METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), "duplicate movie id " + std::to_string(id)));
+    }
+  }
+  if (header) return InvalidArgument(path + ": empty (expected the header 'movieId,title,genres')");
+  return bad.Finish();
+}
+
+// Where a ratings file's columns and neighbours are.
+struct RatingsFile {
+  std::string_view file;
+  std::string_view delim;
+  std::string_view users_file;  // empty: there is none, and any user id is a user
+  std::string_view items_file;
+  std::string_view header;  // the first line, for files that have one
+};
+
 // Ratings: user, item, rating, timestamp separated by `delim`.
-Status ReadMlRatings(const std::string& dir, std::string_view file, std::string_view delim,
-                     std::string_view users_file, std::string_view items_file, const MlTables& tables,
+Status ReadMlRatings(const std::string& dir, const RatingsFile& file, const MlTables& tables,
                      const std::vector<int>& sel, const ReadOptions& options, Dataset* ds) {
-  const std::string path = JoinPath(dir, file);
+  const std::string path = JoinPath(dir, file.file);
   METAPS_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path, options.key_prefix + ".dir"));
   ds->Reserve(CountLines(text), sel.size() + 2);
   BadLineTracker bad(options, &ds->bad, path);
   LineReader lines(text);
   std::string_view line;
   std::vector<std::string_view> f;
+  bool header = !file.header.empty();
+  const bool with_users = !file.users_file.empty();
+  UserAttrs plain_user{};
   while (lines.Next(&line)) {
     if (Trim(line).empty()) continue;
+    if (header) {
+      METAPS_RETURN_IF_ERROR(ExpectHeader(line, file.header, lines.number(), path));
+      header = false;
+      continue;
+    }
     bad.CountLine();
-    Split(line, delim, &f);
+    Split(line, file.delim, &f);
     if (f.size() != 4) {
       METAPS_RETURN_IF_ERROR(
           bad.Bad(lines.number(),
@@ -310,19 +407,25 @@ Status ReadMlRatings(const std::string& dir, std::string_view file, std::string_
       METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), reason));
       continue;
     }
-    auto u = tables.users.find(uid);
-    if (u == tables.users.end()) {
-      METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), "unknown user " + std::to_string(uid) + " (not in " +
-                                                         std::string(users_file) + ")"));
-      continue;
+    const UserAttrs* user = &plain_user;
+    if (with_users) {
+      auto u = tables.users.find(uid);
+      if (u == tables.users.end()) {
+        METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), "unknown user " + std::to_string(uid) + " (not in " +
+                                                           std::string(file.users_file) + ")"));
+        continue;
+      }
+      user = &u->second;
+    } else {
+      plain_user.user = FeatureKey("user", f[0]);  // the same key a users file gives the id
     }
     auto it = tables.items.find(iid);
     if (it == tables.items.end()) {
       METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), "unknown item " + std::to_string(iid) + " (not in " +
-                                                         std::string(items_file) + ")"));
+                                                         std::string(file.items_file) + ")"));
       continue;
     }
-    const UserAttrs& ua = u->second;
+    const UserAttrs& ua = *user;
     const ItemAttrs& ia = it->second;
     ds->BeginEvent(static_cast<uint64_t>(uid), static_cast<uint64_t>(iid), MapLabel(options, rating), ts);
     for (int field : sel) {
@@ -577,7 +680,8 @@ Result<Dataset> ReadMovieLens100k(const std::string& dir, const ReadOptions& opt
   MlTables tables;
   METAPS_RETURN_IF_ERROR(ReadMlUsers(dir, "u.user", {"|", 5, 1, 2, 3, 4}, options, &tables, &ds.bad));
   METAPS_RETURN_IF_ERROR(ReadMl100kItems(dir, options, &tables, &ds.bad));
-  METAPS_RETURN_IF_ERROR(ReadMlRatings(dir, "u.data", "\t", "u.user", "u.item", tables, sel, options, &ds));
+  METAPS_RETURN_IF_ERROR(
+      ReadMlRatings(dir, {"u.data", "\t", "u.user", "u.item", ""}, tables, sel, options, &ds));
   FinishLabels(&ds);
   return ds;
 }
@@ -589,7 +693,19 @@ Result<Dataset> ReadMovieLens1M(const std::string& dir, const ReadOptions& optio
   METAPS_RETURN_IF_ERROR(ReadMlUsers(dir, "users.dat", {"::", 5, 2, 1, 3, 4}, options, &tables, &ds.bad));
   METAPS_RETURN_IF_ERROR(ReadMl1mItems(dir, options, &tables, &ds.bad));
   METAPS_RETURN_IF_ERROR(
-      ReadMlRatings(dir, "ratings.dat", "::", "users.dat", "movies.dat", tables, sel, options, &ds));
+      ReadMlRatings(dir, {"ratings.dat", "::", "users.dat", "movies.dat", ""}, tables, sel, options, &ds));
+  FinishLabels(&ds);
+  return ds;
+}
+
+Result<Dataset> ReadMovieLensCsv(const std::string& dir, const ReadOptions& options) {
+  METAPS_ASSIGN_OR_RETURN(std::vector<int> sel, SelectMlFields(options, /*with_users=*/false));
+  Dataset ds(MlSchema(options, sel));
+  MlTables tables;
+  METAPS_RETURN_IF_ERROR(ReadMlCsvItems(dir, options, &tables, &ds.bad));
+  METAPS_RETURN_IF_ERROR(
+      ReadMlRatings(dir, {"ratings.csv", ",", "", "movies.csv", "userId,movieId,rating,timestamp"}, tables,
+                    sel, options, &ds));
   FinishLabels(&ds);
   return ds;
 }
@@ -738,8 +854,9 @@ Result<Dataset> LoadDataset(const Config& data, std::function<void(const std::st
   METAPS_ASSIGN_OR_RETURN(ReadOptions options, ReadOptionsFromConfig(data));
   options.on_bad_line = std::move(on_bad_line);
   METAPS_RETURN_IF_ERROR(data.GetString("format").status());  // NotFound naming data.format
-  METAPS_ASSIGN_OR_RETURN(std::string format,
-                          OneOf(data, "format", "", {"movielens-100k", "movielens-1m", "csv"}));
+  METAPS_ASSIGN_OR_RETURN(
+      std::string format,
+      OneOf(data, "format", "", {"movielens-100k", "movielens-1m", "movielens-csv", "csv"}));
   Result<Dataset> ds = Status(InvalidArgument("unreachable"));
   if (format == "csv") {
     if (data.Has("fields")) {
@@ -752,7 +869,9 @@ Result<Dataset> LoadDataset(const Config& data, std::function<void(const std::st
       if (data.Has(k)) return InvalidArgument(data.Path(k) + ": only for format = \"csv\"");
     }
     METAPS_ASSIGN_OR_RETURN(std::string dir, data.GetString("dir"));
-    ds = format == "movielens-100k" ? ReadMovieLens100k(dir, options) : ReadMovieLens1M(dir, options);
+    ds = format == "movielens-100k" ? ReadMovieLens100k(dir, options)
+         : format == "movielens-1m" ? ReadMovieLens1M(dir, options)
+                                    : ReadMovieLensCsv(dir, options);
   }
   if (!ds.ok()) return ds;
   for (const auto& [name, dim] : options.dims) {

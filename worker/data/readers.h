@@ -1,4 +1,5 @@
-// Readers: MovieLens 100k, MovieLens 1M and a generic CSV/TSV event file, each into a Dataset.
+// Readers: MovieLens 100k, 1M and the CSV layout (20M, 25M, ...), and a generic CSV/TSV event file,
+// each into a Dataset.
 //
 // Every reader reads whole files into memory and parses them with std::from_chars (MovieLens 1M
 // loads in well under a second). A malformed line (wrong column count, a number that does not
@@ -59,6 +60,12 @@ Result<Dataset> ReadMovieLens100k(const std::string& dir, const ReadOptions& opt
 // (UserID::Gender::Age::Occupation::Zip-code), movies.dat (MovieID::Title (Year)::Genre|Genre...).
 Result<Dataset> ReadMovieLens1M(const std::string& dir, const ReadOptions& options);
 
+// MovieLens in its CSV layout (20M, 25M, 32M, latest, latest-small) from `dir`: ratings.csv
+// (userId,movieId,rating,timestamp) and movies.csv (movieId,title,genres; quoted titles; genres
+// '|'-separated, "(no genres listed)" for none), each with its header line. There is no users file:
+// the fields are user, item, genres and year, keyed as the other MovieLens readers key them.
+Result<Dataset> ReadMovieLensCsv(const std::string& dir, const ReadOptions& options);
+
 // A generic CSV/TSV event file described by the [data] table `data` (format = "csv"): path,
 // delimiter, header, quote handling and [[data.columns]] mapping columns to the user, item, label,
 // timestamp and extra one-hot or multi-valued fields. `options` supplies the limits; the table's
@@ -70,7 +77,8 @@ Result<Dataset> ReadEventsCsv(const Config& data, const ReadOptions& options);
 Result<ReadOptions> ReadOptionsFromConfig(const Config& data);
 
 // The whole [data] table: checks its keys, picks the reader by data.format ("movielens-100k",
-// "movielens-1m", "csv") and applies the options. `on_bad_line` receives each bad-line report.
+// "movielens-1m", "movielens-csv", "csv") and applies the options. `on_bad_line` receives each bad-line
+// report.
 Result<Dataset> LoadDataset(const Config& data, std::function<void(const std::string&)> on_bad_line = {});
 
 }  // namespace metaps::data

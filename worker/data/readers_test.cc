@@ -223,6 +223,93 @@ TEST(MovieLens1MTest, FieldSelectionAndDims) {
   EXPECT_TRUE(Contains(err.status().message(), "data.fields[1]: unknown field 'genre'")) << err.status();
 }
 
+// --- MovieLens in CSV (20M, 25M, 32M, latest) ---
+
+TEST(MovieLensCsvTest, ReadsRatingsAndMoviesWithHeadersAndQuotedTitles) {
+  TempDir dir;
+  dir.Write("movies.csv",
+            "movieId,title,genres\r\n"
+            "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\r\n"
+            "11,\"American President, The (1995)\",Comedy|Drama|Romance\r\n"
+            "2,\"\"\"Great Performances\"\" Cats (1998)\",Musical\r\n"
+            "3,Babylon 5 ,(no genres listed)\r\n"
+            "4,\"Broken, title,Drama\r\n");
+  dir.Write("ratings.csv",
+            "userId,movieId,rating,timestamp\n"
+            "1,1,4.0,964982703\n"
+            "1,11,3.5,964981247\n"
+            "7,2,0.5,1100000000\n"
+            "7,3,5.0,1100000001\n"
+            "7,99,5.0,1100000002\n"
+            "7,4,5.0,1100000003\n");
+  ReadOptions options;
+  options.max_bad_ratio = 0.5;
+  std::vector<std::string> reports;
+  options.on_bad_line = [&](const std::string& r) { reports.push_back(r); };
+  auto ds = ReadMovieLensCsv(dir.path(), options);
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ASSERT_EQ(ds->num_fields(), 4u);
+  EXPECT_EQ(ds->schema()[0].name, "user");
+  EXPECT_EQ(ds->schema()[1].name, "item");
+  EXPECT_EQ(ds->schema()[2].name, "genres");
+  EXPECT_EQ(ds->schema()[3].name, "year");
+  EXPECT_EQ(ds->schema()[2].kind, FieldSpec::Kind::kBag);
+  ASSERT_EQ(ds->size(), 4u);
+  // The broken quote in movies.csv (line 6), and the ratings of movies that are not there: one
+  // missing from the file, one whose line was bad.
+  EXPECT_EQ(ds->bad.bad, 3u);
+  ASSERT_EQ(reports.size(), 3u);
+  EXPECT_EQ(reports[0], dir.File("movies.csv") + ":6: unbalanced quote");
+  EXPECT_EQ(reports[1], dir.File("ratings.csv") + ":6: unknown item 99 (not in movies.csv)");
+  EXPECT_EQ(reports[2], dir.File("ratings.csv") + ":7: unknown item 4 (not in movies.csv)");
+  // Users are keyed as a users file would key them; half-star ratings are labels as they are.
+  EXPECT_EQ(Keys(*ds, 0, "user"), std::vector<Key>{FeatureKey("user", "1")});
+  EXPECT_EQ(Keys(*ds, 2, "user"), std::vector<Key>{FeatureKey("user", "7")});
+  EXPECT_EQ(ds->labels(), (std::vector<float>{4.0f, 3.5f, 0.5f, 5.0f}));
+  EXPECT_EQ(Keys(*ds, 0, "genres"), Genres({"Adventure", "Animation", "Children", "Comedy", "Fantasy"}));
+  EXPECT_EQ(Keys(*ds, 0, "year"), std::vector<Key>{FeatureKey("year", "1995")});
+  // A quoted title with a comma, and one with doubled quotes.
+  EXPECT_EQ(Keys(*ds, 1, "item"), std::vector<Key>{FeatureKey("item", "11")});
+  EXPECT_EQ(Keys(*ds, 1, "genres"), Genres({"Comedy", "Drama", "Romance"}));
+  EXPECT_EQ(Keys(*ds, 2, "year"), std::vector<Key>{FeatureKey("year", "1998")});
+  // No year in the title, and "(no genres listed)" is an empty bag.
+  EXPECT_EQ(Keys(*ds, 3, "year"), std::vector<Key>{FeatureKey("year", "unknown")});
+  EXPECT_TRUE(Keys(*ds, 3, "genres").empty());
+}
+
+TEST(MovieLensCsvTest, ConfigSelectsFieldsAndRefusesUserAttributesAndWrongHeaders) {
+  TempDir dir;
+  dir.Write("movies.csv", "movieId,title,genres\n1,Toy Story (1995),Animation\n");
+  dir.Write("ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n");
+  auto load = [&](const std::string& more) {
+    auto cfg =
+        Config::ParseString("[data]\nformat = \"movielens-csv\"\ndir = \"" + dir.path() + "\"\n" + more);
+    EXPECT_TRUE(cfg.ok()) << cfg.status();
+    return LoadDataset(*cfg->GetTable("data"));
+  };
+  auto ds = load("fields = [\"item\", \"year\"]\n");
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ASSERT_EQ(ds->num_fields(), 2u);
+  EXPECT_EQ(ds->schema()[1].name, "year");
+
+  auto age = load("fields = [\"item\", \"age\"]\n");
+  ASSERT_FALSE(age.ok());
+  EXPECT_TRUE(Contains(age.status().message(), "data.fields[1]: field 'age' is not in movielens-csv"))
+      << age.status();
+
+  dir.Write("ratings.csv", "user,movie,rating,timestamp\n1,1,4.0,964982703\n");
+  auto header = load("");
+  ASSERT_FALSE(header.ok());
+  EXPECT_EQ(header.status().message(), dir.File("ratings.csv") +
+                                           ":1: expected the header 'userId,movieId,rating,timestamp', got "
+                                           "'user,movie,rating,timestamp'");
+  std::filesystem::remove(dir.File("movies.csv"));
+  auto missing = load("");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_TRUE(Contains(missing.status().message(), "data.dir: file movies.csv not found"))
+      << missing.status();
+}
+
 // --- generic CSV ---
 
 Result<Dataset> LoadCsv(const std::string& columns_and_more, const std::string& path) {
@@ -399,7 +486,7 @@ TEST(CsvReaderTest, BadRatioStopNamesTheKey) {
 TEST(ExamplesTest, MovieLensExamplesUseTheProtocol) {
   const char* src = std::getenv("METAPS_SOURCE");  // set by ctest
   if (src == nullptr) src = METAPS_SOURCE_DIR;
-  for (const char* name : {"movielens-100k.toml", "movielens-1m.toml"}) {
+  for (const char* name : {"movielens-100k.toml", "movielens-1m.toml", "movielens-csv.toml"}) {
     auto cfg = Config::ParseFile(std::string(src) + "/examples/" + name);
     ASSERT_TRUE(cfg.ok()) << cfg.status();
     auto data = cfg->GetTable("data", true);
@@ -407,8 +494,7 @@ TEST(ExamplesTest, MovieLensExamplesUseTheProtocol) {
     EXPECT_TRUE(ReadOptionsFromConfig(*data).ok());
     auto format = data->GetString("format");
     ASSERT_TRUE(format.ok());
-    EXPECT_EQ(*format,
-              std::string(name).find("100k") != std::string::npos ? "movielens-100k" : "movielens-1m");
+    EXPECT_EQ(*format, std::string(name).substr(0, std::string(name).size() - 5));
     auto split = SplitOptionsFromConfig(*cfg->GetTable("eval", true));
     ASSERT_TRUE(split.ok()) << split.status();
     EXPECT_EQ(split->mode, SplitOptions::Mode::kRandom);
@@ -441,6 +527,30 @@ TEST(MovieLens1MTest, DISABLED_LoadsAMillionRatingsQuickly) {
   EXPECT_EQ(ds->size(), 1'000'209u);
   std::printf("loaded %zu events in %.3f s\n", ds->size(), s);
   EXPECT_LT(s, 5.0);
+}
+
+// MovieLens 25M's shape in its CSV layout (162,541 users, 62,423 movies, 25,000,095 ratings).
+// Run by hand: data_test --gtest_also_run_disabled_tests --gtest_filter='*TwentyFive*'
+TEST(MovieLensCsvTest, DISABLED_LoadsTwentyFiveMillionRatings) {
+  TempDir dir;
+  std::string movies = "movieId,title,genres\n", ratings = "userId,movieId,rating,timestamp\n";
+  for (int m = 1; m <= 62'423; ++m)
+    movies += std::to_string(m) + ",\"Movie, " + std::to_string(m) + " (1995)\",Drama|Comedy\n";
+  const size_t n = 25'000'095;
+  ratings.reserve(n * 28);
+  for (size_t i = 0; i < n; ++i) {
+    ratings += std::to_string(1 + i % 162'541) + "," + std::to_string(1 + (i * 7) % 62'423) + "," +
+               std::to_string(1 + i % 5) + ".5," + std::to_string(978300760 + i) + "\n";
+  }
+  dir.Write("movies.csv", movies);
+  dir.Write("ratings.csv", ratings);
+  std::string().swap(ratings);
+  const auto start = std::chrono::steady_clock::now();
+  auto ds = ReadMovieLensCsv(dir.path(), ReadOptions{});
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  EXPECT_EQ(ds->size(), n);
+  std::printf("loaded %zu events in %.3f s\n", ds->size(), s);
 }
 
 }  // namespace
