@@ -111,7 +111,7 @@ def random_case(rng, index):
     hidden = [rng.randint(1, 24) for _ in range(rng.randint(0, 3))]
     layers = [fields * dim] + hidden + [1]
     # Ids are 64-bit feature keys: small ones, and now and then large ones.
-    pool_ids = [rng.randrange(1 << 53) if rng.random() < 0.2 else rng.randrange(64) for _ in range(rng.randint(2, 30))]
+    pool_ids = [rng.randrange(1 << 64) if rng.random() < 0.2 else rng.randrange(64) for _ in range(rng.randint(2, 30))]
     max_bag = rng.choice([1, 1, 2, 4])
 
     def rows(n):

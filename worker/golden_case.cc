@@ -1,5 +1,6 @@
 #include "worker/golden_case.h"
 
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -69,12 +70,18 @@ Result<Key> ParseId(const json& id) {
   if (id.is_number_unsigned()) return id.get<uint64_t>();
   if (id.is_number_integer()) return static_cast<Key>(id.get<int64_t>());
   if (id.is_string()) {
-    const std::string s = id.get<std::string>();
-    size_t used = 0;
-    try {
-      const long long v = std::stoll(s, &used);
-      if (used == s.size()) return static_cast<Key>(v);
-    } catch (const std::exception&) {
+    // Keys are unsigned 64-bit: "18446744073709551615" is an id like "42" (a negative one wraps,
+    // as a negative JSON number does).
+    const std::string& s = id.get_ref<const std::string&>();
+    const char* end = s.data() + s.size();
+    uint64_t u = 0;
+    int64_t v = 0;
+    if (!s.empty() && s[0] != '-') {
+      auto [p, ec] = std::from_chars(s.data(), end, u);
+      if (ec == std::errc() && p == end) return Key{u};
+    } else if (!s.empty()) {
+      auto [p, ec] = std::from_chars(s.data(), end, v);
+      if (ec == std::errc() && p == end) return static_cast<Key>(v);
     }
   }
   return InvalidArgument("golden case: id " + id.dump() + " is not an integer");
