@@ -108,7 +108,8 @@ def random_case(rng, index):
     pooling = rng.choice(["sum", "mean"])
     fields = rng.randint(1, 6)
     dim = rng.randint(1, 8)
-    hidden = [rng.randint(1, 24) for _ in range(rng.randint(0, 3))]
+    wide = rng.random() < 0.15  # now and then MeLU-like widths
+    hidden = [rng.randint(32, 96) if wide else rng.randint(1, 24) for _ in range(rng.randint(0, 3))]
     layers = [fields * dim] + hidden + [1]
     # Ids are 64-bit feature keys: small ones, and now and then large ones.
     pool_ids = [rng.randrange(1 << 64) if rng.random() < 0.2 else rng.randrange(64) for _ in range(rng.randint(2, 30))]
@@ -125,7 +126,9 @@ def random_case(rng, index):
             return [float(rng.randint(0, 1)) for _ in range(n)]
         return [float(rng.randint(1, 5)) for _ in range(n)]
 
-    ns, nq = rng.randint(1, 9), rng.randint(1, 7)
+    # Mostly a few rows, as cold-start users have; now and then many (more than the first layer is wide).
+    many = rng.random() < 0.25
+    ns, nq = rng.randint(1, 40 if many else 9), rng.randint(1, 25 if many else 7)
     support, query = rows(ns), rows(nq)
     used = {i for r in support + query for bag in r for i in bag}
     # An id in the table that no row uses: its gradient is zero.
