@@ -5,7 +5,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$here/launch/setup.sh"
 # The reference for the random golden cases (tests/golden_gen.py): PyTorch autograd in float64.
+# Without it the suite still runs; ctest reports golden_random as skipped.
 source "$here/launch/apt.sh"
-apt_install_missing python3-torch
+apt_install_missing python3-torch ||
+  echo "test.sh: could not install python3-torch; the golden_random test will be skipped" >&2
 cd "$here"
 ctest --test-dir build --output-on-failure --timeout 900 -j 2 "$@"
