@@ -246,6 +246,31 @@ std::string_view TitleYear(std::string_view title) {
   return AllDigits(year) ? year : std::string_view("unknown");
 }
 
+// Records one movie of movies.dat or movies.csv from its columns: the id, the year ending the
+// title, and the '|'-separated genres ("(no genres listed)", the CSV layout's placeholder, is none).
+// A bad id or a repeated one is a bad line.
+Status AddMovie(std::string_view id_text, std::string_view title, std::string_view genre_text, uint64_t line,
+                MlTables* tables, BadLineTracker* bad, std::vector<std::string_view>* genres) {
+  int64_t id;
+  if (!ParseInt(id_text, &id))
+    return bad->Bad(line, "movie id '" + std::string(id_text) + "' is not an integer");
+  ItemAttrs a;
+  a.item = FeatureKey("item", id_text);
+  a.year = FeatureKey("year", TitleYear(title));
+  a.genre_begin = static_cast<uint32_t>(tables->genre_keys.size());
+  Split(genre_text, "|", genres);
+  for (std::string_view g : *genres) {
+    g = Trim(g);
+    if (!g.empty() && g != "(no genres listed)") tables->genre_keys.push_back(FeatureKey("genres", g));
+  }
+  a.genre_count = static_cast<uint32_t>(tables->genre_keys.size()) - a.genre_begin;
+  if (!tables->items.emplace(id, a).second) {
+    tables->genre_keys.resize(a.genre_begin);
+    return bad->Bad(line, "duplicate movie id " + std::to_string(id));
+  }
+  return Status::Ok();
+}
+
 // movies.dat: MovieID::Title (Year)::Genre|Genre. The title may itself contain ':'.
 Status ReadMl1mItems(const std::string& dir, const ReadOptions& options, MlTables* tables,
                      BadLineStats* stats) {
@@ -264,29 +289,8 @@ Status ReadMl1mItems(const std::string& dir, const ReadOptions& options, MlTable
       METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), "expected MovieID::Title::Genres"));
       continue;
     }
-    std::string_view id_text = line.substr(0, first);
-    std::string_view title = Trim(line.substr(first + 2, last - first - 2));
-    std::string_view genre_text = line.substr(last + 2);
-    int64_t id;
-    if (!ParseInt(id_text, &id)) {
-      METAPS_RETURN_IF_ERROR(
-          bad.Bad(lines.number(), "movie id '" + std::string(id_text) + "' is not an integer"));
-      continue;
-    }
-    ItemAttrs a;
-    a.item = FeatureKey("item", id_text);
-    a.year = FeatureKey("year", TitleYear(title));
-    a.genre_begin = static_cast<uint32_t>(tables->genre_keys.size());
-    Split(genre_text, "|", &genres);
-    for (std::string_view g : genres) {
-      g = Trim(g);
-      if (!g.empty()) tables->genre_keys.push_back(FeatureKey("genres", g));
-    }
-    a.genre_count = static_cast<uint32_t>(tables->genre_keys.size()) - a.genre_begin;
-    if (!tables->items.emplace(id, a).second) {
-      tables->genre_keys.resize(a.genre_begin);
-      METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), "duplicate movie id " + std::to_string(id)));
-    }
+    METAPS_RETURN_IF_ERROR(AddMovie(line.substr(0, first), Trim(line.substr(first + 2, last - first - 2)),
+                                    line.substr(last + 2), lines.number(), tables, &bad, &genres));
   }
   return bad.Finish();
 }
@@ -329,26 +333,7 @@ Status ReadMlCsvItems(const std::string& dir, const ReadOptions& options, MlTabl
           lines.number(), "expected 3 columns (movieId, title, genres), got " + std::to_string(f.size())));
       continue;
     }
-    int64_t id;
-    if (!ParseInt(f[0], &id)) {
-      METAPS_RETURN_IF_ERROR(
-          bad.Bad(lines.number(), "movie id '" + std::string(f[0]) + "' is not an integer"));
-      continue;
-    }
-    ItemAttrs a;
-    a.item = FeatureKey("item", f[0]);
-    a.year = FeatureKey("year", TitleYear(Trim(f[1])));
-    a.genre_begin = static_cast<uint32_t>(tables->genre_keys.size());
-    Split(f[2], "|", &genres);
-    for (std::string_view g : genres) {
-      g = Trim(g);
-      if (!g.empty() && g != "(no genres listed)") tables->genre_keys.push_back(FeatureKey("genres", g));
-    }
-    a.genre_count = static_cast<uint32_t>(tables->genre_keys.size()) - a.genre_begin;
-    if (!tables->items.emplace(id, a).second) {
-      tables->genre_keys.resize(a.genre_begin);
-      METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), "duplicate movie id " + std::to_string(id)));
-    }
+    METAPS_RETURN_IF_ERROR(AddMovie(f[0], Trim(f[1]), f[2], lines.number(), tables, &bad, &genres));
   }
   if (header) return InvalidArgument(path + ": empty (expected the header 'movieId,title,genres')");
   return bad.Finish();
