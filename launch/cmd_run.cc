@@ -10,6 +10,7 @@
 //   report.json      test metrics of meta-learning and the baselines (written by worker 0)
 //   checkpoint/      the final checkpoint of every shard; servers/shard-<i>/ their data
 // Exit code: 0 when every role finished cleanly, 1 when one failed (the others are stopped).
+#include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -22,10 +23,9 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "common/files.h"
 #include "common/http_server.h"
@@ -33,12 +33,12 @@
 #include "common/zmq_transport.h"
 #include "launch/cli.h"
 #include "launch/job_config.h"
+#include "scheduler/scheduler.h"
 #include "worker/data/datagen.h"
 #include "worker/data/readers.h"
 #include "worker/data/split.h"
 #include "worker/job.h"
 #include "worker/task_sampler.h"
-#include "scheduler/scheduler.h"
 
 namespace metaps::launch {
 namespace {
@@ -249,6 +249,11 @@ int RunJob(const RunFlags& f) {
             << (dataset->bad.bad ? ", " + std::to_string(dataset->bad.bad) + " malformed lines skipped" : "") << "\n"
             << "  " << servers << " servers, " << workers << " workers, " << rounds << " rounds, algo "
             << worker::AlgoName(job->meta.algo) << "\n";
+  // The supervisor needs none of the data: its memory goes back before the workers load theirs
+  // (MovieLens 25M: ~2.6 GB).
+  dataset = Status(FailedPrecondition("released"));
+  split = Status(FailedPrecondition("released"));
+  malloc_trim(0);
   // A fresh run: every worker starts at round 0, every shard from its (new) data directory.
   LaunchPlan plan;
   plan.start_round.assign(workers, 0);

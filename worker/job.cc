@@ -122,18 +122,11 @@ Task MakeTask(const data::Dataset& dataset, uint64_t user, std::span<const uint3
   return t;
 }
 
-std::vector<Event> PartitionEvents(const data::Dataset& dataset, const data::Split& split, int worker, int workers) {
-  std::vector<Event> out;
+std::vector<size_t> PartitionEvents(const data::Split& split, int worker, int workers) {
+  std::vector<size_t> out;
   for (size_t u = 0; u < split.train.size(); ++u) {
     if (static_cast<int>(u % workers) != worker) continue;
-    for (uint32_t e : split.train[u].events) {
-      Event ev;
-      ev.user = split.train[u].user;
-      ev.timestamp = dataset.timestamp(e);
-      ev.label = dataset.label(e);
-      ev.fields = dataset.FieldBags(e);
-      out.push_back(std::move(ev));
-    }
+    out.insert(out.end(), split.train[u].events.begin(), split.train[u].events.end());
   }
   return out;
 }

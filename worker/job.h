@@ -46,9 +46,9 @@ Result<std::string> TablesToml(const Config& root, const JobModel& job);
 Task MakeTask(const data::Dataset& dataset, uint64_t user, std::span<const uint32_t> support,
               std::span<const uint32_t> query);
 
-// Events of the train users whose position in `split.train` is w (mod workers): worker w's
-// partition, in the engine's event form.
-std::vector<Event> PartitionEvents(const data::Dataset& dataset, const data::Split& split, int worker,
-                                          int workers);
+// The events (indices into the dataset, user by user) of the train users whose position in
+// `split.train` is w (mod workers): worker w's partition. TaskSampler::Create(options, dataset,
+// events) reads them from the dataset in place, so a worker holds no second copy of its events.
+std::vector<size_t> PartitionEvents(const data::Split& split, int worker, int workers);
 
 }  // namespace metaps::worker

@@ -110,20 +110,28 @@ TEST(JobModelTest, PartitionEventsDealsTrainUsersRoundRobin) {
     }
     split.train.push_back(u);
   }
-  std::multiset<uint64_t> seen;
-  for (int w = 0; w < 2; ++w) {
-    for (const Event& ev : PartitionEvents(d, split, w, 2)) {
-      // Users 5 and 9 (positions 0 and 2) go to worker 0, user 7 to worker 1.
-      EXPECT_EQ(ev.user == 7 ? 1 : 0, w) << ev.user;
-      EXPECT_EQ(ev.label, static_cast<float>(ev.user));
-      ASSERT_EQ(ev.fields.size(), 2u);
-      EXPECT_EQ(ev.fields[0], (std::vector<Key>{ev.user}));
-      ASSERT_EQ(ev.fields[1].size(), 2u);
-      EXPECT_EQ(ev.fields[1][1], ev.fields[1][0] + 1000);
-      seen.insert(ev.user);
-    }
+  // Users 5 and 9 (positions 0 and 2) go to worker 0, user 7 to worker 1, each with all its events
+  // in order.
+  EXPECT_EQ(PartitionEvents(split, 0, 2), (std::vector<size_t>{0, 1, 4, 5}));
+  EXPECT_EQ(PartitionEvents(split, 1, 2), (std::vector<size_t>{2, 3}));
+  EXPECT_TRUE(PartitionEvents(split, 3, 4).empty());
+
+  // The sampler reads a partition from the dataset in place: worker 0's tasks are users 5 and 9,
+  // their rows the events' own keys and labels.
+  SamplerOptions options;
+  options.support_size = 1;
+  options.query_size = 1;
+  options.window = TaskWindow::kFirst;
+  const std::vector<size_t> mine = PartitionEvents(split, 0, 2);
+  auto sampler = TaskSampler::Create(options, d, mine);
+  ASSERT_TRUE(sampler.ok()) << sampler.status();
+  ASSERT_EQ(sampler->tasks().size(), 2u);
+  for (const Task& t : sampler->tasks()) {
+    EXPECT_TRUE(t.user == 5 || t.user == 9) << t.user;
+    ASSERT_EQ(t.rows(), 2);
+    EXPECT_EQ(t.labels, (std::vector<float>{static_cast<float>(t.user), static_cast<float>(t.user)}));
+    EXPECT_EQ(t.keys[0], static_cast<Key>(t.user));  // row 0, field 0: the user's own key
   }
-  EXPECT_EQ(seen, (std::multiset<uint64_t>{5, 5, 7, 7, 9, 9}));
 }
 
 }  // namespace
