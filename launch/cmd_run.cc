@@ -23,9 +23,10 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "common/files.h"
 #include "common/http_server.h"
@@ -33,12 +34,12 @@
 #include "common/zmq_transport.h"
 #include "launch/cli.h"
 #include "launch/job_config.h"
-#include "scheduler/scheduler.h"
 #include "worker/data/datagen.h"
 #include "worker/data/readers.h"
 #include "worker/data/split.h"
 #include "worker/job.h"
 #include "worker/task_sampler.h"
+#include "scheduler/scheduler.h"
 
 namespace metaps::launch {
 namespace {
