@@ -54,6 +54,7 @@ struct RunFlags {
   std::string resume;
   int max_restarts = 3;
   bool quiet = false;
+  bool check = false;  // validate config, data and model, print the plan, start nothing
 };
 
 // A supervised process: how to start it again, and how often it was.
@@ -177,7 +178,22 @@ int RunJob(const RunFlags& f) {
   const std::string job_id = sched->scheduler.job_id;
 
   fs::path run_dir = f.run_dir.empty() ? fs::path("runs") / (job_id + "-" + Timestamp()) : fs::path(f.run_dir);
+  if (f.check) {
+    // A check leaves nothing behind: the files a launch would write (a datagen set included) go
+    // to a scratch directory that is removed on return.
+    std::string scratch = (fs::temp_directory_path() / "metaps-check-XXXXXX").string();
+    if (mkdtemp(scratch.data()) == nullptr)
+      return Fail("cannot create a scratch directory in " + fs::temp_directory_path().string());
+    run_dir = scratch;
+  }
   run_dir = fs::absolute(run_dir);
+  struct RemoveOnReturn {
+    fs::path dir;
+    ~RemoveOnReturn() {
+      std::error_code ignored;
+      if (!dir.empty()) fs::remove_all(dir, ignored);
+    }
+  } scratch_dir{f.check ? run_dir : fs::path()};
   std::error_code ec;
   fs::create_directories(run_dir / "logs", ec);
   if (ec) return Fail("cannot create " + run_dir.string() + ": " + ec.message());
@@ -244,12 +260,26 @@ int RunJob(const RunFlags& f) {
   if (!token.ok()) return Fail(token.status().message());
   std::string token_file = (run_dir / "token").string();
   if (Status w = WriteFileWithMode(token_file, *token + "\n", 0600); !w.ok()) return Fail(w.message());
-  std::cout << "metaps run: job '" << job_id << "' in " << run_dir.string() << "\n"
+  std::cout << "metaps run: job '" << job_id << "'" << (f.check ? " (--check)" : " in " + run_dir.string())
+            << "\n"
             << "  data: " << dataset->size() << " events, " << split->train.size() << " train / "
             << split->validation.size() << " validation / " << split->test.size() << " test users"
-            << (dataset->bad.bad ? ", " + std::to_string(dataset->bad.bad) + " malformed lines skipped" : "") << "\n"
+            << (dataset->bad.bad ? ", " + std::to_string(dataset->bad.bad) + " malformed lines skipped" : "")
+            << "\n"
             << "  " << servers << " servers, " << workers << " workers, " << rounds << " rounds, algo "
             << worker::AlgoName(job->meta.algo) << "\n";
+  if (f.check) {
+    std::ostringstream mlp;
+    for (int w : job->model.widths()) mlp << (mlp.tellp() > 0 ? "-" : "") << w;
+    std::cout << "  model: " << job->model.num_fields() << " fields, MLP " << mlp.str() << " ("
+              << job->model.num_params() << " weights), tables:";
+    for (const auto& [name, dim] : job->sparse_tables)
+      std::cout << " " << name << " (sparse, dim " << dim << ")";
+    for (const auto& [name, size] : job->dense_tensors)
+      std::cout << " " << name << " (dense, " << size << ")";
+    std::cout << "\ncheck: the config, the data and the model are valid; nothing was started\n";
+    return 0;
+  }
   // The supervisor needs none of the data: its memory goes back before the workers load theirs
   // (MovieLens 25M: ~2.6 GB).
   dataset = Status(FailedPrecondition("released"));
@@ -517,9 +547,15 @@ void RegisterRunCommand(CLI::App& app, Action* action) {
   cmd->add_option("--set", f->overrides, "Override any config key, e.g. --set data.dir=/path (repeatable)");
   cmd->add_option("--run-dir", f->run_dir, "Run directory (default runs/<job.id>-<time>)");
   cmd->add_flag("--quiet", f->quiet, "No live progress line");
+  cmd->add_flag("--check", f->check,
+                "Check the config, the data and the model, print the plan, and start nothing (exit 2 naming "
+                "what is wrong)");
   cmd->callback([f, action, config] {
     *action = [f, config] {
-      if (!f->resume.empty()) return ResumeJob(*f);
+      if (!f->resume.empty()) {
+        if (f->check) return Fail("--check is for a new job, not with --resume"), 2;
+        return ResumeJob(*f);
+      }
       if (config->count() == 0) return Fail("give a job config, or --resume RUN_DIR"), 2;
       return RunJob(*f);
     };

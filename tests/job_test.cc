@@ -133,6 +133,22 @@ TEST(JobTest, ABadConfigKeyIsNamedAndNothingStarts) {
   ExpectRefusedBeforeStart("job-badkey", "meta.inner_stpes", "3", "scheduler.log");
 }
 
+// `metaps run --check` validates everything a launch would (config, data, split, model, tables)
+// and prints the plan, but starts no process and leaves no run directory behind.
+TEST(JobTest, CheckPrintsThePlanAndStartsNothing) {
+  ScratchDir dir("job-check");
+  RunResult ok = RunJob(dir / "run", {"--check", "--set", "datagen.users=300"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_NE(ok.output.find("train /"), std::string::npos) << ok.output;
+  EXPECT_NE(ok.output.find("model: 7 fields, MLP 56-"), std::string::npos) << ok.output;
+  EXPECT_NE(ok.output.find("nothing was started"), std::string::npos) << ok.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "run")) << "a check wrote a run directory";
+  RunResult bad = RunJob(dir / "run", {"--check", "--set", "meta.inner_stpes=3"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("meta.inner_stpes"), std::string::npos) << bad.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "run"));
+}
+
 TEST(JobTest, ABadServerSettingIsNamedAndNothingStarts) {
   ExpectRefusedBeforeStart("job-badserver", "server.writeback_nice", "40", "server-0.log");
   // true, false or "auto" only.
