@@ -147,6 +147,14 @@ TEST(JobTest, CheckPrintsThePlanAndStartsNothing) {
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
   EXPECT_NE(bad.output.find("meta.inner_stpes"), std::string::npos) << bad.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "run"));
+  // A --run-dir that exists is neither written to nor removed.
+  const std::filesystem::path existing = dir / "existing";
+  std::filesystem::create_directories(existing);
+  std::ofstream(existing / "mine.txt") << "keep me\n";
+  RunResult again = RunJob(existing.string(), {"--check", "--set", "datagen.users=300"});
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(ServerProcess::ReadFile((existing / "mine.txt").string()), "keep me\n");
+  EXPECT_FALSE(std::filesystem::exists(existing / "logs"));
 }
 
 TEST(JobTest, ABadServerSettingIsNamedAndNothingStarts) {
