@@ -115,6 +115,9 @@ TEST(JobModelTest, PartitionEventsDealsTrainUsersRoundRobin) {
   EXPECT_EQ(PartitionEvents(split, 0, 2), (std::vector<size_t>{0, 1, 4, 5}));
   EXPECT_EQ(PartitionEvents(split, 1, 2), (std::vector<size_t>{2, 3}));
   EXPECT_TRUE(PartitionEvents(split, 3, 4).empty());
+  // An empty partition is no events, not the whole dataset.
+  EXPECT_EQ(TaskSampler::Create(SamplerOptions{}, d, PartitionEvents(split, 3, 4)).status().code(),
+            StatusCode::kFailedPrecondition);
 
   // The sampler reads a partition from the dataset in place: worker 0's tasks are users 5 and 9,
   // their rows the events' own keys and labels.

@@ -85,11 +85,9 @@ Status WorkerNode::Run() {
   METAPS_ASSIGN_OR_RETURN(Config tasks_cfg, config_.GetTable("tasks"));
   METAPS_ASSIGN_OR_RETURN(SamplerOptions sampler_options, SamplerOptions::FromConfig(tasks_cfg));
   sampler_options.seed += static_cast<uint64_t>(w) * 7919;  // each worker its own task order
-  const std::vector<size_t> mine = PartitionEvents(split, w, options_.num_workers);
-  // (An empty span would mean every event of the dataset: an empty partition is refused as such.)
-  METAPS_ASSIGN_OR_RETURN(TaskSampler sampler,
-                          mine.empty() ? TaskSampler::Create(sampler_options, job.model.num_fields(), {})
-                                       : TaskSampler::Create(sampler_options, dataset, mine));
+  METAPS_ASSIGN_OR_RETURN(
+      TaskSampler sampler,
+      TaskSampler::Create(sampler_options, dataset, PartitionEvents(split, w, options_.num_workers)));
   log->info("worker {}: {} events, {} train users ({} tasks here), {} validation, {} test users", w, dataset.size(),
             split.train.size(), sampler.tasks().size(), split.validation.size(), split.test.size());
   METAPS_ASSIGN_OR_RETURN(Config train_cfg, config_.GetTable("train"));

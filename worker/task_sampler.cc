@@ -112,22 +112,33 @@ Result<TaskSampler> TaskSampler::Create(const SamplerOptions& options, int field
   return Build(options, fields, events.size(), Source{events});
 }
 
+namespace {
+
+// Events of a Dataset for TaskSampler::Build: event i is pick[i], or i itself without a pick.
+struct DatasetSource {
+  const data::Dataset& d;
+  const size_t* pick;  // null: every event
+  size_t at(size_t i) const { return pick == nullptr ? i : pick[i]; }
+  uint64_t user(size_t i) const { return d.user(at(i)); }
+  int64_t timestamp(size_t i) const { return d.timestamp(at(i)); }
+  float label(size_t i) const { return d.label(at(i)); }
+  std::span<const Key> bag(size_t i, int f) const { return d.keys(at(i), f); }
+};
+
+}  // namespace
+
+Result<TaskSampler> TaskSampler::Create(const SamplerOptions& options, const data::Dataset& dataset) {
+  return Build(options, static_cast<int>(dataset.num_fields()), dataset.size(),
+               DatasetSource{dataset, nullptr});
+}
+
 Result<TaskSampler> TaskSampler::Create(const SamplerOptions& options, const data::Dataset& dataset,
                                         std::span<const size_t> events) {
   for (size_t e : events) {
     if (e >= dataset.size()) return OutOfRange("event index " + std::to_string(e) + " outside the dataset");
   }
-  struct Source {
-    const data::Dataset& d;
-    std::span<const size_t> pick;
-    size_t at(size_t i) const { return pick.empty() ? i : pick[i]; }
-    uint64_t user(size_t i) const { return d.user(at(i)); }
-    int64_t timestamp(size_t i) const { return d.timestamp(at(i)); }
-    float label(size_t i) const { return d.label(at(i)); }
-    std::span<const Key> bag(size_t i, int f) const { return d.keys(at(i), f); }
-  };
-  const size_t n = events.empty() ? dataset.size() : events.size();
-  return Build(options, static_cast<int>(dataset.num_fields()), n, Source{dataset, events});
+  return Build(options, static_cast<int>(dataset.num_fields()), events.size(),
+               DatasetSource{dataset, events.data()});
 }
 
 TaskSampler::TaskSampler(SamplerOptions options, std::vector<Task> tasks, int64_t skipped)

@@ -54,10 +54,11 @@ class TaskSampler {
   // Groups `events` by user. Every event must have `fields` bags. FailedPrecondition when no user
   // has enough events.
   static Result<TaskSampler> Create(const SamplerOptions& options, int fields, std::vector<Event> events);
-  // The same from a data layer Dataset (fields in schema order): all its events, or only `events`
-  // (indices, e.g. a split's training users) when not empty.
+  // The same from a data layer Dataset (fields in schema order), read in place: all its events,
+  // or exactly `events` (indices, e.g. a worker's partition; none when empty).
+  static Result<TaskSampler> Create(const SamplerOptions& options, const data::Dataset& dataset);
   static Result<TaskSampler> Create(const SamplerOptions& options, const data::Dataset& dataset,
-                                    std::span<const size_t> events = {});
+                                    std::span<const size_t> events);
 
   // Tasks in order of first appearance of their user. With kFirst each is the task itself; with
   // kRandom each holds the user's whole ordered history (labels.size() events; rows() is the window's
