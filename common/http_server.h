@@ -1,11 +1,23 @@
-// HttpServer: a small HTTP/1.1 server (Boost.Beast over Boost.Asio) for status and metrics.
+// HttpServer: a small HTTP/1.1 server (Boost.Beast over Boost.Asio) for status, metrics and
+// small uploads.
 //
-// GET requests are answered by a handler (path -> content type and body); anything else gets 405.
+// Built with a Handler, it serves GET only: the handler maps a path to content type and body, and
+// any other method gets 405. Built with a RequestHandler, every request (any method, with its body)
+// reaches the handler, which decides the answer (404, 405, ...). Either way one request is served
+// per connection: the response says "Connection: close" and the server then closes it.
+// With a RequestHandler, a request the server cannot parse gets 400, one whose body is bigger than
+// HttpServerOptions::max_body_bytes gets 413 (a client that sends "Expect: 100-continue" gets it
+// before sending the body) and one with a header over 8 KiB gets 431; the connection is then
+// closed and the server goes on serving. (The GET-only server closes such connections unanswered.)
+// A handler that throws gets the client a 500.
+//
 // One background thread runs the Asio io_context; the handler is called on that thread, so it
-// must be thread-safe with respect to the owner's state (owners hand it a mutex-guarded snapshot).
+// must be thread-safe with respect to the owner's state (owners hand it a mutex-guarded snapshot)
+// and should return promptly: requests are answered one at a time.
 // Binds to loopback unless told otherwise.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
@@ -21,11 +33,28 @@ struct HttpResponse {
   std::string body;
 };
 
+struct HttpRequest {
+  std::string method;        // "GET", "POST", ... as sent
+  std::string target;        // path with query string as sent
+  std::string content_type;  // empty when the request has none
+  std::string body;
+};
+
+using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+struct HttpServerOptions {
+  // A request whose body is bigger gets 413. Default: 8 MiB.
+  size_t max_body_bytes = 8u << 20;
+};
+
 class HttpServer {
  public:
   using Handler = std::function<HttpResponse(const std::string& path)>;
 
+  // GET only: `handler` gets the target (path and query string) of each GET request.
   explicit HttpServer(Handler handler);
+  // Every request reaches `handler`. Two arguments, so that a lambda never matches both constructors.
+  HttpServer(RequestHandler handler, HttpServerOptions options);
   ~HttpServer();  // stops and joins
 
   // Starts listening on address:port (port 0 picks a free one) and serving in the background.
@@ -39,5 +68,15 @@ class HttpServer {
 
 // A blocking GET for tools and tests: returns the body of http://host:port/path.
 Result<std::string> HttpGet(const std::string& host, int port, const std::string& path, int timeout_ms = 5000);
+
+// A blocking request for tools and tests: sends `method` `path` (with `body` and, when the body is
+// not empty, `content_type`) to host:port and returns the response whatever its status, with its
+// content type ("" when none) and body. The whole exchange must finish within `timeout_ms`.
+// Errors: InvalidArgument for a method that is not an HTTP token or a path or content type with
+// spaces or control characters; DeadlineExceeded on timeout; Unavailable when the server cannot be
+// reached or its answer is not HTTP.
+Result<HttpResponse> HttpCall(const std::string& host, int port, const std::string& method,
+                              const std::string& path, const std::string& body = "",
+                              const std::string& content_type = "application/json", int timeout_ms = 5000);
 
 }  // namespace metaps

@@ -1,9 +1,78 @@
 #include "common/http_server.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
 
 namespace metaps {
 namespace {
+
+// A server whose handler echoes what it got as "METHOD TARGET CONTENT-TYPE\nBODY" and counts calls.
+class EchoServer {
+ public:
+  explicit EchoServer(size_t max_body_bytes = 8u << 20)
+      : server_(
+            [this](const HttpRequest& r) {
+              calls_.fetch_add(1);
+              if (r.target == "/missing") return HttpResponse{404, "text/plain", "no such page\n"};
+              if (r.target == "/throw") throw std::runtime_error("boom");
+              return HttpResponse{200, "application/octet-stream",
+                                  r.method + " " + r.target + " " + r.content_type + "\n" + r.body};
+            },
+            HttpServerOptions{max_body_bytes}) {}
+  int Start() {
+    auto port = server_.Start("127.0.0.1", 0);
+    EXPECT_TRUE(port.ok()) << port.status();
+    return port.ok() ? *port : 0;
+  }
+  int calls() const { return calls_.load(); }
+
+ private:
+  std::atomic<int> calls_{0};
+  HttpServer server_;
+};
+
+// A raw loopback TCP connection, for bytes HttpCall would never send.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    timeval tv{5, 0};  // a server that never answers fails the test instead of hanging it
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~RawConnection() { close(fd_); }
+  bool connected() const { return connected_; }
+  bool Send(std::string_view bytes) {
+    return send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) == ssize_t(bytes.size());
+  }
+  void ShutdownSend() { shutdown(fd_, SHUT_WR); }
+  // Reads until `until` has arrived (or, when empty, until the server closes).
+  std::string Receive(std::string_view until = "") {
+    std::string got;
+    char buf[4096];
+    while (until.empty() || got.find(until) == std::string::npos) {
+      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    return got;
+  }
+
+ private:
+  int fd_;
+  bool connected_ = false;
+};
 
 TEST(HttpServerTest, ServesTheHandlersAnswerOnLoopback) {
   HttpServer server([](const std::string& path) {
@@ -20,6 +89,200 @@ TEST(HttpServerTest, ServesTheHandlersAnswerOnLoopback) {
   EXPECT_NE(missing.status().message().find("404"), std::string::npos);
   server.Stop();
   EXPECT_FALSE(HttpGet("127.0.0.1", *port, "/status", 500).ok());
+}
+
+TEST(HttpServerTest, GetOnlyServerAnswersOtherMethodsWith405) {
+  std::string seen;
+  HttpServer server([&seen](const std::string& path) {
+    seen = path;
+    return HttpResponse{200, "text/plain", "got " + path};
+  });
+  auto port = server.Start("127.0.0.1", 0);
+  ASSERT_TRUE(port.ok()) << port.status();
+  auto get = HttpCall("127.0.0.1", *port, "GET", "/status?verbose=1");
+  ASSERT_TRUE(get.ok()) << get.status();
+  EXPECT_EQ(get->status, 200);
+  EXPECT_EQ(get->content_type, "text/plain");
+  EXPECT_EQ(get->body, "got /status?verbose=1");
+  seen.clear();
+  auto post = HttpCall("127.0.0.1", *port, "POST", "/status", "{}");
+  ASSERT_TRUE(post.ok()) << post.status();
+  EXPECT_EQ(post->status, 405);
+  EXPECT_EQ(seen, "");  // the handler never saw it
+}
+
+TEST(HttpServerTest, EveryMethodAndItsBodyReachTheRequestHandler) {
+  EchoServer server;
+  const int port = server.Start();
+  auto post = HttpCall("127.0.0.1", port, "POST", "/rows?table=emb", "{\"k\":1}");
+  ASSERT_TRUE(post.ok()) << post.status();
+  EXPECT_EQ(post->status, 200);
+  EXPECT_EQ(post->content_type, "application/octet-stream");
+  EXPECT_EQ(post->body, "POST /rows?table=emb application/json\n{\"k\":1}");
+  // Binary bodies (zero bytes included) of a few MiB arrive intact.
+  std::string blob(3u << 20, '\0');
+  for (size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>(i * 7919 >> 3);
+  auto put = HttpCall("127.0.0.1", port, "PUT", "/blob", blob, "application/octet-stream");
+  ASSERT_TRUE(put.ok()) << put.status();
+  EXPECT_EQ(put->body, "PUT /blob application/octet-stream\n" + blob);
+  // The handler decides about paths and methods; its status comes back as is, not as an error.
+  auto missing = HttpCall("127.0.0.1", port, "DELETE", "/missing");
+  ASSERT_TRUE(missing.ok()) << missing.status();
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(missing->body, "no such page\n");
+  // A GET without a body has no content type; HEAD gets no body.
+  auto get = HttpCall("127.0.0.1", port, "GET", "/x");
+  ASSERT_TRUE(get.ok()) << get.status();
+  EXPECT_EQ(get->body, "GET /x \n");
+  auto head = HttpCall("127.0.0.1", port, "HEAD", "/x");
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->body, "");
+  EXPECT_EQ(server.calls(), 5);
+}
+
+TEST(HttpServerTest, BodyOverTheLimitGets413AndTheServerGoesOn) {
+  EchoServer server(/*max_body_bytes=*/1000);
+  const int port = server.Start();
+  auto at_limit = HttpCall("127.0.0.1", port, "POST", "/p", std::string(1000, 'a'), "text/plain");
+  ASSERT_TRUE(at_limit.ok()) << at_limit.status();
+  EXPECT_EQ(at_limit->status, 200);
+  auto over = HttpCall("127.0.0.1", port, "POST", "/p", std::string(1001, 'a'), "text/plain");
+  ASSERT_TRUE(over.ok()) << over.status();
+  EXPECT_EQ(over->status, 413);
+  // Far over: more than the socket buffers hold, so the server must read past the refusal for the
+  // client to see the 413 rather than a reset connection.
+  auto far_over = HttpCall("127.0.0.1", port, "POST", "/p", std::string(16u << 20, 'b'), "text/plain");
+  ASSERT_TRUE(far_over.ok()) << far_over.status();
+  EXPECT_EQ(far_over->status, 413);
+  // A client that sends the whole request before reading (as most do) still gets the 413: the
+  // server reads and discards the rest instead of resetting the connection.
+  {
+    RawConnection c(port);
+    ASSERT_TRUE(c.connected());
+    const size_t n = 16u << 20;
+    ASSERT_TRUE(c.Send("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(n) + "\r\n\r\n" +
+                       std::string(n, 'c')));
+    c.ShutdownSend();
+    EXPECT_EQ(c.Receive().substr(0, 12), "HTTP/1.1 413");
+  }
+  EXPECT_EQ(server.calls(), 1);  // refused bodies never reach the handler
+  auto next = HttpCall("127.0.0.1", port, "POST", "/p", "small", "text/plain");
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->status, 200);
+  EXPECT_EQ(next->body, "POST /p text/plain\nsmall");
+}
+
+TEST(HttpServerTest, ChunkedBodyOverTheLimitGets413) {
+  EchoServer server(/*max_body_bytes=*/10);
+  const int port = server.Start();
+  RawConnection c(port);
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(
+      c.Send("POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "8\r\n01234567\r\n8\r\n89abcdef\r\n0\r\n\r\n"));
+  c.ShutdownSend();
+  EXPECT_EQ(c.Receive().substr(0, 12), "HTTP/1.1 413");
+  EXPECT_EQ(server.calls(), 0);
+}
+
+TEST(HttpServerTest, GarbageGets400AndTheServerGoesOn) {
+  EchoServer server;
+  const int port = server.Start();
+  {
+    RawConnection c(port);
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.Send("\x01\x02\xff not http at all\r\n\r\n"));
+    c.ShutdownSend();
+    const std::string answer = c.Receive();
+    EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 400") << answer;
+    EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
+  }
+  {
+    RawConnection c(port);  // a request line with no version
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.Send("GET /x\r\n\r\n"));
+    c.ShutdownSend();
+    EXPECT_EQ(c.Receive().substr(0, 12), "HTTP/1.1 400");
+  }
+  { RawConnection silent(port); }  // connects and leaves without a byte
+  auto next = HttpCall("127.0.0.1", port, "POST", "/after", "ok", "text/plain");
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->status, 200);
+  EXPECT_EQ(next->body, "POST /after text/plain\nok");
+  EXPECT_EQ(server.calls(), 1);
+}
+
+TEST(HttpServerTest, Expect100ContinueIsAnsweredBeforeTheBody) {
+  EchoServer server(/*max_body_bytes=*/100);
+  const int port = server.Start();
+  {
+    RawConnection c(port);
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(
+        c.Send("POST /e HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+               "Expect: 100-continue\r\n\r\n"));
+    EXPECT_EQ(c.Receive("\r\n\r\n"), "HTTP/1.1 100 Continue\r\n\r\n");
+    ASSERT_TRUE(c.Send("hello"));
+    const std::string answer = c.Receive();
+    EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 200") << answer;
+    EXPECT_NE(answer.find("POST /e text/plain\nhello"), std::string::npos) << answer;
+  }
+  {
+    RawConnection c(port);  // too big: refused without the body being sent
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.Send("POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\nExpect: 100-continue\r\n\r\n"));
+    c.ShutdownSend();
+    EXPECT_EQ(c.Receive().substr(0, 12), "HTTP/1.1 413");
+  }
+  EXPECT_EQ(server.calls(), 1);
+}
+
+TEST(HttpServerTest, HandlerThatThrowsGets500) {
+  EchoServer server;
+  const int port = server.Start();
+  auto r = HttpCall("127.0.0.1", port, "POST", "/throw", "x");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 500);
+  EXPECT_NE(r->body.find("boom"), std::string::npos);
+  auto next = HttpCall("127.0.0.1", port, "GET", "/ok");
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->status, 200);
+}
+
+TEST(HttpCallTest, RefusesBadRequestsAndReportsUnreachableAndSilentServers) {
+  EXPECT_EQ(HttpCall("127.0.0.1", 1, "BAD METHOD", "/").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(HttpCall("127.0.0.1", 1, "", "/").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(HttpCall("127.0.0.1", 1, "GET", "/a b").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(HttpCall("127.0.0.1", 1, "GET", "").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(HttpCall("127.0.0.1", 1, "POST", "/", "x", "text/plain\r\nX-Injected: 1").status().code(),
+            StatusCode::kInvalidArgument);
+
+  // A port nobody listens on: pick one by binding and closing.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+  close(fd);
+  EXPECT_EQ(HttpCall("127.0.0.1", port, "GET", "/").status().code(), StatusCode::kUnavailable);
+
+  // A listener that accepts (the kernel does) and never answers: the deadline holds.
+  fd = socket(AF_INET, SOCK_STREAM, 0);
+  addr.sin_port = 0;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 4), 0);
+  len = sizeof(addr);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const auto start = std::chrono::steady_clock::now();
+  auto silent = HttpCall("127.0.0.1", ntohs(addr.sin_port), "POST", "/", "x", "text/plain", 300);
+  const auto took = std::chrono::steady_clock::now() - start;
+  close(fd);
+  EXPECT_EQ(silent.status().code(), StatusCode::kDeadlineExceeded) << silent.status();
+  EXPECT_LT(took, std::chrono::seconds(3));
 }
 
 }  // namespace
