@@ -345,6 +345,28 @@ Result<std::unique_ptr<SortedWriter>> RocksDbStorage::NewSortedWriter(StorageSpa
   return std::unique_ptr<SortedWriter>(std::move(w));
 }
 
+Status RocksDbStorage::IngestFiles(StorageSpace space, const std::vector<std::string>& paths) {
+  METAPS_RETURN_IF_ERROR(impl_->CheckSpace(space));
+  if (impl_->ingest_dir.empty()) return FailedPrecondition("rocksdb storage is read-only");
+  for (const auto& path : paths) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) return NotFound("rocksdb ingest: no file " + path);
+  }
+  rocksdb::IngestExternalFileOptions o;
+  o.move_files = false;  // copied: the caller's files stay as they are
+  // The sequence number goes into the MANIFEST only, not into the copied file's footer.
+  o.write_global_seqno = false;
+  o.verify_checksums_before_ingest = true;  // a damaged file is refused, not found later by a read
+  for (const auto& path : paths) {
+    // One file per call: each call's file gets a sequence number above everything before it, so
+    // later files win by construction. (RocksDB 7.8 also orders one call's overlapping files by
+    // their place in the list, but its documentation does not promise that.)
+    METAPS_RETURN_IF_ERROR(
+        FromRocks(impl_->db->IngestExternalFile(impl_->handles[space], {path}, o), "ingesting " + path));
+  }
+  return Status::Ok();
+}
+
 Status RocksDbStorage::Scan(StorageSpace space, std::string_view begin, std::string_view end,
                             const std::function<bool(std::string_view, std::string_view)>& f) {
   METAPS_RETURN_IF_ERROR(impl_->CheckSpace(space));

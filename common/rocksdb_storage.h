@@ -53,6 +53,16 @@ class RocksDbStorage final : public Storage {
   Status Checkpoint(const std::string& dir) override;
   Status Close() override;
 
+  // Adds the entries of the SST files at `paths` (e.g. written by metaps::SstFileWriter) to `space`,
+  // in order: a key in a later file, or in a later call, replaces the same key from earlier ones, and
+  // a later Write replaces them in turn. Each file is copied into the database (its blocks verified
+  // first) and never moved or modified; one ingestion per file, so overlapping files are fine.
+  // Durable once it returns OK, as a committed sorted run. An empty list changes nothing.
+  // Errors: FailedPrecondition when read-only or closed; NotFound naming the first missing path
+  // (checked before anything is ingested); DataLoss for a file that is not a valid SST. A failure
+  // part-way leaves the files before the failing one ingested.
+  Status IngestFiles(StorageSpace space, const std::vector<std::string>& paths);
+
   const std::string& dir() const { return dir_; }
 
   struct Impl;

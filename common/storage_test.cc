@@ -9,8 +9,10 @@
 #include <fstream>
 #include <map>
 
+#include "common/files.h"
 #include "common/memory_storage.h"
 #include "common/rocksdb_storage.h"
+#include "common/sst_file.h"
 
 namespace metaps {
 namespace {
@@ -253,6 +255,104 @@ TEST(RocksDbStorageTest, CommittedRunsSurviveReopenAndAbandonedOnesLeaveNoFiles)
   ASSERT_TRUE((*s)->Scan(rows, "", "", [&](std::string_view, std::string_view) { return ++n > 0; }).ok());
   EXPECT_EQ(n, 1000u);
   s = Status(StatusCode::kCancelled, "close");
+  fs::remove_all(dir);
+}
+
+TEST(RocksDbStorageTest, IngestedFilesApplyInOrderAndSurviveReopen) {
+  const std::string dir = TempPath("ingest");
+  const std::string files = TempPath("files");
+  fs::create_directories(files);
+  // Writes an SST file of keys [from, to) with values "<tag><i>".
+  auto write_file = [&](const std::string& name, int from, int to, const std::string& tag) {
+    const std::string path = files + "/" + name;
+    auto w = SstFileWriter::Create(path);
+    EXPECT_TRUE(w.ok()) << w.status();
+    for (int i = from; i < to; ++i) {
+      char key[8];
+      std::snprintf(key, sizeof(key), "r%05d", i);
+      EXPECT_TRUE((*w)->Add(key, tag + std::to_string(i)).ok());
+    }
+    EXPECT_TRUE((*w)->Finish().ok());
+    return path;
+  };
+  const std::string first = write_file("first.sst", 0, 600, "first");        // r00000..r00599
+  const std::string second = write_file("second.sst", 400, 1000, "second");  // overlaps r00400..r00599
+  const std::string third = write_file("third.sst", 500, 550, "third");
+  const auto first_size = fs::file_size(first);
+  std::string first_bytes;
+  ASSERT_TRUE(ReadFileInto(first, &first_bytes).ok());
+  {
+    auto s = RocksDbStorage::Open(dir, RocksDbOptions{});
+    ASSERT_TRUE(s.ok()) << s.status();
+    const StorageSpace rows = *(*s)->FindSpace("rows");
+    const StorageSpace meta = *(*s)->FindSpace("meta");
+    StorageBatch b;
+    b.Put(rows, "r00000", "written before");
+    b.Put(rows, "r99999", "kept");
+    ASSERT_TRUE((*s)->Write(b, false).ok());
+    ASSERT_TRUE((*s)->IngestFiles(rows, {first, second}).ok());
+    // A later call wins over earlier ones, and a Write after it wins over both.
+    ASSERT_TRUE((*s)->IngestFiles(rows, {third}).ok());
+    ASSERT_TRUE((*s)->IngestFiles(rows, {}).ok());
+    b.Clear();
+    b.Put(rows, "r00999", "written after");
+    ASSERT_TRUE((*s)->Write(b, false).ok());
+    std::string v;
+    ASSERT_TRUE((*s)->Get(rows, "r00000", &v).ok());
+    EXPECT_EQ(v, "first0");
+    ASSERT_TRUE((*s)->Get(rows, "r00450", &v).ok());
+    EXPECT_EQ(v, "second450");
+    ASSERT_TRUE((*s)->Get(rows, "r00520", &v).ok());
+    EXPECT_EQ(v, "third520");
+    EXPECT_EQ((*s)->Get(meta, "r00520", &v).code(), StatusCode::kNotFound);  // only the given space
+    // The files were copied, not moved or changed.
+    ASSERT_TRUE(fs::exists(first) && fs::exists(second) && fs::exists(third));
+    EXPECT_EQ(fs::file_size(first), first_size);
+    std::string now;
+    ASSERT_TRUE(ReadFileInto(first, &now).ok());
+    EXPECT_TRUE(now == first_bytes);
+    // Errors: a missing file (nothing ingested, even from the good file before it), a non-SST file.
+    const std::string fourth = write_file("fourth.sst", 2000, 2001, "fourth");
+    Status missing = (*s)->IngestFiles(rows, {fourth, files + "/nope.sst"});
+    EXPECT_EQ(missing.code(), StatusCode::kNotFound) << missing;
+    EXPECT_EQ((*s)->Get(rows, "r02000", &v).code(), StatusCode::kNotFound);
+    { std::ofstream(files + "/junk.sst") << std::string(5000, 'j'); }
+    EXPECT_EQ((*s)->IngestFiles(rows, {files + "/junk.sst"}).code(), StatusCode::kDataLoss);
+    EXPECT_EQ((*s)->IngestFiles(99, {first}).code(), StatusCode::kInvalidArgument);
+  }
+  auto check = [&](RocksDbStorage* s) {
+    const StorageSpace rows = *s->FindSpace("rows");
+    std::map<std::string, std::string> all;
+    ASSERT_TRUE(s->Scan(rows, "", "", [&](std::string_view k, std::string_view v) {
+                   all.emplace(k, v);
+                   return true;
+                 }).ok());
+    ASSERT_EQ(all.size(), 1001u);
+    EXPECT_EQ(all["r00000"], "first0");
+    EXPECT_EQ(all["r00399"], "first399");
+    EXPECT_EQ(all["r00400"], "second400");
+    EXPECT_EQ(all["r00499"], "second499");
+    EXPECT_EQ(all["r00500"], "third500");
+    EXPECT_EQ(all["r00549"], "third549");
+    EXPECT_EQ(all["r00550"], "second550");
+    EXPECT_EQ(all["r00998"], "second998");
+    EXPECT_EQ(all["r00999"], "written after");
+    EXPECT_EQ(all["r99999"], "kept");
+  };
+  auto reopened = RocksDbStorage::Open(dir, RocksDbOptions{});
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  check(reopened->get());
+  ASSERT_TRUE((*reopened)->Close().ok());
+  // The ingested data does not depend on the caller's files.
+  fs::remove_all(files);
+  RocksDbOptions ro;
+  ro.read_only = true;
+  auto read_only = RocksDbStorage::Open(dir, ro);
+  ASSERT_TRUE(read_only.ok()) << read_only.status();
+  check(read_only->get());
+  EXPECT_EQ((*read_only)->IngestFiles(*(*read_only)->FindSpace("rows"), {}).code(),
+            StatusCode::kFailedPrecondition);
+  read_only = Status(StatusCode::kCancelled, "close");
   fs::remove_all(dir);
 }
 
