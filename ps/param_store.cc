@@ -1,44 +1,43 @@
 #include "ps/param_store.h"
 
-#include "common/files.h"
-#include "common/prefetch.h"
-#include <sys/resource.h>
-#include <unistd.h>
-#include "common/shared_work.h"
-#include "common/thread_name.h"
-#include "common/internal/profile_sink.h"
-
-#include <algorithm>
-#include <bit>
-#include <chrono>
-#include <condition_variable>
-#include <cstring>
-#include <cerrno>
-#include <deque>
-#include <functional>
-#include <filesystem>
-#include <fstream>
-#include <atomic>
-#include <cstdio>
-#include <cstdlib>
-#include <ctime>
-#include <mutex>
-#include <random>
-#include <new>
-#include <thread>
-
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <new>
+#include <random>
+#include <thread>
+
 #include <nlohmann/json.hpp>
 
+#include "common/files.h"
+#include "common/internal/profile_sink.h"
 #include "common/memory_storage.h"
+#include "common/prefetch.h"
 #include "common/rocksdb_storage.h"
+#include "common/shared_work.h"
+#include "common/thread_name.h"
 #include "ps/dedupe_window.h"
 #include "ps/internal/direct_appender.h"
 #include "ps/internal/log_checksum.h"
+#include "ps/internal/row_format.h"
 
 namespace metaps::ps {
 
@@ -47,10 +46,10 @@ static_assert(std::endian::native == std::endian::little, "row and log formats a
 namespace {
 
 namespace fs = std::filesystem;
+using namespace internal::row_format;  // NOLINT: the on-disk row layout, shared with snapshot.cc
 
 // ---- On-disk formats (docs/storage.md) -------------------------------------------------------
 
-constexpr uint8_t kRowVersion = 1;
 constexpr uint32_t kLogMagic = 0x3147'4c50;        // "PLG1": a push without an origin
 constexpr uint32_t kLogMagicOrigin = 0x3247'4c50;  // "PLG2": a push with its origin (LogOrigin)
 constexpr char kFormatKey[] = "format";
@@ -60,24 +59,9 @@ constexpr char kFormatValue[] = "metaps-ps-2";
 constexpr char kFormatValueV1[] = "metaps-ps-1";
 constexpr char kDedupeWindowKey[] = "dedupe_window";
 constexpr char kAppliedSeqKey[] = "applied_seq";
-constexpr char kTablePrefix[] = "table/";
 constexpr char kManifestName[] = "manifest.json";
 constexpr char kPushLogDir[] = "pushlog";
 constexpr char kLogModeKey[] = "log_mode";
-
-// Header of a row value in the "rows" space, followed by dim weights and state_floats state floats.
-struct DiskRowHeader {
-  uint8_t version;
-  uint8_t optimizer;
-  uint16_t reserved0;
-  uint32_t dim;
-  uint32_t state_floats;
-  uint32_t reserved1;
-  uint64_t update_count;
-  uint64_t last_step;
-  uint64_t last_seq;  // sequence number of the last push applied to this row
-};
-static_assert(sizeof(DiskRowHeader) == 40);
 
 // Header of a log record in the "log" space (key: big-endian sequence number), followed by
 // n keys (u64) and n*dim summed gradients (f32).
@@ -99,21 +83,6 @@ struct LogOrigin {
 };
 static_assert(sizeof(LogOrigin) == 16);
 
-// A table's entry in the "meta" space under "table/<name>".
-struct TableRecord {
-  uint32_t id;
-  uint32_t dim;
-  uint32_t state_floats;
-  uint8_t dense;
-  uint8_t optimizer;
-  uint16_t reserved;
-};
-static_assert(sizeof(TableRecord) == 16);
-
-inline void WriteRowKey(char* out, uint32_t table_id, Key key) {
-  for (int i = 3; i >= 0; --i) out[3 - i] = static_cast<char>((table_id >> (8 * i)) & 0xff);
-  for (int i = 7; i >= 0; --i) out[4 + 7 - i] = static_cast<char>((key >> (8 * i)) & 0xff);
-}
 std::string SeqKey(uint64_t seq) {
   std::string k;
   AppendBigEndian64(&k, seq);
@@ -2223,17 +2192,8 @@ Status ParamStore::PrepareDataDir(const StoreOptions& options) {
 // Copies a checkpoint's data into an empty storage through ordinary writes (the slow path, for a
 // storage that was opened before PrepareDataDir could fill its directory).
 Status ParamStore::Impl::ImportCheckpoint(const std::string& dir) {
-  METAPS_RETURN_IF_ERROR(ReadManifest(dir).status());
-  const std::string db = CheckpointDbDir(dir);
-  std::unique_ptr<Storage> src;
-  if (fs::exists(db + "/memory_storage.dump")) {
-    METAPS_ASSIGN_OR_RETURN(src, MemoryStorage::Load(db));
-  } else {
-    RocksDbOptions ro;
-    ro.read_only = true;
-    ro.create_if_missing = false;
-    METAPS_ASSIGN_OR_RETURN(src, RocksDbStorage::Open(db, ro));
-  }
+  METAPS_ASSIGN_OR_RETURN(auto opened, ParamStore::OpenCheckpoint(dir));
+  std::unique_ptr<Storage> src = std::move(opened.second);
   StorageBatch batch;
   for (const char* name : ParamStore::kSpaces) {
     METAPS_ASSIGN_OR_RETURN(StorageSpace from, src->FindSpace(name));
@@ -2252,6 +2212,22 @@ Status ParamStore::Impl::ImportCheckpoint(const std::string& dir) {
   }
   METAPS_RETURN_IF_ERROR(storage->Write(batch, true));
   return src->Close();
+}
+
+Result<std::pair<nlohmann::json, std::unique_ptr<Storage>>> ParamStore::OpenCheckpoint(
+    const std::string& dir) {
+  METAPS_ASSIGN_OR_RETURN(nlohmann::json manifest, ReadManifest(dir));
+  const std::string db = CheckpointDbDir(dir);
+  std::unique_ptr<Storage> src;
+  if (fs::exists(db + "/memory_storage.dump")) {
+    METAPS_ASSIGN_OR_RETURN(src, MemoryStorage::Load(db));
+  } else {
+    RocksDbOptions ro;
+    ro.read_only = true;
+    ro.create_if_missing = false;
+    METAPS_ASSIGN_OR_RETURN(src, RocksDbStorage::Open(db, ro));
+  }
+  return std::make_pair(std::move(manifest), std::move(src));
 }
 
 Result<std::unique_ptr<ParamStore>> ParamStore::Open(StoreOptions options, std::vector<TableSpec> tables,

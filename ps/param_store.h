@@ -30,7 +30,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "common/keys.h"
 #include "common/status.h"
@@ -170,6 +173,10 @@ class ParamStore {
   static Status PrepareDataDir(const StoreOptions& options);
   // Where a checkpoint made by Checkpoint(dir) keeps its database (dir + "/db").
   static std::string CheckpointDbDir(const std::string& checkpoint_dir);
+  // Opens a checkpoint made by Checkpoint(dir) for reading: its manifest (validated) and its
+  // database, read-only (the snapshot export reads it; docs/storage.md has the row layout).
+  static Result<std::pair<nlohmann::json, std::unique_ptr<Storage>>> OpenCheckpoint(
+      const std::string& checkpoint_dir);
 
   // Bytes one cached row of `row_floats` floats (weights and optimizer state) takes, header and
   // alignment included: the slot stride of the row cache.

@@ -1,0 +1,261 @@
+#include "ps/snapshot.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+
+#include "common/config.h"
+#include "common/rocksdb_storage.h"
+#include "common/sst_file.h"
+#include "ps/param_store.h"
+#include "ps/table_spec.h"
+
+namespace metaps::ps {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    static int n = 0;
+    path_ = fs::path(testing::TempDir()) /
+            ("snapshot_test_" + std::to_string(getpid()) + "_" + std::to_string(n++));
+    fs::remove_all(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string path(const std::string& sub) const { return (path_ / sub).string(); }
+
+ private:
+  fs::path path_;
+};
+
+std::vector<TableSpec> Tables() {
+  auto cfg = Config::ParseString(R"(
+[[tables]]
+name = "emb4"
+dim = 4
+optimizer = "adam"
+lr = 0.05
+init = "normal"
+init_scale = 0.1
+
+[[tables]]
+name = "emb2"
+dim = 2
+optimizer = "sgd"
+lr = 0.5
+init = "uniform"
+init_scale = 0.3
+
+[[tables]]
+name = "mlp"
+dim = 6
+dense = true
+optimizer = "sgd"
+lr = 0.1
+init = "zeros"
+)");
+  EXPECT_TRUE(cfg.ok()) << cfg.status();
+  return *ParseTableSpecs(*cfg);
+}
+
+std::unique_ptr<ParamStore> OpenStore(const std::string& dir) {
+  StoreOptions o;
+  o.data_dir = dir;
+  o.writeback_interval_ms = 3600 * 1000;
+  auto storage = RocksDbStorage::Open(dir, RocksDbOptions{});
+  EXPECT_TRUE(storage.ok()) << storage.status();
+  auto store = ParamStore::Open(o, Tables(), std::move(storage).value());
+  EXPECT_TRUE(store.ok()) << store.status();
+  return std::move(store).value();
+}
+
+void PushKeys(ParamStore& store, const std::string& table, uint32_t dim, const std::vector<Key>& keys,
+              float g) {
+  std::vector<float> grads(keys.size() * dim);
+  for (size_t i = 0; i < grads.size(); ++i) grads[i] = g * static_cast<float>((i % 7) + 1) / 7.f;
+  ASSERT_TRUE(store.Push(table, keys, grads, 1).ok());
+}
+
+std::map<Key, std::vector<float>> ReadSst(const std::string& path, uint32_t dim) {
+  std::map<Key, std::vector<float>> out;
+  Status s = ScanSstFile(path, [&](std::string_view k, std::string_view v) {
+    EXPECT_EQ(k.size(), 8u);
+    Key key = 0;
+    for (char c : k) key = (key << 8) | static_cast<uint8_t>(c);
+    EXPECT_EQ(v.size(), dim * 4u);
+    std::vector<float> row(dim);
+    std::memcpy(row.data(), v.data(), dim * 4);
+    out[key] = row;
+    return true;
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+
+std::vector<SnapshotTable> TablesOf(const ShardExport& e) {
+  std::vector<SnapshotTable> out;
+  for (const auto& spec : Tables()) {
+    if (spec.dense) continue;
+    SnapshotTable t;
+    t.name = spec.name;
+    t.dim = spec.dim;
+    t.init = spec.init;
+    auto it = e.files.find(spec.name);
+    if (it != e.files.end()) t.files.push_back(it->second);
+    out.push_back(t);
+  }
+  return out;
+}
+
+// A full export holds exactly the stored rows (weights only, as the store has them) and the dense
+// tensor; a delta only the rows pushed since; base + delta looked up give the newer rows, and keys
+// in no file their initial value, the same a pull of an unseen key returns.
+TEST(SnapshotTest, FullAndDeltaExportsRoundTripThroughServingLookups) {
+  TempDir dir;
+  auto store = OpenStore(dir.path("live"));
+  std::vector<Key> keys;
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 3000; ++i) keys.push_back(rng());
+  PushKeys(*store, "emb4", 4, keys, 1.f);
+  PushKeys(*store, "emb2", 2, {keys.begin(), keys.begin() + 50}, -1.f);
+  ASSERT_TRUE(store->PushDense("mlp", std::vector<float>{1, 2, 3, 4, 5, 6}, 1).ok());
+  ASSERT_TRUE(store->Checkpoint(dir.path("ck1")).ok());
+
+  auto full = ExportCheckpointShard(dir.path("ck1"), 0, 0, dir.path("snap1"));
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->rows_exported, 3050u);
+  EXPECT_EQ(full->rows_unchanged, 0u);
+  ASSERT_EQ(full->files.count("emb4"), 1u);
+  EXPECT_EQ(full->files.at("emb4").path, "rows/emb4/shard-0.sst");
+  EXPECT_EQ(full->files.at("emb4").rows, 3000u);
+  EXPECT_EQ(full->files.at("emb2").rows, 50u);
+  ASSERT_EQ(full->dense.count("mlp"), 1u);
+  std::vector<float> mlp(6);
+  ASSERT_TRUE(store->PullDense("mlp", mlp.data()).ok());
+  EXPECT_EQ(full->dense.at("mlp"), mlp);
+  auto rows = ReadSst(dir.path("snap1/rows/emb4/shard-0.sst"), 4);
+  ASSERT_EQ(rows.size(), 3000u);
+  for (Key k : {keys[0], keys[1234], keys[2999]}) {
+    auto row = store->GetRow("emb4", k);
+    ASSERT_TRUE(row.ok());
+    EXPECT_EQ(rows.at(k), row->value) << k;
+  }
+  auto sum = FileXxh3(dir.path("snap1/rows/emb4/shard-0.sst"));
+  ASSERT_TRUE(sum.ok());
+  EXPECT_EQ(*sum, full->files.at("emb4").xxh3);
+  EXPECT_EQ(full->files.at("emb4").bytes, fs::file_size(dir.path("snap1/rows/emb4/shard-0.sst")));
+
+  // Ten old keys and five new ones change; emb2 does not.
+  std::vector<Key> changed(keys.begin(), keys.begin() + 10);
+  for (Key k = 1; k <= 5; ++k) changed.push_back(k);
+  PushKeys(*store, "emb4", 4, changed, 2.f);
+  ASSERT_TRUE(store->Checkpoint(dir.path("ck2")).ok());
+  auto delta = ExportCheckpointShard(dir.path("ck2"), 0, full->applied_seq, dir.path("snap2"));
+  ASSERT_TRUE(delta.ok()) << delta.status();
+  EXPECT_EQ(delta->rows_exported, 15u);
+  EXPECT_EQ(delta->rows_unchanged, 3040u);
+  EXPECT_EQ(delta->files.count("emb2"), 0u);  // no row to write: no file
+  EXPECT_EQ(ReadSst(dir.path("snap2/rows/emb4/shard-0.sst"), 4).size(), 15u);
+
+  auto served = SnapshotRows::Open({dir.path("snap1"), dir.path("snap2")},
+                                   {TablesOf(*full), TablesOf(*delta)}, dir.path("work"));
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ((*served)->rows_ingested(), 3050u + 15u);
+  const Key unseen = 0xfeedfacecafebeefull;
+  std::vector<Key> probe = {keys[0], keys[9], keys[10], keys[2500], 3, unseen};
+  std::vector<float> got(probe.size() * 4), want(probe.size() * 4);
+  uint64_t stored = 0;
+  ASSERT_TRUE((*served)->Lookup("emb4", probe, got.data(), &stored).ok());
+  EXPECT_EQ(stored, probe.size() - 1);
+  ASSERT_TRUE(store->Pull("emb4", probe, want.data()).ok());
+  EXPECT_EQ(got, want);  // changed, unchanged, new and unseen keys alike
+  std::vector<float> two(2 * 2), two_want(2 * 2);
+  std::vector<Key> probe2 = {keys[7], unseen};
+  ASSERT_TRUE((*served)->Lookup("emb2", probe2, two.data()).ok());
+  ASSERT_TRUE(store->Pull("emb2", probe2, two_want.data()).ok());
+  EXPECT_EQ(two, two_want);
+  EXPECT_EQ((*served)->Lookup("nope", probe2, two.data()).code(), StatusCode::kNotFound);
+
+  // Without the delta the base's (older) rows are served.
+  auto base_only = SnapshotRows::Open({dir.path("snap1")}, {TablesOf(*full)}, dir.path("work-base"));
+  ASSERT_TRUE(base_only.ok()) << base_only.status();
+  std::vector<float> old(4);
+  ASSERT_TRUE((*base_only)->Lookup("emb4", std::vector<Key>{keys[0]}, old.data()).ok());
+  EXPECT_EQ(old, rows.at(keys[0]));
+  EXPECT_NE(old, std::vector<float>(got.begin(), got.begin() + 4));
+}
+
+TEST(SnapshotTest, ACorruptedFileIsRefusedBeforeAnythingIsServed) {
+  TempDir dir;
+  auto store = OpenStore(dir.path("live"));
+  PushKeys(*store, "emb4", 4, {1, 2, 3}, 1.f);
+  ASSERT_TRUE(store->Checkpoint(dir.path("ck")).ok());
+  auto e = ExportCheckpointShard(dir.path("ck"), 0, 0, dir.path("snap"));
+  ASSERT_TRUE(e.ok()) << e.status();
+  const std::string file = dir.path("snap/rows/emb4/shard-0.sst");
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(10);
+    char c = 0;
+    f.read(&c, 1);
+    f.seekp(10);
+    c ^= 0x40;
+    f.write(&c, 1);
+  }
+  auto served = SnapshotRows::Open({dir.path("snap")}, {TablesOf(*e)}, dir.path("work"));
+  ASSERT_FALSE(served.ok());
+  EXPECT_EQ(served.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(served.status().message().find("checksum"), std::string::npos) << served.status();
+  fs::remove(file);
+  served = SnapshotRows::Open({dir.path("snap")}, {TablesOf(*e)}, dir.path("work2"));
+  EXPECT_EQ(served.status().code(), StatusCode::kNotFound) << served.status();
+}
+
+TEST(SnapshotTest, ADeltaOnABaseNewerThanTheCheckpointIsRefused) {
+  TempDir dir;
+  auto store = OpenStore(dir.path("live"));
+  PushKeys(*store, "emb4", 4, {1, 2, 3}, 1.f);
+  ASSERT_TRUE(store->Checkpoint(dir.path("ck")).ok());
+  auto e = ExportCheckpointShard(dir.path("ck"), 0, 1000, dir.path("snap"));
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), StatusCode::kFailedPrecondition) << e.status();
+  EXPECT_FALSE(fs::exists(dir.path("snap/rows/emb4/shard-0.sst")));
+  EXPECT_EQ(ExportCheckpointShard(dir.path("nothing"), 0, 0, dir.path("snap")).status().code(),
+            StatusCode::kNotFound);
+}
+
+TEST(SnapshotTest, TablesJsonRoundTripsAndNamesWhatIsWrong) {
+  SnapshotTable t;
+  t.name = "emb8";
+  t.dim = 8;
+  t.init.kind = InitKind::kUniform;
+  t.init.scale = 0.25f;
+  t.init.seed = 99;
+  t.files.push_back({"rows/emb8/shard-1.sst", 10, 1234, "0123456789abcdef"});
+  auto back = SnapshotTablesFromJson(SnapshotTablesToJson({t}));
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->size(), 1u);
+  EXPECT_EQ((*back)[0].name, "emb8");
+  EXPECT_EQ((*back)[0].init.kind, InitKind::kUniform);
+  EXPECT_EQ((*back)[0].init.seed, 99u);
+  EXPECT_EQ((*back)[0].files[0].xxh3, "0123456789abcdef");
+  nlohmann::json j = SnapshotTablesToJson({t});
+  j[0]["files"][0]["path"] = "../../etc/passwd";
+  auto bad = SnapshotTablesFromJson(j);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("tables[0].files[0].path"), std::string::npos) << bad.status();
+  j = SnapshotTablesToJson({t});
+  j[0].erase("dim");
+  bad = SnapshotTablesFromJson(j);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("tables[0]"), std::string::npos) << bad.status();
+}
+
+}  // namespace
+}  // namespace metaps::ps
