@@ -6,6 +6,7 @@
 
 #include "common/keys.h"
 #include "worker/adam.h"
+#include "worker/scorer.h"
 
 namespace metaps::worker {
 
@@ -47,39 +48,7 @@ std::vector<Key> Evaluator::Keys(const std::vector<Task>& tasks) {
 }
 
 float Evaluator::Predict(const Task& t, int row, const float* w, const RowMap& rows) const {
-  const ModelSpec& m = job_.model;
-  std::vector<float> x(m.input_width(), 0.f);
-  for (int f = 0; f < m.num_fields(); ++f) {
-    int32_t b = t.offsets[row * t.fields + f], e = t.offsets[row * t.fields + f + 1];
-    float* dst = x.data() + m.field_offset(f);
-    for (int32_t i = b; i < e; ++i) {
-      auto it = rows.find(t.keys[i]);
-      if (it == rows.end()) continue;
-      for (int d = 0; d < m.fields[f].dim; ++d) dst[d] += it->second[d];
-    }
-    if (m.fields[f].pooling == Pooling::kMean && e - b > 1) {
-      for (int d = 0; d < m.fields[f].dim; ++d) dst[d] /= static_cast<float>(e - b);
-    }
-  }
-  std::vector<float> h = std::move(x), next;
-  for (size_t l = 0; l < layout_.size(); l += 2) {
-    const TensorSlot& W = layout_[l];
-    const TensorSlot& B = layout_[l + 1];
-    next.assign(W.cols, 0.f);
-    for (int64_t o = 0; o < W.cols; ++o) next[o] = w[B.offset + o];
-    for (int64_t i = 0; i < W.rows; ++i) {
-      float hi = h[i];
-      if (hi == 0.f) continue;
-      const float* wr = w + W.offset + i * W.cols;
-      for (int64_t o = 0; o < W.cols; ++o) next[o] += hi * wr[o];
-    }
-    if (l + 2 < layout_.size()) {
-      for (float& v : next) v = std::max(v, 0.f);
-    }
-    h.swap(next);
-  }
-  float y = h[0];
-  return binary() ? 1.f / (1.f + std::exp(-y)) : y;
+  return PredictRow(job_.model, layout_, t, row, w, rows);
 }
 
 Result<data::EvalMetrics> Evaluator::Evaluate(const std::vector<Task>& tasks, const DenseParams& params,

@@ -24,11 +24,10 @@
 #include "worker/data/split.h"
 #include "worker/job.h"
 #include "worker/kernels.h"
+#include "worker/scorer.h"
 #include "worker/trainer.h"
 
 namespace metaps::worker {
-
-using RowMap = std::unordered_map<Key, std::vector<float>>;
 
 struct BaselineOptions {
   int epochs = 3;

@@ -11,6 +11,7 @@
 
 #include "common/keys.h"
 #include "worker/reference_kernels.h"
+#include "worker/scorer.h"
 
 namespace metaps::worker {
 namespace {
@@ -210,6 +211,92 @@ TEST(EvaluatorTest, AdaptedPredictionsUseEachTasksOwnInnerLoopWeights) {
   ASSERT_GT(std::abs(abs_sum - abs_sum_w0) / n, 0.05);  // the case tells adapted from unadapted
   EXPECT_NEAR(m->mae, abs_sum / n, 1e-5);
   EXPECT_NEAR(m->rmse, std::sqrt(sq_sum / n), 1e-5);
+}
+
+// Serving's Scorer: one SGD step on the user's support (Meta-SGD: with its learned per-weight
+// rates), then each candidate scored with the adapted weights, worked out here in double.
+TEST(ScorerTest, ScoresCandidatesWithTheWeightsAdaptedToTheSupport) {
+  for (Algo algo : {Algo::kFomaml, Algo::kMetaSgd}) {
+    SCOPED_TRACE(std::string(AlgoName(algo)));
+    LinearCase c;
+    c.job.meta.algo = algo;
+    c.job.meta.inner_steps = 1;
+    c.job.meta.inner_lr = 0.1f;
+    DenseParams params{.weights = c.w0};
+    if (algo == Algo::kMetaSgd) params.alpha = {0.05f, 0.2f, 0.1f, 0.3f, 0.15f};
+    Scorer scorer(c.job, params, &c.kernels);
+    Task t = TaskOf({{1, {2}, 3.f}, {3, {4, 1}, -2.f}}, {{2, {3}, 0.f}, {4, {}, 0.f}, {99, {1}, 0.f}});
+    bool adapted = false;
+    auto scores = scorer.Score(t, c.rows, &adapted);
+    ASSERT_TRUE(scores.ok()) << scores.status();
+    EXPECT_TRUE(adapted);
+    std::vector<double> w1(c.w0.begin(), c.w0.end());
+    const std::vector<double> w0 = w1;
+    for (int r = 0; r < t.num_support; ++r) {
+      const std::vector<double> x = c.Input(t, r);
+      const double g = 2.0 / t.num_support * (LinearCase::Linear(w0, x) - t.labels[r]);
+      for (int i = 0; i < 5; ++i) {
+        const double rate = params.alpha.empty() ? 0.1 : params.alpha[i];
+        w1[i] -= rate * g * (i < 4 ? x[i] : 1.0);
+      }
+    }
+    ASSERT_EQ(scores->size(), 3u);
+    for (int q = 0; q < 3; ++q) {
+      const std::vector<double> x = c.Input(t, t.num_support + q);
+      EXPECT_NEAR((*scores)[q], LinearCase::Linear(w1, x), 1e-5) << q;
+      if (q < 2) EXPECT_GT(std::abs(LinearCase::Linear(w1, x) - LinearCase::Linear(w0, x)), 1e-3);
+    }
+  }
+}
+
+TEST(ScorerTest, WithoutSupportOrStepsTheInitializationScoresAndBadTasksAreRefused) {
+  LinearCase c;
+  c.job.meta.inner_steps = 3;
+  Scorer scorer(c.job, DenseParams{.weights = c.w0}, &c.kernels);
+  Task t = TaskOf({}, {{1, {2, 3}, 0.f}});
+  bool adapted = true;
+  auto scores = scorer.Score(t, c.rows, &adapted);
+  ASSERT_TRUE(scores.ok()) << scores.status();
+  EXPECT_FALSE(adapted);
+  EXPECT_NEAR((*scores)[0], LinearCase::Linear({c.w0.begin(), c.w0.end()}, c.Input(t, 0)), 1e-6);
+  Task none = TaskOf({{1, {2}, 1.f}}, {});
+  EXPECT_EQ(scorer.Score(none, c.rows).status().code(), StatusCode::kInvalidArgument);
+  Task wrong;
+  wrong.fields = 1;
+  wrong.num_query = 1;
+  EXPECT_EQ(scorer.Score(wrong, c.rows).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(JobModelJsonTest, RoundTripsAndNamesTheKeyThatIsWrong) {
+  LinearCase c;
+  c.job.meta.algo = Algo::kMetaSgd;
+  c.job.meta.inner_steps = 4;
+  c.job.meta.inner_lr = 0.03f;
+  c.job.meta.adapt_last_layers = 1;
+  c.job.meta.first_layer = FirstLayer::kLowRank;
+  c.job.model.loss = Loss::kBce;
+  c.job.init_seed = 1234567890123ull;
+  auto back = JobModelFromJson(JobModelToJson(c.job));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(JobModelToJson(*back), JobModelToJson(c.job));
+  EXPECT_EQ(back->model.fields[1].pooling, Pooling::kMean);
+  EXPECT_EQ(back->meta.first_layer, FirstLayer::kLowRank);
+  EXPECT_EQ(back->dense_tensors.at("alpha"), 5u);
+  EXPECT_EQ(back->sparse_tables.at("emb2"), 2u);
+  EXPECT_EQ(back->InitialWeights(), c.job.InitialWeights());
+  nlohmann::json j = JobModelToJson(c.job);
+  j["meta"]["algo"] = "sgd";
+  auto bad = JobModelFromJson(j);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("model.meta.algo"), std::string::npos) << bad.status();
+  j = JobModelToJson(c.job);
+  j["layers"] = {4, 2};  // the output must be one wide
+  EXPECT_FALSE(JobModelFromJson(j).ok());
+  j = JobModelToJson(c.job);
+  j["fields"][0].erase("dim");
+  bad = JobModelFromJson(j);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("model.fields"), std::string::npos) << bad.status();
 }
 
 }  // namespace

@@ -65,6 +65,98 @@ Result<JobModel> BuildJobModel(const Config& root, const data::Dataset& dataset)
 
 namespace {
 
+std::string_view FirstLayerName(FirstLayer f) {
+  switch (f) {
+    case FirstLayer::kDense:
+      return "dense";
+    case FirstLayer::kLowRank:
+      return "low_rank";
+    case FirstLayer::kAuto:
+      break;
+  }
+  return "auto";
+}
+
+}  // namespace
+
+nlohmann::json JobModelToJson(const JobModel& job) {
+  nlohmann::json fields = nlohmann::json::array();
+  for (const auto& f : job.model.fields) {
+    fields.push_back({{"name", f.name}, {"dim", f.dim}, {"pooling", std::string(PoolingName(f.pooling))}});
+  }
+  return {{"fields", fields},
+          {"layers", job.model.layers},
+          {"loss", std::string(LossName(job.model.loss))},
+          {"init_seed", job.init_seed},
+          {"meta",
+           {{"algo", std::string(AlgoName(job.meta.algo))},
+            {"inner_steps", job.meta.inner_steps},
+            {"inner_lr", job.meta.inner_lr},
+            {"adapt_last_layers", job.meta.adapt_last_layers},
+            {"first_layer", std::string(FirstLayerName(job.meta.first_layer))}}}};
+}
+
+Result<JobModel> JobModelFromJson(const nlohmann::json& j) {
+  JobModel job;
+  std::string at = "model";
+  try {
+    at = "model.fields";
+    for (const auto& f : j.at("fields")) {
+      FieldSpec fs;
+      fs.name = f.at("name").get<std::string>();
+      fs.dim = f.at("dim").get<int>();
+      auto pooling = ParsePooling(f.at("pooling").get<std::string>());
+      if (!pooling.ok()) return pooling.status().WithContext(at);
+      fs.pooling = *pooling;
+      job.model.fields.push_back(fs);
+      if (fs.dim > 0)
+        job.sparse_tables[JobModel::TableFor(static_cast<uint32_t>(fs.dim))] = static_cast<uint32_t>(fs.dim);
+    }
+    at = "model.layers";
+    job.model.layers = j.at("layers").get<std::vector<int>>();
+    at = "model.loss";
+    auto loss = ParseLoss(j.at("loss").get<std::string>());
+    if (!loss.ok()) return loss.status().WithContext(at);
+    job.model.loss = *loss;
+    at = "model.init_seed";
+    job.init_seed = j.at("init_seed").get<uint64_t>();
+    const nlohmann::json& m = j.at("meta");
+    at = "model.meta.algo";
+    auto algo = ParseAlgo(m.at("algo").get<std::string>());
+    if (!algo.ok()) return algo.status().WithContext(at);
+    job.meta.algo = *algo;
+    at = "model.meta.inner_steps";
+    job.meta.inner_steps = m.at("inner_steps").get<int>();
+    at = "model.meta.inner_lr";
+    job.meta.inner_lr = m.at("inner_lr").get<float>();
+    at = "model.meta.adapt_last_layers";
+    job.meta.adapt_last_layers = m.at("adapt_last_layers").get<int>();
+    at = "model.meta.first_layer";
+    const std::string first = m.at("first_layer").get<std::string>();
+    if (first == "auto") {
+      job.meta.first_layer = FirstLayer::kAuto;
+    } else if (first == "dense") {
+      job.meta.first_layer = FirstLayer::kDense;
+    } else if (first == "low_rank") {
+      job.meta.first_layer = FirstLayer::kLowRank;
+    } else {
+      return InvalidArgument(at + ": expected auto, dense or low_rank, got \"" + first + "\"");
+    }
+  } catch (const std::exception& e) {
+    return InvalidArgument(at + ": " + e.what());
+  }
+  if (job.meta.inner_steps < 0 || !(job.meta.inner_lr >= 0) || job.meta.adapt_last_layers < 0) {
+    return InvalidArgument("model.meta: inner_steps, inner_lr and adapt_last_layers must be >= 0");
+  }
+  METAPS_RETURN_IF_ERROR(job.model.Validate().WithContext("model"));
+  job.dense_tensors["mlp"] = static_cast<size_t>(job.model.num_params());
+  if (job.meta.algo == Algo::kMetaSgd)
+    job.dense_tensors["alpha"] = static_cast<size_t>(job.model.num_params());
+  return job;
+}
+
+namespace {
+
 // The shortest text that parses back to exactly `v` (a stream's default 6 digits would round the
 // user's settings on their way to the servers). Integral values print without a point, which
 // the servers read as numbers too; inf and nan print as TOML spells them.

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/config.h"
 #include "common/status.h"
 #include "worker/data/events.h"
@@ -41,6 +43,14 @@ Result<JobModel> BuildJobModel(const Config& root, const data::Dataset& dataset)
 // The [[tables]] TOML the servers need for this model, with the [optimizer] section's settings
 // (optimizer, lr, beta1, beta2, eps, l1, l2, init_scale) for every table.
 Result<std::string> TablesToml(const Config& root, const JobModel& job);
+
+// The model as a JSON object: what `metaps run` records in RUN_DIR/model.json and a snapshot's
+// manifest carries, so that export and serving rebuild the JobModel without the data:
+//   {"fields": [{"name", "dim", "pooling"}...], "layers": [...], "loss", "init_seed",
+//    "meta": {"algo", "inner_steps", "inner_lr", "adapt_last_layers", "first_layer"}}
+nlohmann::json JobModelToJson(const JobModel& job);
+// The inverse; InvalidArgument naming the key that is missing or wrong, or an invalid model.
+Result<JobModel> JobModelFromJson(const nlohmann::json& j);
 
 // One task from the events `support` and `query` (indices into `dataset`).
 Task MakeTask(const data::Dataset& dataset, uint64_t user, std::span<const uint32_t> support,

@@ -91,6 +91,18 @@ Result<DenseParams> PullDense(ParamClient& params, const JobModel& job) {
   return d;
 }
 
+Result<DenseParams> DenseFromServerValues(const JobModel& job, std::vector<float> mlp,
+                                          std::vector<float> alpha) {
+  DenseParams d;
+  d.weights = std::move(mlp);
+  d.alpha = std::move(alpha);
+  if (job.dense_tensors.count("alpha") && d.alpha.empty()) {
+    return FailedPrecondition("the model is Meta-SGD but there are no values for tensor 'alpha'");
+  }
+  METAPS_RETURN_IF_ERROR(AddInitialValues(job, job.InitialWeights(), &d));
+  return d;
+}
+
 Result<uint64_t> PullRows(ParamClient& params, std::span<const Key> keys, std::span<const int64_t> row_offsets,
                           std::vector<float>* values) {
   std::vector<TablePull> pulls = PullByTable(params, keys, row_offsets);

@@ -44,6 +44,10 @@ struct DenseParams {
 
 // Pulls the dense tensors and adds the job's initial values.
 Result<DenseParams> PullDense(ParamClient& params, const JobModel& job);
+// The dense parameters from the values the servers hold for "mlp" and (Meta-SGD) "alpha": the
+// job's initial values added (worker/job.h). FailedPrecondition when a size does not match.
+Result<DenseParams> DenseFromServerValues(const JobModel& job, std::vector<float> mlp,
+                                          std::vector<float> alpha);
 
 // One table's share of a batch's rows (the rows of one width) and its pull in flight.
 struct TablePull {
