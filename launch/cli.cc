@@ -23,6 +23,8 @@ void RegisterCommands(CLI::App& app, Action* action) {
   RegisterWorkerCommand(app, action);
   RegisterRunCommand(app, action);
   RegisterKeygenCommand(app, action);
+  RegisterExportCommand(app, action);
+  RegisterServeCommand(app, action);
   auto* bench = app.add_subcommand("bench", "Benchmarks; each ends with one JSON line on stdout");
   bench->require_subcommand(1);
   RegisterBenchPsCommand(*bench, action);

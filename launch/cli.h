@@ -22,6 +22,8 @@ void RegisterDatagenCommand(CLI::App& app, Action* action);
 void RegisterWorkerCommand(CLI::App& app, Action* action);
 void RegisterRunCommand(CLI::App& app, Action* action);
 void RegisterKeygenCommand(CLI::App& app, Action* action);     // cmd_keygen.cc
+void RegisterExportCommand(CLI::App& app, Action* action);     // cmd_export.cc
+void RegisterServeCommand(CLI::App& app, Action* action);      // cmd_serve.cc
 // Benchmarks are subcommands of `metaps bench`.
 void RegisterBenchPsCommand(CLI::App& bench, Action* action);
 void RegisterBenchWorkerCommand(CLI::App& bench, Action* action);  // cmd_bench_worker.cc

@@ -9,6 +9,8 @@
 //   metrics.csv      progress over time; curves.svg the same as a plot
 //   report.json      test metrics of meta-learning and the baselines (written by worker 0)
 //   checkpoint/      the final checkpoint of every shard; servers/shard-<i>/ their data
+//   model.json       the model (fields, MLP, inner loop): what export and serving need
+//   snapshots/full-<time>/  the final snapshot for serving (`metaps serve` it; docs/snapshot.md)
 // Exit code: 0 when every role finished cleanly, 1 when one failed (the others are stopped).
 #include <malloc.h>
 #include <signal.h>
@@ -34,12 +36,13 @@
 #include "common/zmq_transport.h"
 #include "launch/cli.h"
 #include "launch/job_config.h"
+#include "launch/snapshot.h"
+#include "scheduler/scheduler.h"
 #include "worker/data/datagen.h"
 #include "worker/data/readers.h"
 #include "worker/data/split.h"
 #include "worker/job.h"
 #include "worker/task_sampler.h"
-#include "scheduler/scheduler.h"
 
 namespace metaps::launch {
 namespace {
@@ -220,6 +223,12 @@ int RunJob(const RunFlags& f) {
   if (!job.ok()) return Fail(job.status().message()), 2;
   auto tables = worker::TablesToml(cfg, *job);
   if (!tables.ok()) return Fail(tables.status().message()), 2;
+  // What export and serving need of the model without the data (launch/snapshot.h).
+  if (Status w =
+          WriteFileAtomically((run_dir / "model.json").string(), worker::JobModelToJson(*job).dump(2) + "\n");
+      !w.ok()) {
+    return Fail(w.message());
+  }
   auto tasks_cfg = cfg.GetTable("tasks");
   auto sampler = tasks_cfg.ok() ? worker::SamplerOptions::FromConfig(*tasks_cfg)
                                 : Result<worker::SamplerOptions>(tasks_cfg.status());
@@ -533,6 +542,16 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
     std::cout << "\n";
   }
   std::cout << "  report: " << (run_dir / "report.json").string() << "\n";
+  // The trained model as a snapshot for serving, from the final checkpoint.
+  ExportOptions ex;
+  ex.run_dir = run_dir.string();
+  auto snap = ExportSnapshot(ex);
+  if (!snap.ok()) {
+    return Fail("the job finished, but its snapshot was not written: " + snap.status().message() +
+                " (retry with `metaps export " + run_dir.string() + "`)");
+  }
+  std::cout << "  snapshot: " << snap->out << " (" << snap->rows << " rows; serve it with `metaps serve "
+            << snap->out << "`)\n";
   return 0;
 }
 

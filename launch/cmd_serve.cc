@@ -1,0 +1,117 @@
+// `metaps serve SNAPSHOT [--delta DIR]...`: scores candidates for a user's recent events over HTTP
+// (launch/serving.h has the API, docs/snapshot.md the whole story) until SIGTERM or SIGINT.
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/http_server.h"
+#include "launch/cli.h"
+#include "launch/serving.h"
+#include "launch/signals.h"
+#include "worker/onednn_kernels.h"
+
+namespace metaps::launch {
+namespace {
+
+struct ServeFlags {
+  std::string snapshot;
+  std::vector<std::string> deltas;
+  std::string address = "127.0.0.1";
+  int port = 8080;
+  std::string work_dir;
+  std::string port_file;
+};
+
+int RunServe(const ServeFlags& f) {
+  namespace fs = std::filesystem;
+  StopOnSignals on_signal;  // before any thread exists (see launch/signals.h)
+  std::string work = f.work_dir;
+  bool remove_work = false;
+  if (work.empty()) {
+    std::string tmpl = (fs::temp_directory_path() / "metaps-serve-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      std::cerr << "metaps serve: cannot create a work directory in " << fs::temp_directory_path() << "\n";
+      return 1;
+    }
+    work = tmpl;
+    remove_work = true;
+  }
+  struct Cleanup {
+    std::string dir;
+    bool on;
+    ~Cleanup() {
+      std::error_code ec;
+      if (on) fs::remove_all(dir, ec);
+    }
+  } cleanup{work, remove_work};
+  auto kernels = worker::OneDnnKernels::Create();
+  if (!kernels.ok()) {
+    std::cerr << "metaps serve: oneDNN: " << kernels.status().message() << "\n";
+    return 1;
+  }
+  std::vector<std::string> dirs = {f.snapshot};
+  dirs.insert(dirs.end(), f.deltas.begin(), f.deltas.end());
+  auto model = ServingModel::Open(dirs, work, std::move(kernels).value());
+  if (!model.ok()) {
+    std::cerr << "metaps serve: " << model.status().message() << "\n";
+    return model.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  ServingModel* m = model->get();
+  HttpServer http([m](const HttpRequest& r) { return m->Handle(r); }, HttpServerOptions{});
+  auto port = http.Start(f.address, f.port);
+  if (!port.ok()) {
+    std::cerr << "metaps serve: " << port.status().message() << "\n";
+    return 1;
+  }
+  if (!f.port_file.empty()) {
+    const std::string tmp = f.port_file + ".tmp";
+    std::ofstream(tmp) << *port << "\n";
+    fs::rename(tmp, f.port_file);
+  }
+  std::cout << "serving snapshot " << m->chain().back().id << " (" << dirs.size() << " in the chain, "
+            << m->rows() << " rows) on http://" << f.address << ":" << *port
+            << "  (POST /score; GET /health /model /metrics)" << std::endl;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  {
+    auto armed = on_signal.ArmFor([&] {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+      cv.notify_all();
+    });
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return stop; });
+  }
+  http.Stop();
+  std::cout << "metaps serve: stopped" << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+void RegisterServeCommand(CLI::App& app, Action* action) {
+  auto f = std::make_shared<ServeFlags>();
+  auto* cmd = app.add_subcommand("serve",
+                                 "Serve a snapshot: adapt to a user's events and score candidates over HTTP");
+  cmd->add_option("snapshot", f->snapshot, "A full snapshot directory (from `metaps export`)")->required();
+  cmd->add_option("--delta", f->deltas, "A delta on top of it (repeatable, in order)");
+  cmd->add_option("--address", f->address, "Address to listen on (default 127.0.0.1)");
+  cmd->add_option("--port", f->port, "Port to listen on (default 8080; 0 picks a free one)");
+  cmd->add_option(
+      "--work-dir", f->work_dir,
+      "Where the rows are loaded into RocksDB (must be new or empty; default: a temporary directory, "
+      "removed on exit)");
+  cmd->add_option("--port-file", f->port_file, "Write the port listened on to this file once serving");
+  cmd->callback([f, action] { *action = [f] { return RunServe(*f); }; });
+}
+
+}  // namespace metaps::launch

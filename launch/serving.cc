@@ -1,0 +1,248 @@
+#include "launch/serving.h"
+
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+#include "common/keys.h"
+
+namespace metaps::launch {
+
+namespace {
+
+HttpResponse JsonReply(int status, const nlohmann::json& j) {
+  HttpResponse r;
+  r.status = status;
+  r.body = j.dump() + "\n";
+  return r;
+}
+
+HttpResponse ErrorReply(int status, const Status& s) {
+  return JsonReply(status, {{"error", s.message()}, {"code", std::string(StatusCodeName(s.code()))}});
+}
+
+// The text a feature value stands for: strings as they are, integers in decimal.
+Result<std::string> ValueText(const nlohmann::json& v, const std::string& at) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_integer())
+    return v.is_number_unsigned() ? std::to_string(v.get<uint64_t>()) : std::to_string(v.get<int64_t>());
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15)
+      return std::to_string(static_cast<int64_t>(d));
+    return InvalidArgument(at + ": a feature value must be a string or an integer, got " + v.dump());
+  }
+  return InvalidArgument(at + ": a feature value must be a string or an integer, got " + v.dump());
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ServingModel>> ServingModel::Open(const std::vector<std::string>& dirs,
+                                                         const std::string& work_dir,
+                                                         std::unique_ptr<worker::Kernels> kernels,
+                                                         ServingLimits limits) {
+  std::unique_ptr<ServingModel> m(new ServingModel());
+  m->limits_ = limits;
+  m->kernels_ = std::move(kernels);
+  std::vector<std::vector<ps::SnapshotTable>> tables;
+  for (const auto& d : dirs) {
+    METAPS_ASSIGN_OR_RETURN(LoadedSnapshot s, LoadSnapshot(d));
+    tables.push_back(s.tables);
+    m->chain_.push_back(std::move(s));
+  }
+  METAPS_RETURN_IF_ERROR(CheckSnapshotChain(m->chain_));
+  METAPS_ASSIGN_OR_RETURN(m->rows_, ps::SnapshotRows::Open(dirs, tables, work_dir));
+  // The newest snapshot's model and dense tensors (each snapshot, delta or full, carries them whole).
+  const LoadedSnapshot& top = m->chain_.back();
+  for (const auto& f : top.job.model.fields) {
+    m->field_tables_.push_back(worker::JobModel::TableFor(static_cast<uint32_t>(f.dim)));
+  }
+  m->scorer_ = std::make_unique<worker::Scorer>(top.job, top.params, m->kernels_.get());
+  return m;
+}
+
+Result<nlohmann::json> ServingModel::Score(const nlohmann::json& body) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!body.is_object())
+    return InvalidArgument("the request must be a JSON object with \"support\" and \"candidates\"");
+  for (const auto& [k, v] : body.items()) {
+    if (k != "support" && k != "candidates")
+      return InvalidArgument("unknown key \"" + k + "\" (expected support, candidates)");
+  }
+  const worker::ModelSpec& model = chain_.back().job.model;
+  const int nf = model.num_fields();
+  worker::Task task;
+  task.fields = nf;
+  std::vector<std::vector<Key>> bags(nf);
+  auto add_rows = [&](const char* name, bool labelled, size_t limit) -> Result<int> {
+    if (!body.contains(name)) {
+      if (labelled) return 0;
+      return InvalidArgument(std::string(name) + ": missing");
+    }
+    const nlohmann::json& rows = body[name];
+    if (!rows.is_array()) return InvalidArgument(std::string(name) + ": must be a list of events");
+    if (rows.size() > limit) {
+      return InvalidArgument(std::string(name) + ": " + std::to_string(rows.size()) + " events, at most " +
+                             std::to_string(limit));
+    }
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const std::string at = std::string(name) + "[" + std::to_string(i) + "]";
+      const nlohmann::json& e = rows[i];
+      if (!e.is_object()) return InvalidArgument(at + ": must be an object with \"fields\"");
+      for (auto& b : bags) b.clear();
+      float label = 0.f;
+      for (const auto& [k, v] : e.items()) {
+        if (k == "fields") continue;
+        if (k == "label") {
+          if (!labelled) return InvalidArgument(at + ".label: candidates have no label");
+          if (!v.is_number() || !std::isfinite(v.get<double>()))
+            return InvalidArgument(at + ".label: must be a finite number");
+          label = v.get<float>();
+          continue;
+        }
+        return InvalidArgument(at + ": unknown key \"" + k + "\" (expected fields" +
+                               (labelled ? ", label" : "") + ")");
+      }
+      if (labelled && !e.contains("label"))
+        return InvalidArgument(at + ".label: missing (a support event needs its label)");
+      if (!e.contains("fields") || !e["fields"].is_object())
+        return InvalidArgument(at + ".fields: must be an object");
+      for (const auto& [field, v] : e["fields"].items()) {
+        int f = -1;
+        for (int j = 0; j < nf; ++j) {
+          if (model.fields[j].name == field) f = j;
+        }
+        const std::string fat = at + ".fields." + field;
+        if (f < 0) {
+          std::string names;
+          for (const auto& mf : model.fields) names += (names.empty() ? "" : ", ") + mf.name;
+          return InvalidArgument(fat + ": the model has no field \"" + field + "\" (its fields: " + names +
+                                 ")");
+        }
+        if (v.is_null()) continue;
+        if (v.is_array()) {
+          if (v.size() > limits_.max_values_per_field) {
+            return InvalidArgument(fat + ": " + std::to_string(v.size()) + " values, at most " +
+                                   std::to_string(limits_.max_values_per_field));
+          }
+          for (size_t k = 0; k < v.size(); ++k) {
+            METAPS_ASSIGN_OR_RETURN(std::string text, ValueText(v[k], fat + "[" + std::to_string(k) + "]"));
+            bags[f].push_back(FeatureKey(field, text));
+          }
+        } else {
+          METAPS_ASSIGN_OR_RETURN(std::string text, ValueText(v, fat));
+          bags[f].push_back(FeatureKey(field, text));
+        }
+      }
+      task.AddRow(bags, label);
+    }
+    return static_cast<int>(rows.size());
+  };
+  METAPS_ASSIGN_OR_RETURN(task.num_support, add_rows("support", true, limits_.max_support));
+  METAPS_ASSIGN_OR_RETURN(task.num_query, add_rows("candidates", false, limits_.max_candidates));
+  if (task.num_query == 0) return InvalidArgument("candidates: empty; nothing to score");
+
+  // The rows of every key, table by table (a key belongs to its field's table).
+  worker::RowMap rows;
+  uint64_t stored = 0, looked_up = 0;
+  {
+    std::map<std::string, std::vector<Key>> by_table;
+    for (int r = 0; r < task.rows(); ++r) {
+      for (int f = 0; f < nf; ++f) {
+        for (int32_t i = task.offsets[r * nf + f]; i < task.offsets[r * nf + f + 1]; ++i) {
+          by_table[field_tables_[f]].push_back(task.keys[i]);
+        }
+      }
+    }
+    for (auto& [table, keys] : by_table) {
+      std::sort(keys.begin(), keys.end());
+      keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+      const ps::SnapshotTable* t = rows_->FindTable(table);
+      if (t == nullptr) return Internal("the snapshot has no table " + table);
+      std::vector<float> values(keys.size() * t->dim);
+      uint64_t n = 0;
+      METAPS_RETURN_IF_ERROR(rows_->Lookup(table, keys, values.data(), &n));
+      stored += n;
+      looked_up += keys.size();
+      for (size_t i = 0; i < keys.size(); ++i) {
+        rows[keys[i]].assign(values.begin() + i * t->dim, values.begin() + (i + 1) * t->dim);
+      }
+    }
+  }
+  bool adapted = false;
+  std::vector<float> scores;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    METAPS_ASSIGN_OR_RETURN(scores, scorer_->Score(task, rows, &adapted));
+  }
+  const uint64_t ns = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+  candidates_ += scores.size();
+  adapted_ += adapted;
+  score_ns_ += ns;
+  rows_stored_ += stored;
+  rows_initial_ += looked_up - stored;
+  return nlohmann::json{{"scores", scores},
+                        {"adapted", adapted},
+                        {"support", task.num_support},
+                        {"rows_stored", stored},
+                        {"rows_initial", looked_up - stored},
+                        {"snapshot", chain_.back().id}};
+}
+
+nlohmann::json ServingModel::Health() const {
+  nlohmann::json chain = nlohmann::json::array();
+  for (const auto& s : chain_) chain.push_back({{"dir", s.dir}, {"id", s.id}, {"kind", s.kind}});
+  return {{"status", "ok"},
+          {"job_id", chain_.back().job_id},
+          {"snapshots", chain},
+          {"rows", rows_->rows_ingested()},
+          {"requests", requests_.load()},
+          {"errors", errors_.load()}};
+}
+
+HttpResponse ServingModel::Handle(const HttpRequest& request) {
+  std::string path = request.target.substr(0, request.target.find('?'));
+  if (path == "/score") {
+    if (request.method != "POST") return ErrorReply(405, InvalidArgument("POST a JSON request to /score"));
+    ++requests_;
+    auto body = nlohmann::json::parse(request.body, nullptr, false);
+    if (body.is_discarded()) {
+      ++errors_;
+      return ErrorReply(400, InvalidArgument("the body is not valid JSON"));
+    }
+    auto r = Score(body);
+    if (!r.ok()) {
+      ++errors_;
+      return ErrorReply(r.status().code() == StatusCode::kInvalidArgument ? 400 : 500, r.status());
+    }
+    return JsonReply(200, *r);
+  }
+  if (request.method != "GET") return ErrorReply(405, InvalidArgument(path + " takes GET"));
+  if (path == "/health") return JsonReply(200, Health());
+  if (path == "/model") return JsonReply(200, chain_.back().manifest["model"]);
+  if (path == "/metrics") {
+    std::ostringstream m;
+    m << "# TYPE metaps_serve_requests_total counter\nmetaps_serve_requests_total " << requests_.load()
+      << "\n"
+      << "# TYPE metaps_serve_errors_total counter\nmetaps_serve_errors_total " << errors_.load() << "\n"
+      << "# TYPE metaps_serve_candidates_total counter\nmetaps_serve_candidates_total " << candidates_.load()
+      << "\n"
+      << "# TYPE metaps_serve_adapted_total counter\nmetaps_serve_adapted_total " << adapted_.load() << "\n"
+      << "# TYPE metaps_serve_score_seconds_total counter\nmetaps_serve_score_seconds_total "
+      << static_cast<double>(score_ns_.load()) / 1e9 << "\n"
+      << "# TYPE metaps_serve_rows_stored_total counter\nmetaps_serve_rows_stored_total "
+      << rows_stored_.load() << "\n"
+      << "# TYPE metaps_serve_rows_initial_total counter\nmetaps_serve_rows_initial_total "
+      << rows_initial_.load() << "\n"
+      << "# TYPE metaps_serve_snapshot_rows gauge\nmetaps_serve_snapshot_rows " << rows_->rows_ingested()
+      << "\n";
+    HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4";
+    r.body = m.str();
+    return r;
+  }
+  return ErrorReply(404, NotFound("no such path " + path + " (POST /score; GET /health, /model, /metrics)"));
+}
+
+}  // namespace metaps::launch

@@ -1,0 +1,71 @@
+// Serving a snapshot: adapts the meta-learned model to one user's recent events at request time
+// and scores candidate events (docs/snapshot.md, "Serving"). `metaps serve` puts this behind HTTP.
+//
+//   POST /score   {"support":    [{"fields": {"item": "50", "genres": ["Comedy"]}, "label": 4}, ...],
+//                  "candidates": [{"fields": {"item": "1193", ...}}, ...]}
+//              -> {"scores": [...], "adapted": true, ...}
+//   GET  /health  the snapshot chain and counters;  GET /model  the model;  GET /metrics  Prometheus
+//
+// A field's value is the feature value as the job's data reader produces it (a string, or an
+// integer written as its decimal text; a list for a bag field; absent or null for none); its key
+// is FeatureKey(field, value), as in training. A malformed request gets 400 with
+// {"error": ..., "code": "INVALID_ARGUMENT"} naming what is wrong, and changes nothing.
+// Thread-safe (requests are scored one at a time).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/http_server.h"
+#include "common/status.h"
+#include "launch/snapshot.h"
+#include "ps/snapshot.h"
+#include "worker/kernels.h"
+#include "worker/scorer.h"
+
+namespace metaps::launch {
+
+struct ServingLimits {
+  size_t max_support = 10000;
+  size_t max_candidates = 100000;
+  size_t max_values_per_field = 1000;
+};
+
+class ServingModel {
+ public:
+  // `dirs`: a full snapshot, then its deltas in order. Rows are ingested under work_dir (must not
+  // exist or be empty; the caller removes it).
+  static Result<std::unique_ptr<ServingModel>> Open(const std::vector<std::string>& dirs,
+                                                    const std::string& work_dir,
+                                                    std::unique_ptr<worker::Kernels> kernels,
+                                                    ServingLimits limits = {});
+
+  HttpResponse Handle(const HttpRequest& request);
+
+  // The scores of `body` (a /score request), or InvalidArgument naming what is wrong.
+  Result<nlohmann::json> Score(const nlohmann::json& body);
+
+  const std::vector<LoadedSnapshot>& chain() const { return chain_; }
+  uint64_t rows() const { return rows_->rows_ingested(); }
+
+ private:
+  ServingModel() = default;
+  nlohmann::json Health() const;
+
+  std::vector<LoadedSnapshot> chain_;
+  std::unique_ptr<ps::SnapshotRows> rows_;
+  std::unique_ptr<worker::Kernels> kernels_;
+  std::unique_ptr<worker::Scorer> scorer_;
+  std::vector<std::string> field_tables_;  // per model field: its sparse table
+  ServingLimits limits_;
+  std::mutex mu_;  // guards scorer_
+  std::atomic<uint64_t> requests_{0}, errors_{0}, candidates_{0}, adapted_{0}, score_ns_{0};
+  std::atomic<uint64_t> rows_stored_{0}, rows_initial_{0};
+};
+
+}  // namespace metaps::launch

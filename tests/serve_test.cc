@@ -1,0 +1,250 @@
+// Snapshots and serving end to end: a real job (`metaps run`, real processes and RocksDB) ends by
+// exporting its snapshot; `metaps serve` loads it in its own process and answers HTTP requests on
+// loopback; `metaps export --since` writes a delta that serves on top of it.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/http_server.h"
+#include "common/subprocess.h"
+#include "tests/test_util.h"
+
+namespace metaps {
+namespace {
+
+namespace fs = std::filesystem;
+using metaps::testing::MetapsBin;
+using metaps::testing::ScratchDir;
+using metaps::testing::ServerProcess;
+
+std::string Example(const std::string& name) {
+  const char* src = std::getenv("METAPS_SOURCE");
+  return std::string(src ? src : ".") + "/examples/" + name;
+}
+
+int RunMetaps(const std::vector<std::string>& args, const std::string& out, std::chrono::seconds limit) {
+  std::vector<std::string> argv = {MetapsBin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto p = Subprocess::Spawn(argv, out);
+  EXPECT_TRUE(p.ok()) << p.status();
+  if (!p.ok()) return -1;
+  auto code = p->Wait(limit);
+  EXPECT_TRUE(code.ok()) << code.status();
+  return code.value_or(-1);
+}
+
+// A `metaps serve` child; the port it picked is read from its port file.
+struct Serve {
+  Subprocess proc;
+  int port = 0;
+  std::string log;
+
+  static Serve Start(const std::string& dir, const std::string& name, std::vector<std::string> chain) {
+    Serve s;
+    s.log = dir + "/" + name + ".log";
+    const std::string port_file = dir + "/" + name + ".port";
+    std::vector<std::string> argv = {MetapsBin(), "serve"};
+    argv.insert(argv.end(), chain.begin(), chain.end());
+    argv.insert(argv.end(),
+                {"--port", "0", "--port-file", port_file, "--work-dir", dir + "/" + name + "-work"});
+    auto p = Subprocess::Spawn(argv, s.log);
+    EXPECT_TRUE(p.ok()) << p.status();
+    s.proc = std::move(p).value();
+    for (int i = 0; i < 600 && s.port == 0 && s.proc.running(); ++i) {
+      std::ifstream in(port_file);
+      if (!(in >> s.port)) s.port = 0;
+      if (s.port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_GT(s.port, 0) << ServerProcess::ReadFile(s.log);
+    return s;
+  }
+  HttpResponse Post(const nlohmann::json& body) const { return Call("POST", "/score", body.dump()); }
+  HttpResponse Call(const std::string& method, const std::string& path, const std::string& body = "") const {
+    auto r = HttpCall("127.0.0.1", port, method, path, body);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : HttpResponse{-1, "", ""};
+  }
+  int Stop() {
+    EXPECT_TRUE(proc.Signal(SIGTERM).ok());
+    auto code = proc.Wait(std::chrono::seconds(30));
+    return code.value_or(-1);
+  }
+};
+
+// The events of the run's generated data file as request events: every model field from the
+// column of the same name (bags split on '|'), and the label.
+std::vector<nlohmann::json> EventsOf(const std::string& csv, const nlohmann::json& model,
+                                     const std::string& user, std::string* first_user) {
+  std::ifstream in(csv);
+  std::string line;
+  std::getline(in, line);
+  std::vector<std::string> header;
+  {
+    std::stringstream ss(line);
+    for (std::string c; std::getline(ss, c, ',');) header.push_back(c);
+  }
+  std::vector<nlohmann::json> out;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string c; std::getline(ss, c, ',');) f.push_back(c);
+    std::map<std::string, std::string> row;
+    for (size_t i = 0; i < header.size() && i < f.size(); ++i) row[header[i]] = f[i];
+    if (first_user->empty()) *first_user = row["user_id"];
+    if (row["user_id"] != (user.empty() ? *first_user : user)) continue;
+    nlohmann::json fields = nlohmann::json::object();
+    for (const auto& mf : model["fields"]) {
+      const std::string name = mf["name"];
+      // The user and item fields come from the id columns (data.columns role = "user"/"item").
+      const std::string column = row.count(name) ? name : name + "_id";
+      EXPECT_TRUE(row.count(column)) << "no column for model field " << name << " in " << csv;
+      const std::string v = row[column];
+      if (name == "genres") {
+        nlohmann::json bag = nlohmann::json::array();
+        std::stringstream gs(v);
+        for (std::string g; std::getline(gs, g, '|');) bag.push_back(g);
+        fields[name] = bag;
+      } else {
+        fields[name] = v;
+      }
+    }
+    out.push_back({{"fields", fields}, {"label", std::stod(row["label"])}});
+  }
+  return out;
+}
+
+nlohmann::json Json(const HttpResponse& r) { return nlohmann::json::parse(r.body, nullptr, false); }
+
+TEST(ServeTest, AFinishedJobIsExportedServedAdaptedToTheSupportAndBadRequestsAreRefused) {
+  ScratchDir dir("serve");
+  const std::string run = dir / "run";
+  ASSERT_EQ(RunMetaps({"run", Example("synthetic.toml"), "--run-dir", run, "--quiet", "--set",
+                       "datagen.users=300", "--set", "train.epochs=2"},
+                      dir / "run.out", std::chrono::minutes(5)),
+            0)
+      << ServerProcess::ReadFile(dir / "run.out");
+  const std::string out = ServerProcess::ReadFile(dir / "run.out");
+  ASSERT_NE(out.find("snapshot: "), std::string::npos) << out;
+  std::string snap;
+  for (const auto& e : fs::directory_iterator(run + "/snapshots")) snap = e.path().string();
+  ASSERT_NE(snap.find("full-"), std::string::npos) << snap;
+  for (const char* f : {"manifest.json", "dense/mlp.npy", "rows/emb8/shard-0.sst", "rows/emb8/shard-1.sst"}) {
+    EXPECT_TRUE(fs::exists(snap + "/" + f)) << f;
+  }
+
+  Serve serve = Serve::Start(dir.path().string(), "serve", {snap});
+  ASSERT_GT(serve.port, 0);
+  auto health = Json(serve.Call("GET", "/health"));
+  ASSERT_FALSE(health.is_discarded());
+  EXPECT_EQ(health["status"], "ok");
+  EXPECT_GT(health["rows"].get<uint64_t>(), 100u);
+  auto model = Json(serve.Call("GET", "/model"));
+  ASSERT_TRUE(model.contains("fields")) << model.dump();
+
+  std::string first_user;
+  std::vector<nlohmann::json> events = EventsOf(run + "/data/events.csv", model, "", &first_user);
+  ASSERT_GE(events.size(), 10u);
+  nlohmann::json support = nlohmann::json::array(), candidates = nlohmann::json::array();
+  for (int i = 0; i < 6; ++i) support.push_back(events[i]);
+  for (int i = 6; i < 10; ++i) candidates.push_back({{"fields", events[i]["fields"]}});
+  HttpResponse r = serve.Post({{"support", support}, {"candidates", candidates}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto scored = Json(r);
+  ASSERT_EQ(scored["scores"].size(), 4u) << r.body;
+  for (const auto& s : scored["scores"]) EXPECT_TRUE(std::isfinite(s.get<double>())) << r.body;
+  EXPECT_TRUE(scored["adapted"].get<bool>());
+  EXPECT_GT(scored["rows_stored"].get<uint64_t>(), 0u) << r.body;
+
+  // The support steers the scores: one event of the candidate's own item labelled high, or low
+  // (the highest and lowest label in the data), moves its score up or down.
+  double high = -1e30, low = 1e30;
+  for (const auto& e : events) {
+    high = std::max(high, e["label"].get<double>());
+    low = std::min(low, e["label"].get<double>());
+  }
+  ASSERT_LT(low, high);
+  nlohmann::json one = {{"fields", events[6]["fields"]}};
+  auto score_after = [&](double label) {
+    nlohmann::json ev = {{"fields", events[6]["fields"]}, {"label", label}};
+    HttpResponse a = serve.Post({{"support", {ev}}, {"candidates", {one}}});
+    EXPECT_EQ(a.status, 200) << a.body;
+    return Json(a)["scores"][0].get<double>();
+  };
+  const double up = score_after(high), down = score_after(low);
+  HttpResponse cold = serve.Post({{"candidates", {one}}});
+  ASSERT_EQ(cold.status, 200) << cold.body;
+  EXPECT_FALSE(Json(cold)["adapted"].get<bool>());
+  const double none = Json(cold)["scores"][0].get<double>();
+  EXPECT_GT(up, down + 1e-3);
+  EXPECT_NE(up, none);
+  EXPECT_NE(down, none);
+  EXPECT_DOUBLE_EQ(Json(serve.Post({{"candidates", {one}}}))["scores"][0].get<double>(), none);  // stateless
+
+  // Bad requests: 400 naming the place, and the server keeps serving.
+  struct Bad {
+    std::string body, names;
+  };
+  const std::string field0 = model["fields"][0]["name"];
+  std::vector<Bad> bad = {
+      {"{not json", "JSON"},
+      {R"({"candidates": []})", "candidates"},
+      {R"({"candidates": [{"fields": {"no_such_field": "1"}}]})", "no_such_field"},
+      {R"({"support": [{"fields": {}}], "candidates": [{"fields": {}}]})", "support[0].label"},
+      {R"({"candidates": [{"fields": {")" + field0 + R"(": {"a": 1}}}]})", "candidates[0].fields." + field0},
+      {R"({"candidates": [{"fields": {}, "label": 1}]})", "candidates[0].label"},
+      {R"({"query": []})", "query"},
+  };
+  for (const auto& b : bad) {
+    HttpResponse e = serve.Call("POST", "/score", b.body);
+    EXPECT_EQ(e.status, 400) << b.body << " -> " << e.body;
+    EXPECT_NE(e.body.find(b.names), std::string::npos) << b.body << " -> " << e.body;
+    EXPECT_NE(e.body.find("INVALID_ARGUMENT"), std::string::npos) << e.body;
+  }
+  EXPECT_EQ(serve.Call("GET", "/score").status, 405);
+  EXPECT_EQ(serve.Call("GET", "/nope").status, 404);
+  health = Json(serve.Call("GET", "/health"));
+  EXPECT_EQ(health["errors"].get<uint64_t>(), bad.size());
+  EXPECT_NE(serve.Call("GET", "/metrics").body.find("metaps_serve_requests_total"), std::string::npos);
+  const HttpResponse again = serve.Post({{"support", support}, {"candidates", candidates}});
+  EXPECT_EQ(Json(again)["scores"], scored["scores"]);
+  EXPECT_EQ(serve.Stop(), 0) << ServerProcess::ReadFile(serve.log);
+
+  // A delta on top of the snapshot: nothing was trained after the final checkpoint, so it holds
+  // no rows, and the chain serves the same scores.
+  const std::string delta = dir / "delta";
+  ASSERT_EQ(RunMetaps({"export", run, "--since", snap, "--out", delta}, dir / "export.out",
+                      std::chrono::minutes(2)),
+            0)
+      << ServerProcess::ReadFile(dir / "export.out");
+  std::ifstream min(delta + "/manifest.json");
+  auto manifest = nlohmann::json::parse(min, nullptr, false);
+  ASSERT_FALSE(manifest.is_discarded());
+  EXPECT_EQ(manifest["kind"], "delta");
+  std::ifstream bin(snap + "/manifest.json");
+  auto base = nlohmann::json::parse(bin, nullptr, false);
+  EXPECT_EQ(manifest["base"]["id"], base["id"]);
+  for (const auto& s : manifest["shards"]) EXPECT_EQ(s["rows"].get<uint64_t>(), 0u) << manifest.dump();
+  Serve chained = Serve::Start(dir.path().string(), "chained", {snap, "--delta", delta});
+  ASSERT_GT(chained.port, 0);
+  EXPECT_EQ(Json(chained.Post({{"support", support}, {"candidates", candidates}}))["scores"],
+            scored["scores"]);
+  EXPECT_EQ(chained.Stop(), 0);
+
+  // A delta alone is not a snapshot to serve; an existing --out is never overwritten.
+  EXPECT_EQ(RunMetaps({"serve", delta, "--port", "0"}, dir / "bad-serve.out", std::chrono::minutes(1)), 2);
+  EXPECT_NE(ServerProcess::ReadFile(dir / "bad-serve.out").find("is a delta"), std::string::npos)
+      << ServerProcess::ReadFile(dir / "bad-serve.out");
+  EXPECT_NE(RunMetaps({"export", run, "--out", delta}, dir / "again.out", std::chrono::minutes(1)), 0);
+  EXPECT_NE(ServerProcess::ReadFile(dir / "again.out").find("never overwritten"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace metaps
