@@ -127,7 +127,7 @@ TEST(ServeTest, AFinishedJobIsExportedServedAdaptedToTheSupportAndBadRequestsAre
   ScratchDir dir("serve");
   const std::string run = dir / "run";
   ASSERT_EQ(RunMetaps({"run", Example("synthetic.toml"), "--run-dir", run, "--quiet", "--set",
-                       "datagen.users=300", "--set", "train.epochs=2"},
+                       "datagen.users=300", "--set", "train.epochs=2", "--set", "checkpoint.every_rounds=4"},
                       dir / "run.out", std::chrono::minutes(5)),
             0)
       << ServerProcess::ReadFile(dir / "run.out");
@@ -217,10 +217,19 @@ TEST(ServeTest, AFinishedJobIsExportedServedAdaptedToTheSupportAndBadRequestsAre
   EXPECT_EQ(Json(again)["scores"], scored["scores"]);
   EXPECT_EQ(serve.Stop(), 0) << ServerProcess::ReadFile(serve.log);
 
-  // A delta on top of the snapshot: nothing was trained after the final checkpoint, so it holds
-  // no rows, and the chain serves the same scores.
-  const std::string delta = dir / "delta";
-  ASSERT_EQ(RunMetaps({"export", run, "--since", snap, "--out", delta}, dir / "export.out",
+  // An older snapshot (a periodic checkpoint's) plus a delta up to the final checkpoint serves
+  // exactly what the final snapshot serves; the older one alone serves something else.
+  std::string older_ckpt;
+  for (const auto& e : fs::directory_iterator(run + "/checkpoints")) {
+    if (older_ckpt.empty() || e.path().string() < older_ckpt) older_ckpt = e.path().string();
+  }
+  ASSERT_FALSE(older_ckpt.empty());
+  const std::string older = dir / "older", delta = dir / "delta";
+  ASSERT_EQ(RunMetaps({"export", run, "--checkpoint", older_ckpt, "--out", older}, dir / "older.out",
+                      std::chrono::minutes(2)),
+            0)
+      << ServerProcess::ReadFile(dir / "older.out");
+  ASSERT_EQ(RunMetaps({"export", run, "--since", older, "--out", delta}, dir / "export.out",
                       std::chrono::minutes(2)),
             0)
       << ServerProcess::ReadFile(dir / "export.out");
@@ -228,15 +237,21 @@ TEST(ServeTest, AFinishedJobIsExportedServedAdaptedToTheSupportAndBadRequestsAre
   auto manifest = nlohmann::json::parse(min, nullptr, false);
   ASSERT_FALSE(manifest.is_discarded());
   EXPECT_EQ(manifest["kind"], "delta");
-  std::ifstream bin(snap + "/manifest.json");
+  std::ifstream bin(older + "/manifest.json");
   auto base = nlohmann::json::parse(bin, nullptr, false);
   EXPECT_EQ(manifest["base"]["id"], base["id"]);
-  for (const auto& s : manifest["shards"]) EXPECT_EQ(s["rows"].get<uint64_t>(), 0u) << manifest.dump();
-  Serve chained = Serve::Start(dir.path().string(), "chained", {snap, "--delta", delta});
+  uint64_t delta_rows = 0;
+  for (const auto& s : manifest["shards"]) delta_rows += s["rows"].get<uint64_t>();
+  EXPECT_GT(delta_rows, 0u) << manifest.dump();
+  const nlohmann::json request = {{"support", support}, {"candidates", candidates}};
+  Serve chained = Serve::Start(dir.path().string(), "chained", {older, "--delta", delta});
   ASSERT_GT(chained.port, 0);
-  EXPECT_EQ(Json(chained.Post({{"support", support}, {"candidates", candidates}}))["scores"],
-            scored["scores"]);
+  EXPECT_EQ(Json(chained.Post(request))["scores"], scored["scores"]);
   EXPECT_EQ(chained.Stop(), 0);
+  Serve old_only = Serve::Start(dir.path().string(), "old-only", {older});
+  ASSERT_GT(old_only.port, 0);
+  EXPECT_NE(Json(old_only.Post(request))["scores"], scored["scores"]);
+  EXPECT_EQ(old_only.Stop(), 0);
 
   // A delta alone is not a snapshot to serve; an existing --out is never overwritten.
   EXPECT_EQ(RunMetaps({"serve", delta, "--port", "0"}, dir / "bad-serve.out", std::chrono::minutes(1)), 2);
