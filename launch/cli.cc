@@ -29,6 +29,7 @@ void RegisterCommands(CLI::App& app, Action* action) {
   bench->require_subcommand(1);
   RegisterBenchPsCommand(*bench, action);
   RegisterBenchWorkerCommand(*bench, action);
+  RegisterBenchServeCommand(*bench, action);
 }
 
 }  // namespace metaps::launch

@@ -27,5 +27,6 @@ void RegisterServeCommand(CLI::App& app, Action* action);      // cmd_serve.cc
 // Benchmarks are subcommands of `metaps bench`.
 void RegisterBenchPsCommand(CLI::App& bench, Action* action);
 void RegisterBenchWorkerCommand(CLI::App& bench, Action* action);  // cmd_bench_worker.cc
+void RegisterBenchServeCommand(CLI::App& bench, Action* action);   // cmd_bench_serve.cc
 
 }  // namespace metaps::launch

@@ -216,7 +216,7 @@ TEST(EvaluatorTest, AdaptedPredictionsUseEachTasksOwnInnerLoopWeights) {
 // Serving's Scorer: one SGD step on the user's support (Meta-SGD: with its learned per-weight
 // rates), then each candidate scored with the adapted weights, worked out here in double.
 TEST(ScorerTest, ScoresCandidatesWithTheWeightsAdaptedToTheSupport) {
-  for (Algo algo : {Algo::kFomaml, Algo::kMetaSgd}) {
+  for (Algo algo : {Algo::kFomaml, Algo::kMaml, Algo::kReptile, Algo::kMetaSgd}) {
     SCOPED_TRACE(std::string(AlgoName(algo)));
     LinearCase c;
     c.job.meta.algo = algo;

@@ -41,10 +41,22 @@ float PredictRow(const ModelSpec& m, std::span<const TensorSlot> layout, const T
   return m.loss == Loss::kBce ? 1.f / (1.f + std::exp(-y)) : y;
 }
 
+namespace {
+
+// Every algorithm adapts with the same inner loop (plain SGD steps; Meta-SGD with its learned
+// rates): they differ only in the meta-gradient, which serving does not need. FOMAML's is the
+// cheapest (no reverse pass through the inner steps), so the others adapt through it.
+MetaOptions InnerLoopOnly(MetaOptions o) {
+  if (o.algo != Algo::kMetaSgd) o.algo = Algo::kFomaml;
+  return o;
+}
+
+}  // namespace
+
 Scorer::Scorer(const JobModel& job, DenseParams params, Kernels* kernels)
     : job_(job),
       params_(std::move(params)),
-      learner_(job.model, job.meta, kernels),
+      learner_(job.model, InnerLoopOnly(job.meta), kernels),
       layout_(job.model.param_layout()) {}
 
 Result<std::vector<float>> Scorer::Score(const Task& task, const RowMap& rows, bool* adapted) {
