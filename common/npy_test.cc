@@ -11,18 +11,15 @@
 #include <string>
 #include <vector>
 
+#include "common/internal/test_dirs.h"
+
 namespace metaps {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string TempPath(const std::string& name) {
-  static int n = 0;
-  fs::path p = fs::path(testing::TempDir()) /
-               ("npy_test_" + std::to_string(getpid()) + "_" + std::to_string(n++) + "_" + name);
-  fs::remove_all(p);
-  return p.string();
-}
+std::string TempPath(const std::string& name) { return test::TempPath("npy_test", name); }
+
 
 std::string FileBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -16,25 +16,15 @@
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
 
+#include "common/internal/rocksdb_util.h"
+
 namespace metaps {
 
 namespace {
 
-Status FromRocks(const rocksdb::Status& s, std::string_view what) {
-  if (s.ok()) return Status::Ok();
-  std::string msg = "rocksdb " + std::string(what) + ": " + s.ToString();
-  if (s.IsNotFound()) return NotFound(std::move(msg));
-  if (s.IsCorruption()) return DataLoss(std::move(msg));
-  if (s.IsInvalidArgument()) return InvalidArgument(std::move(msg));
-  if (s.IsNotSupported()) return Unimplemented(std::move(msg));
-  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return Unavailable(std::move(msg));
-  if (s.IsAborted()) return Aborted(std::move(msg));
-  if (s.IsIOError()) return Internal(std::move(msg));
-  return Status(StatusCode::kUnknown, std::move(msg));
-}
-
-rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
-std::string_view ToView(const rocksdb::Slice& s) { return std::string_view(s.data(), s.size()); }
+using internal::FromRocks;
+using internal::ToSlice;
+using internal::ToView;
 
 }  // namespace
 

@@ -11,26 +11,15 @@
 #include <rocksdb/sst_file_reader.h>
 #include <rocksdb/sst_file_writer.h>
 
+#include "common/internal/rocksdb_util.h"
+
 namespace metaps {
 
 namespace {
 
-// As in rocksdb_storage.cc, plus a missing file or directory -> kNotFound.
-Status FromRocks(const rocksdb::Status& s, const std::string& what) {
-  if (s.ok()) return Status::Ok();
-  std::string msg = "rocksdb " + what + ": " + s.ToString();
-  if (s.IsNotFound() || s.IsPathNotFound()) return NotFound(std::move(msg));
-  if (s.IsCorruption()) return DataLoss(std::move(msg));
-  if (s.IsInvalidArgument()) return InvalidArgument(std::move(msg));
-  if (s.IsNotSupported()) return Unimplemented(std::move(msg));
-  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return Unavailable(std::move(msg));
-  if (s.IsAborted()) return Aborted(std::move(msg));
-  if (s.IsIOError()) return Internal(std::move(msg));
-  return Status(StatusCode::kUnknown, std::move(msg));
-}
-
-rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
-std::string_view ToView(const rocksdb::Slice& s) { return std::string_view(s.data(), s.size()); }
+using internal::FromRocks;
+using internal::ToSlice;
+using internal::ToView;
 
 }  // namespace
 

@@ -9,18 +9,15 @@
 #include <string>
 #include <vector>
 
+#include "common/internal/test_dirs.h"
+
 namespace metaps {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string TempPath(const std::string& name) {
-  static int n = 0;
-  fs::path p = fs::path(testing::TempDir()) /
-               ("sst_file_test_" + std::to_string(getpid()) + "_" + std::to_string(n++) + "_" + name);
-  fs::remove_all(p);
-  return p.string();
-}
+std::string TempPath(const std::string& name) { return test::TempPath("sst_file_test", name); }
+
 
 std::string Key(int i) {
   char buf[16];

@@ -14,18 +14,15 @@
 #include "common/rocksdb_storage.h"
 #include "common/sst_file.h"
 
+#include "common/internal/test_dirs.h"
+
 namespace metaps {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string TempPath(const std::string& name) {
-  static int n = 0;
-  fs::path p = fs::path(testing::TempDir()) /
-               ("storage_test_" + std::to_string(getpid()) + "_" + std::to_string(n++) + "_" + name);
-  fs::remove_all(p);
-  return p.string();
-}
+std::string TempPath(const std::string& name) { return test::TempPath("storage_test", name); }
+
 
 enum class Kind { kMemory, kRocksDb };
 

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "common/config.h"
+#include "common/internal/test_dirs.h"
 #include "common/files.h"
 #include "common/keys.h"
 #include "common/npy.h"
@@ -26,20 +27,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    static int n = 0;
-    path_ = fs::path(::testing::TempDir()) /
-            ("launch_snapshot_test_" + std::to_string(getpid()) + "_" + std::to_string(n++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string path(const std::string& sub) const { return (path_ / sub).string(); }
-
- private:
-  fs::path path_;
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("launch_snapshot_test") {}
 };
 
 // One field "f" (dim 4, sum pooling), MLP 4 -> 3 -> 1.

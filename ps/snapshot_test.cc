@@ -9,6 +9,7 @@
 #include <random>
 
 #include "common/config.h"
+#include "common/internal/test_dirs.h"
 #include "common/rocksdb_storage.h"
 #include "common/sst_file.h"
 #include "ps/param_store.h"
@@ -19,19 +20,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    static int n = 0;
-    path_ = fs::path(testing::TempDir()) /
-            ("snapshot_test_" + std::to_string(getpid()) + "_" + std::to_string(n++));
-    fs::remove_all(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string path(const std::string& sub) const { return (path_ / sub).string(); }
-
- private:
-  fs::path path_;
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("snapshot_test") {}
 };
 
 std::vector<TableSpec> Tables() {

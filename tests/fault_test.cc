@@ -35,10 +35,7 @@ const std::vector<std::string> kJob = {"--set", "datagen.users=700", "--set", "t
                                        "--set", "checkpoint.every_rounds=40", "--set", "worker.audit_pushes=true",
                                        "--quiet"};
 
-std::string Example() {
-  const char* src = std::getenv("METAPS_SOURCE");
-  return std::string(src ? src : ".") + "/examples/synthetic.toml";
-}
+std::string Example() { return testing::Example("synthetic.toml"); }
 
 Subprocess StartJob(const std::string& run_dir, std::vector<std::string> extra = {}) {
   std::vector<std::string> argv = {MetapsBin(), "run", Example(), "--run-dir", run_dir};

@@ -11,14 +11,10 @@
 namespace metaps {
 namespace {
 
+using metaps::testing::Example;
 using metaps::testing::MetapsBin;
 using metaps::testing::ScratchDir;
 using metaps::testing::ServerProcess;
-
-std::string Example(const std::string& name) {
-  const char* src = std::getenv("METAPS_SOURCE");
-  return std::string(src ? src : ".") + "/examples/" + name;
-}
 
 struct RunResult {
   int exit_code = -1;

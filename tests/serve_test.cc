@@ -21,14 +21,10 @@ namespace metaps {
 namespace {
 
 namespace fs = std::filesystem;
+using metaps::testing::Example;
 using metaps::testing::MetapsBin;
 using metaps::testing::ScratchDir;
 using metaps::testing::ServerProcess;
-
-std::string Example(const std::string& name) {
-  const char* src = std::getenv("METAPS_SOURCE");
-  return std::string(src ? src : ".") + "/examples/" + name;
-}
 
 int RunMetaps(const std::vector<std::string>& args, const std::string& out, std::chrono::seconds limit) {
   std::vector<std::string> argv = {MetapsBin()};

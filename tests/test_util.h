@@ -23,6 +23,12 @@ inline std::string MetapsBin() {
   return b ? b : "build/bin/metaps";
 }
 
+// A job config from the source tree's examples/ (METAPS_SOURCE, else the working directory).
+inline std::string Example(const std::string& name) {
+  const char* src = std::getenv("METAPS_SOURCE");
+  return std::string(src ? src : ".") + "/examples/" + name;
+}
+
 // A directory removed at the end of the test unless METAPS_KEEP_TEST_DIRS is set.
 class ScratchDir {
  public:
