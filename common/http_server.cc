@@ -197,25 +197,12 @@ void HttpServer::Stop() {
 }
 
 Result<std::string> HttpGet(const std::string& host, int port, const std::string& path, int timeout_ms) {
-  try {
-    asio::io_context io;
-    beast::tcp_stream stream(io);
-    stream.expires_after(std::chrono::milliseconds(timeout_ms));
-    tcp::resolver resolver(io);
-    stream.connect(resolver.resolve(host, std::to_string(port)));
-    http::request<http::empty_body> req{http::verb::get, path, 11};
-    req.set(http::field::host, host);
-    http::write(stream, req);
-    beast::flat_buffer buffer;
-    http::response<http::string_body> res;
-    http::read(stream, buffer, res);
-    if (res.result_int() != 200) {
-      return Unavailable("GET " + path + ": HTTP " + std::to_string(res.result_int()) + ": " + res.body());
-    }
-    return res.body();
-  } catch (const std::exception& e) {
-    return Unavailable("GET http://" + host + ":" + std::to_string(port) + path + ": " + e.what());
-  }
+  // Through HttpCall: its deadline bounds the whole exchange (blocking Beast calls ignore
+  // expires_after, so a server that accepted and never answered used to hang this call).
+  auto r = HttpCall(host, port, "GET", path, "", "", timeout_ms);
+  if (!r.ok()) return Unavailable(r.status().message());
+  if (r->status != 200) return Unavailable("GET " + path + ": HTTP " + std::to_string(r->status) + ": " + r->body);
+  return std::move(r->body);
 }
 
 namespace {
