@@ -264,8 +264,16 @@ Result<std::vector<SnapshotTable>> SnapshotTablesFromJson(const nlohmann::json& 
 Result<std::unique_ptr<SnapshotRows>> SnapshotRows::Open(
     const std::vector<std::string>& dirs, const std::vector<std::vector<SnapshotTable>>& tables,
     const std::string& work_dir) {
-  if (dirs.empty() || dirs.size() != tables.size())
+  if (dirs.empty() || dirs.size() != tables.size()) {
     return InvalidArgument("SnapshotRows::Open: one table list per dir");
+  }
+  {
+    // Rows left in a used directory (another snapshot's) would be served as this one's.
+    std::error_code ec;
+    if (fs::exists(work_dir, ec) && !(fs::is_directory(work_dir, ec) && fs::is_empty(work_dir, ec))) {
+      return InvalidArgument("work directory " + work_dir + " is not empty: give a new or empty one");
+    }
+  }
   std::unique_ptr<SnapshotRows> r(new SnapshotRows());
   r->tables_ = tables.back();
   // Every snapshot of the chain must have the same tables.

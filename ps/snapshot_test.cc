@@ -9,6 +9,7 @@
 #include <random>
 
 #include "common/config.h"
+#include "common/files.h"
 #include "common/internal/test_dirs.h"
 #include "common/rocksdb_storage.h"
 #include "common/sst_file.h"
@@ -198,6 +199,11 @@ TEST(SnapshotTest, ACorruptedFileIsRefusedBeforeAnythingIsServed) {
     c ^= 0x40;
     f.write(&c, 1);
   }
+  // A used work directory is refused: its rows would be served as this snapshot's.
+  fs::create_directories(dir.path("used"));
+  ASSERT_TRUE(WriteFileAtomically(dir.path("used/x"), "x").ok());
+  EXPECT_EQ(SnapshotRows::Open({dir.path("snap")}, {TablesOf(*e)}, dir.path("used")).status().code(),
+            StatusCode::kInvalidArgument);
   auto served = SnapshotRows::Open({dir.path("snap")}, {TablesOf(*e)}, dir.path("work"));
   ASSERT_FALSE(served.ok());
   EXPECT_EQ(served.status().code(), StatusCode::kDataLoss);
