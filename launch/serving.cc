@@ -1,7 +1,9 @@
 #include "launch/serving.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <sstream>
 
 #include "common/keys.h"
