@@ -14,7 +14,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_wire fuzz_config fuzz_movielens100k fuzz_movielens1m fuzz_csv)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_wire fuzz_config fuzz_movielens100k fuzz_movielens1m fuzz_csv fuzz_score_request)
 jobs="${FUZZ_JOBS:-2}"
 rss_mb="${FUZZ_RSS_MB:-2048}"
 
@@ -37,6 +37,7 @@ dict_of() {
     fuzz_wire) echo wire ;;
     fuzz_config) echo toml ;;
     fuzz_csv) echo csv ;;
+    fuzz_score_request) echo score ;;
     *) echo movielens ;;
   esac
 }

@@ -26,15 +26,12 @@
 #include "launch/snapshot.h"
 #include "ps/snapshot.h"
 #include "worker/kernels.h"
+#include "worker/score_request.h"
 #include "worker/scorer.h"
 
 namespace metaps::launch {
 
-struct ServingLimits {
-  size_t max_support = 10000;
-  size_t max_candidates = 100000;
-  size_t max_values_per_field = 1000;
-};
+using ServingLimits = worker::ScoreRequestLimits;
 
 class ServingModel {
  public:
