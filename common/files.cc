@@ -58,4 +58,21 @@ Status ReadFileInto(const std::string& path, std::string* out) {
   return Status::Ok();
 }
 
+Result<std::string> MakeTempDir(std::string_view prefix) {
+  std::error_code ec;
+  const std::filesystem::path base = std::filesystem::temp_directory_path(ec);
+  if (ec) return Internal("no temporary directory: " + ec.message());
+  std::string tmpl = (base / (std::string(prefix) + "-XXXXXX")).string();
+  if (mkdtemp(tmpl.data()) == nullptr) {
+    return Internal("cannot create a directory in " + base.string() + ": " + std::strerror(errno));
+  }
+  return tmpl;
+}
+
+RemoveAllOnExit::~RemoveAllOnExit() {
+  if (dir_.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
 }  // namespace metaps

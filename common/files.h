@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "common/status.h"
 
@@ -20,5 +21,22 @@ Status WriteFileWithMode(const std::string& path, std::string_view text, unsigne
 // Reads the whole of `path` into `out` (resized; its capacity is reused) with plain reads: a
 // std::istreambuf_iterator copy goes at ~0.3 GB/s. Internal with the path on failure.
 Status ReadFileInto(const std::string& path, std::string* out);
+
+// A new directory <system temp dir>/<prefix>-XXXXXX (mkdtemp). Internal on failure.
+Result<std::string> MakeTempDir(std::string_view prefix);
+
+// Removes the directory tree `dir` when it goes out of scope, unless Keep() was called (a
+// temporary directory, or a half-written output removed on every early return).
+class RemoveAllOnExit {
+ public:
+  explicit RemoveAllOnExit(std::string dir) : dir_(std::move(dir)) {}
+  ~RemoveAllOnExit();
+  RemoveAllOnExit(const RemoveAllOnExit&) = delete;
+  RemoveAllOnExit& operator=(const RemoveAllOnExit&) = delete;
+  void Keep() { dir_.clear(); }
+
+ private:
+  std::string dir_;
+};
 
 }  // namespace metaps

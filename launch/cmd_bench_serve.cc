@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/files.h"
 #include "common/http_server.h"
 #include "launch/cli.h"
 #include "launch/serving.h"
@@ -38,6 +39,7 @@ struct BenchServeOptions {
   int vocab = 1000;
   uint64_t seed = 1;
   int threads = 1;  // kernel threads, as `metaps serve --threads`
+  bool json_only = false;
 };
 
 struct Timing {
@@ -63,18 +65,13 @@ nlohmann::json ToJson(const Timing& t) {
 
 int RunBenchServe(const BenchServeOptions& o) {
   worker::SetKernelThreads(o.threads);  // this thread: the in-process phase
-  std::string tmpl = (fs::temp_directory_path() / "metaps-bench-serve-XXXXXX").string();
-  if (mkdtemp(tmpl.data()) == nullptr) {
-    std::cerr << "metaps bench serve: cannot create a work directory\n";
+  auto tmp = MakeTempDir("metaps-bench-serve");
+  if (!tmp.ok()) {
+    std::cerr << "metaps bench serve: " << tmp.status().message() << "\n";
     return 1;
   }
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-    }
-  } cleanup{tmpl};
+  const std::string tmpl = *tmp;
+  RemoveAllOnExit cleanup(tmpl);
   auto kernels = worker::OneDnnKernels::Create();
   if (!kernels.ok()) {
     std::cerr << "metaps bench serve: oneDNN: " << kernels.status().message() << "\n";
@@ -131,14 +128,7 @@ int RunBenchServe(const BenchServeOptions& o) {
   const Timing direct = Summarize(ms, std::chrono::duration<double>(Clock::now() - t0).count());
 
   // Through HTTP on loopback.
-  HttpServer http(
-      [&m, threads = o.threads](const HttpRequest& r) {
-        thread_local bool set = false;
-        if (!set) worker::SetKernelThreads(threads);
-        set = true;
-        return m.Handle(r);
-      },
-      HttpServerOptions{});
+  HttpServer http(m.HttpHandler(o.threads), HttpServerOptions{});
   auto port = http.Start("127.0.0.1", 0);
   if (!port.ok()) {
     std::cerr << "metaps bench serve: " << port.status().message() << "\n";
@@ -160,15 +150,17 @@ int RunBenchServe(const BenchServeOptions& o) {
   const Timing over_http = Summarize(ms, std::chrono::duration<double>(Clock::now() - t0).count());
   http.Stop();
 
-  std::cerr << "snapshot " << m.chain().back().id << ": " << m.rows() << " rows loaded in " << load_s
-            << " s; algo " << worker::AlgoName(job.meta.algo) << ", " << job.meta.inner_steps
-            << " inner steps, MLP " << job.model.num_params() << " weights\n"
-            << "requests of " << o.support << " support events and " << o.candidates << " candidates:\n"
-            << "  in process: " << direct.per_s << " requests/s (mean " << direct.mean_ms << " ms, p50 "
-            << direct.p50_ms << ", p99 " << direct.p99_ms << ")\n"
-            << "  over HTTP:  " << over_http.per_s << " requests/s (mean " << over_http.mean_ms << " ms, p50 "
-            << over_http.p50_ms << ", p99 " << over_http.p99_ms << "), " << over_http.per_s / direct.per_s
-            << "x the in-process rate\n";
+  if (!o.json_only) {
+    std::cerr << "snapshot " << m.chain().back().id << ": " << m.rows() << " rows loaded in " << load_s
+              << " s; algo " << worker::AlgoName(job.meta.algo) << ", " << job.meta.inner_steps
+              << " inner steps, MLP " << job.model.num_params() << " weights\n"
+              << "requests of " << o.support << " support events and " << o.candidates << " candidates:\n"
+              << "  in process: " << direct.per_s << " requests/s (mean " << direct.mean_ms << " ms, p50 "
+              << direct.p50_ms << ", p99 " << direct.p99_ms << ")\n"
+              << "  over HTTP:  " << over_http.per_s << " requests/s (mean " << over_http.mean_ms
+              << " ms, p50 " << over_http.p50_ms << ", p99 " << over_http.p99_ms << "), "
+              << over_http.per_s / direct.per_s << "x the in-process rate\n";
+  }
   nlohmann::json out = {{"snapshot", m.chain().back().id},
                         {"rows", m.rows()},
                         {"load_seconds", load_s},
@@ -203,9 +195,8 @@ void RegisterBenchServeCommand(CLI::App& bench, Action* action) {
   cmd->add_option("--seed", o->seed, "Seed of the synthetic requests");
   cmd->add_option("--threads", o->threads, "Kernel threads per request (default 1, as metaps serve)")
       ->check(CLI::Range(1, 1024));
-  cmd->add_flag(
-      "--json", [](int64_t) {},
-      "Accepted for symmetry with the other benchmarks (the JSON line is always printed)");
+  cmd->add_flag("--json", o->json_only, "Print only the JSON line");
+
   cmd->callback([o, action] { *action = [o] { return RunBenchServe(*o); }; });
 }
 

@@ -27,9 +27,7 @@ void RegisterMetaGradCommand(CLI::App& app, Action* action) {
         std::cerr << "meta-grad: " << c.status() << "\n";
         return 1;
       }
-      c->options.first_layer = *first_layer == "dense"      ? worker::FirstLayer::kDense
-                               : *first_layer == "low_rank" ? worker::FirstLayer::kLowRank
-                                                            : worker::FirstLayer::kAuto;
+      c->options.first_layer = *worker::ParseFirstLayer(*first_layer);  // (CLI11 checked the name)
       std::unique_ptr<worker::Kernels> k;
       if (*kernels == "reference") {
         k = std::make_unique<worker::ReferenceKernels>();

@@ -68,14 +68,6 @@ struct Child {
   int restarts = 0;
 };
 
-std::string Timestamp() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y%m%d-%H%M%S", std::localtime(&t));
-  return buf;
-}
-
-
 // Relative data paths are read against `base`.
 Status ResolveDataPaths(Config& cfg, const fs::path& base) {
   for (const char* key : {"data.path", "data.dir", "eval.validation_users", "eval.test_users"}) {
@@ -180,7 +172,8 @@ int RunJob(const RunFlags& f) {
   const int servers = sched->scheduler.num_servers, workers = sched->scheduler.num_workers;
   const std::string job_id = sched->scheduler.job_id;
 
-  fs::path run_dir = f.run_dir.empty() ? fs::path("runs") / (job_id + "-" + Timestamp()) : fs::path(f.run_dir);
+  fs::path run_dir =
+      f.run_dir.empty() ? fs::path("runs") / (job_id + "-" + LocalTimestamp()) : fs::path(f.run_dir);
   if (f.check) {
     // A check leaves nothing behind: the files a launch would write (a datagen set included) go
     // to a scratch directory that is removed on return.

@@ -1,6 +1,5 @@
 // `metaps serve SNAPSHOT [--delta DIR]...`: scores candidates for a user's recent events over HTTP
 // (launch/serving.h has the API, docs/snapshot.md the whole story) until SIGTERM or SIGINT.
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -12,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/files.h"
 #include "common/http_server.h"
 #include "launch/cli.h"
 #include "launch/serving.h"
@@ -38,24 +38,15 @@ int RunServe(const ServeFlags& f) {
   namespace fs = std::filesystem;
   StopOnSignals on_signal;  // before any thread exists (see launch/signals.h)
   std::string work = f.work_dir;
-  bool remove_work = false;
   if (work.empty()) {
-    std::string tmpl = (fs::temp_directory_path() / "metaps-serve-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) {
-      std::cerr << "metaps serve: cannot create a work directory in " << fs::temp_directory_path() << "\n";
+    auto made = MakeTempDir("metaps-serve");
+    if (!made.ok()) {
+      std::cerr << "metaps serve: " << made.status().message() << "\n";
       return 1;
     }
-    work = tmpl;
-    remove_work = true;
+    work = *made;
   }
-  struct Cleanup {
-    std::string dir;
-    bool on;
-    ~Cleanup() {
-      std::error_code ec;
-      if (on) fs::remove_all(dir, ec);
-    }
-  } cleanup{work, remove_work};
+  RemoveAllOnExit cleanup(f.work_dir.empty() ? work : "");  // the temporary one only
   auto kernels = worker::OneDnnKernels::Create();
   if (!kernels.ok()) {
     std::cerr << "metaps serve: oneDNN: " << kernels.status().message() << "\n";
@@ -70,14 +61,7 @@ int RunServe(const ServeFlags& f) {
   }
   ServingModel* m = model->get();
   // Requests are scored on the HTTP thread, with --threads kernel threads (set on that thread).
-  HttpServer http(
-      [m, threads = f.threads](const HttpRequest& r) {
-        thread_local bool set = false;
-        if (!set) worker::SetKernelThreads(threads);
-        set = true;
-        return m->Handle(r);
-      },
-      HttpServerOptions{});
+  HttpServer http(m->HttpHandler(f.threads), HttpServerOptions{});
   auto port = http.Start(f.address, f.port);
   if (!port.ok()) {
     std::cerr << "metaps serve: " << port.status().message() << "\n";

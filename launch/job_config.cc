@@ -1,5 +1,6 @@
 #include "launch/job_config.h"
 
+#include <ctime>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -136,6 +137,13 @@ Result<std::string> ReadTokenFile(const std::string& path) {
   auto b = t.find_first_not_of(" \t\r\n"), e = t.find_last_not_of(" \t\r\n");
   if (b == std::string::npos) return InvalidArgument("token file " + path + " is empty");
   return t.substr(b, e - b + 1);
+}
+
+std::string LocalTimestamp() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y%m%d-%H%M%S", std::localtime(&t));
+  return buf;
 }
 
 Result<std::string> MakeToken() {

@@ -54,6 +54,9 @@ inline constexpr const char* kCurveKeysHelp =
     "Encrypt every link with the CURVE keys in this directory and admit only its authorized_keys";
 inline constexpr const char* kCurveNameHelp = "This node's client key pair in --curve-keys: NAME.pub, NAME.key";
 
+// The local time as YYYYmmdd-HHMMSS, for run and snapshot directory names.
+std::string LocalTimestamp();
+
 // Prints "metaps <command>: <message>" for a bad config or flag and returns exit code 2.
 int UsageError(const char* command, const Status& status);
 

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/keys.h"
+#include "worker/onednn_kernels.h"
 #include "worker/score_request.h"
 
 namespace metaps::launch {
@@ -113,6 +114,15 @@ nlohmann::json ServingModel::Health() const {
           {"rows", rows_->rows_ingested()},
           {"requests", requests_.load()},
           {"errors", errors_.load()}};
+}
+
+RequestHandler ServingModel::HttpHandler(int threads) {
+  return [this, threads](const HttpRequest& r) {
+    thread_local int set = 0;
+    if (set != threads) worker::SetKernelThreads(threads);
+    set = threads;
+    return Handle(r);
+  };
 }
 
 HttpResponse ServingModel::Handle(const HttpRequest& request) {

@@ -44,6 +44,10 @@ class ServingModel {
 
   HttpResponse Handle(const HttpRequest& request);
 
+  // The HTTP handler `metaps serve` runs: Handle, on whichever thread serves the request, with
+  // that thread's kernel thread count set to `threads` (oneDNN's OpenMP count is per thread).
+  RequestHandler HttpHandler(int threads);
+
   // The scores of `body` (a /score request), or InvalidArgument naming what is wrong.
   Result<nlohmann::json> Score(const nlohmann::json& body);
 

@@ -28,13 +28,6 @@ namespace fs = std::filesystem;
 constexpr char kFormat[] = "metaps-snapshot";
 constexpr int kVersion = 1;
 
-std::string NowStamp() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y%m%d-%H%M%S", std::localtime(&t));
-  return buf;
-}
-
 std::string NewId() {
   std::random_device rd;
   const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
@@ -141,7 +134,7 @@ Result<ExportSummary> ExportSnapshot(const ExportOptions& o) {
     for (int s = 0; s < shards; ++s) since[s] = bs[s].value("applied_seq", uint64_t{0});
     base_id = base.id;
   }
-  sum.out = o.out.empty() ? (run / "snapshots" / (sum.kind + "-" + NowStamp())).string() : o.out;
+  sum.out = o.out.empty() ? (run / "snapshots" / (sum.kind + "-" + LocalTimestamp())).string() : o.out;
   if (fs::exists(sum.out))
     return Status(StatusCode::kAlreadyExists, sum.out + " exists; a snapshot is never overwritten");
   const std::string tmp = sum.out + ".tmp-" + std::to_string(getpid());
@@ -149,14 +142,7 @@ Result<ExportSummary> ExportSnapshot(const ExportOptions& o) {
   fs::remove_all(tmp, ec);
   fs::create_directories(fs::path(tmp) / "dense", ec);
   if (ec) return Internal("cannot create " + tmp + ": " + ec.message());
-  struct RemoveOnError {
-    std::string dir;
-    bool keep = false;
-    ~RemoveOnError() {
-      std::error_code e;
-      if (!keep) fs::remove_all(dir, e);
-    }
-  } guard{tmp};
+  RemoveAllOnExit guard(tmp);  // on every early return; kept once renamed to `out`
 
   std::map<std::string, std::vector<ps::SnapshotFile>> files;
   std::map<std::string, std::vector<float>> dense;
@@ -250,7 +236,7 @@ Result<ExportSummary> ExportSnapshot(const ExportOptions& o) {
   fs::create_directories(fs::path(sum.out).parent_path(), ec);
   fs::rename(tmp, sum.out, ec);
   if (ec) return Internal("cannot rename " + tmp + " to " + sum.out + ": " + ec.message());
-  guard.keep = true;
+  guard.Keep();
   return sum;
 }
 

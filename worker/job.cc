@@ -63,22 +63,6 @@ Result<JobModel> BuildJobModel(const Config& root, const data::Dataset& dataset)
   return j;
 }
 
-namespace {
-
-std::string_view FirstLayerName(FirstLayer f) {
-  switch (f) {
-    case FirstLayer::kDense:
-      return "dense";
-    case FirstLayer::kLowRank:
-      return "low_rank";
-    case FirstLayer::kAuto:
-      break;
-  }
-  return "auto";
-}
-
-}  // namespace
-
 nlohmann::json JobModelToJson(const JobModel& job) {
   nlohmann::json fields = nlohmann::json::array();
   for (const auto& f : job.model.fields) {
@@ -132,16 +116,9 @@ Result<JobModel> JobModelFromJson(const nlohmann::json& j) {
     at = "model.meta.adapt_last_layers";
     job.meta.adapt_last_layers = m.at("adapt_last_layers").get<int>();
     at = "model.meta.first_layer";
-    const std::string first = m.at("first_layer").get<std::string>();
-    if (first == "auto") {
-      job.meta.first_layer = FirstLayer::kAuto;
-    } else if (first == "dense") {
-      job.meta.first_layer = FirstLayer::kDense;
-    } else if (first == "low_rank") {
-      job.meta.first_layer = FirstLayer::kLowRank;
-    } else {
-      return InvalidArgument(at + ": expected auto, dense or low_rank, got \"" + first + "\"");
-    }
+    auto first = ParseFirstLayer(m.at("first_layer").get<std::string>());
+    if (!first.ok()) return first.status().WithContext(at);
+    job.meta.first_layer = *first;
   } catch (const std::exception& e) {
     return InvalidArgument(at + ": " + e.what());
   }

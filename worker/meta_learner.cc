@@ -84,6 +84,25 @@ Result<Algo> ParseAlgo(std::string_view name) {
   return InvalidArgument("unknown algo \"" + std::string(name) + "\" (expected fomaml, maml, reptile or metasgd)");
 }
 
+Result<FirstLayer> ParseFirstLayer(std::string_view name) {
+  if (name == "auto") return FirstLayer::kAuto;
+  if (name == "dense") return FirstLayer::kDense;
+  if (name == "low_rank") return FirstLayer::kLowRank;
+  return InvalidArgument("expected auto, dense or low_rank, got \"" + std::string(name) + "\"");
+}
+
+std::string_view FirstLayerName(FirstLayer f) {
+  switch (f) {
+    case FirstLayer::kDense:
+      return "dense";
+    case FirstLayer::kLowRank:
+      return "low_rank";
+    case FirstLayer::kAuto:
+      break;
+  }
+  return "auto";
+}
+
 std::string_view AlgoName(Algo a) {
   switch (a) {
     case Algo::kFomaml: return "fomaml";
@@ -120,15 +139,9 @@ Result<MetaOptions> MetaOptions::FromConfig(const Config& meta) {
     return InvalidArgument(meta.Path("adapt") + ": expected \"mlp\" or \"last:N\", got \"" + adapt + "\"");
   }
   METAPS_ASSIGN_OR_RETURN(std::string first, meta.GetString("first_layer", "auto"));
-  if (first == "auto") {
-    o.first_layer = FirstLayer::kAuto;
-  } else if (first == "dense") {
-    o.first_layer = FirstLayer::kDense;
-  } else if (first == "low_rank") {
-    o.first_layer = FirstLayer::kLowRank;
-  } else {
-    return InvalidArgument(meta.Path("first_layer") + ": expected auto, dense or low_rank, got \"" + first + "\"");
-  }
+  auto first_layer = ParseFirstLayer(first);
+  if (!first_layer.ok()) return first_layer.status().WithContext(meta.Path("first_layer"));
+  o.first_layer = *first_layer;
   return o;
 }
 

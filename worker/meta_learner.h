@@ -50,6 +50,9 @@ enum class FirstLayer {
 
 Result<Algo> ParseAlgo(std::string_view name);
 std::string_view AlgoName(Algo a);
+// "auto", "dense", "low_rank".
+Result<FirstLayer> ParseFirstLayer(std::string_view name);
+std::string_view FirstLayerName(FirstLayer f);
 
 struct MetaOptions {
   Algo algo = Algo::kFomaml;
