@@ -117,21 +117,18 @@ Result<ExportSummary> ExportSnapshot(const ExportOptions& o) {
   sum.checkpoint = ckpt;
   sum.shards = shards;
   sum.id = NewId();
-  std::vector<uint64_t> since(shards, 0);
+  // A delta: every shard's checkpoint must descend from the base's state of that shard (the
+  // lineage check, which also refuses a base of another job or a rolled-back history).
+  std::vector<ps::ShardBase> since;
   std::string base_id;
   if (!o.since.empty()) {
     METAPS_ASSIGN_OR_RETURN(LoadedSnapshot base, LoadSnapshot(o.since));
-    if (base.job_id != sched.scheduler.job_id) {
-      return FailedPrecondition("--since " + o.since + " is a snapshot of job '" + base.job_id +
-                                "', not of '" + sched.scheduler.job_id + "'");
+    if (static_cast<int>(base.shards.size()) != shards) {
+      return FailedPrecondition("--since " + o.since + " has " + std::to_string(base.shards.size()) +
+                                " shards, the job has " + std::to_string(shards) +
+                                ": export a full snapshot");
     }
-    const nlohmann::json& bs = base.manifest["shards"];
-    if (!bs.is_array() || static_cast<int>(bs.size()) != shards) {
-      return FailedPrecondition("--since " + o.since + " has " +
-                                std::to_string(bs.is_array() ? bs.size() : 0) + " shards, the job has " +
-                                std::to_string(shards) + ": export a full snapshot");
-    }
-    for (int s = 0; s < shards; ++s) since[s] = bs[s].value("applied_seq", uint64_t{0});
+    since = std::move(base.shards);
     base_id = base.id;
   }
   sum.out = o.out.empty() ? (run / "snapshots" / (sum.kind + "-" + LocalTimestamp())).string() : o.out;
@@ -149,7 +146,9 @@ Result<ExportSummary> ExportSnapshot(const ExportOptions& o) {
   nlohmann::json shard_json = nlohmann::json::array();
   for (int s = 0; s < shards; ++s) {
     const std::string dir = ckpt + "/shard-" + std::to_string(s);
-    METAPS_ASSIGN_OR_RETURN(ps::ShardExport e, ps::ExportCheckpointShard(dir, s, since[s], tmp));
+    auto exported = ps::ExportCheckpointShard(dir, s, since.empty() ? nullptr : &since[s], tmp);
+    if (!exported.ok() && !o.since.empty()) return exported.status().WithContext("--since " + o.since);
+    METAPS_ASSIGN_OR_RETURN(ps::ShardExport e, std::move(exported));
     for (auto& [table, f] : e.files) {
       sum.files++;
       sum.bytes += f.bytes;
@@ -163,6 +162,7 @@ Result<ExportSummary> ExportSnapshot(const ExportOptions& o) {
     sum.rows_unchanged += e.rows_unchanged;
     shard_json.push_back({{"shard", s},
                           {"applied_seq", e.applied_seq},
+                          {"lineage", ps::LineageToJson(e.lineage)},
                           {"rows", e.rows_exported},
                           {"rows_unchanged", e.rows_unchanged}});
   }
@@ -262,6 +262,20 @@ Result<LoadedSnapshot> LoadSnapshot(const std::string& dir) {
     }
     s.base_id = m["base"].value("id", "");
   }
+  if (!m.contains("shards") || !m["shards"].is_array()) return InvalidArgument(path + ": shards: missing");
+  for (size_t i = 0; i < m["shards"].size(); ++i) {
+    const nlohmann::json& sh = m["shards"][i];
+    const std::string at = path + ": shards[" + std::to_string(i) + "]";
+    if (!sh.is_object() || !sh.contains("applied_seq") || !sh["applied_seq"].is_number_unsigned()) {
+      return InvalidArgument(at + ".applied_seq: missing");
+    }
+    ps::ShardBase b;
+    b.applied_seq = sh["applied_seq"].get<uint64_t>();
+    if (sh.contains("lineage")) {  // absent in snapshots written before lineages were kept
+      METAPS_ASSIGN_OR_RETURN(b.lineage, ps::LineageFromJson(sh["lineage"], at + ".lineage"));
+    }
+    s.shards.push_back(std::move(b));
+  }
   if (!m.contains("model")) return InvalidArgument(path + ": model: missing");
   auto job = worker::JobModelFromJson(m["model"]);
   if (!job.ok()) return job.status().WithContext(path);
@@ -316,7 +330,18 @@ Status CheckSnapshotChain(const std::vector<LoadedSnapshot>& chain) {
       return InvalidArgument(chain[i].dir + " is a delta on top of snapshot " + chain[i].base_id +
                              ", not of " + chain[i - 1].dir + " (" + chain[i - 1].id + ")");
     }
-    if (chain[i].job_id != chain[0].job_id) return InvalidArgument(chain[i].dir + " is of another job");
+    if (chain[i].shards.size() != chain[i - 1].shards.size()) {
+      return InvalidArgument(chain[i].dir + " has " + std::to_string(chain[i].shards.size()) + " shards, " +
+                             chain[i - 1].dir + " has " + std::to_string(chain[i - 1].shards.size()));
+    }
+    for (size_t s = 0; s < chain[i].shards.size(); ++s) {
+      const ps::ShardBase &base = chain[i - 1].shards[s], &later = chain[i].shards[s];
+      Status d = ps::CheckDescends(base.lineage, base.applied_seq, later.lineage, later.applied_seq);
+      if (!d.ok()) {
+        return InvalidArgument(chain[i].dir + ", shard " + std::to_string(s) + ": not on top of " +
+                               chain[i - 1].dir + ": " + d.message());
+      }
+    }
   }
   return Status::Ok();
 }

@@ -42,10 +42,12 @@ struct LoadedSnapshot {
   worker::JobModel job;
   worker::DenseParams params;
   std::vector<ps::SnapshotTable> tables;
+  std::vector<ps::ShardBase> shards;  // per shard: pushes applied up to, and the lineage (ps/lineage.h)
 };
 Result<LoadedSnapshot> LoadSnapshot(const std::string& dir);
 
-// Checks that `chain` is a full snapshot followed by deltas, each on top of the one before it.
+// Checks that `chain` is a full snapshot followed by deltas, each on top of the one before it
+// and, shard by shard, of a state that descends from it (ps::CheckDescends).
 Status CheckSnapshotChain(const std::vector<LoadedSnapshot>& chain);
 
 }  // namespace metaps::launch

@@ -22,10 +22,9 @@
 #include <functional>
 #include <mutex>
 #include <new>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "common/files.h"
 #include "common/internal/profile_sink.h"
@@ -38,6 +37,7 @@
 #include "ps/internal/direct_appender.h"
 #include "ps/internal/log_checksum.h"
 #include "ps/internal/row_format.h"
+#include "ps/lineage.h"
 
 namespace metaps::ps {
 
@@ -62,6 +62,7 @@ constexpr char kAppliedSeqKey[] = "applied_seq";
 constexpr char kManifestName[] = "manifest.json";
 constexpr char kPushLogDir[] = "pushlog";
 constexpr char kLogModeKey[] = "log_mode";
+constexpr char kLineageKey[] = "lineage";  // JSON (ps/lineage.h); a segment more per Open
 
 // Header of a log record in the "log" space (key: big-endian sequence number), followed by
 // n keys (u64) and n*dim summed gradients (f32).
@@ -1084,6 +1085,7 @@ struct ParamStore::Impl {
   // Pushes applied, by origin; guarded by mu. Changes when a push is applied (or on Open); an
   // answer that shows it waits for the push to be durable (AppliedSeq).
   DedupeWindow applied_pushes;
+  Lineage lineage;  // this store's history, ending with the segment its Open started
 
   // Pushes of at least this many rows (to a file log) have their record appended by `appender`
   // on its thread while the optimizer runs and the request thread goes on; smaller ones are
@@ -1749,6 +1751,23 @@ struct ParamStore::Impl {
     return Status::Ok();
   }
 
+  // Starts this Open's lineage segment (after Replay: it begins after the pushes replayed) and
+  // stores the lineage, so that a checkpoint taken from now on carries it.
+  Status StartLineageSegment() {
+    std::string v;
+    Status st = storage->Get(meta_space, kLineageKey, &v);
+    if (st.ok()) {
+      auto j = nlohmann::json::parse(v, nullptr, false);
+      METAPS_ASSIGN_OR_RETURN(lineage, LineageFromJson(j, std::string("meta ") + kLineageKey));
+    } else if (st.code() != StatusCode::kNotFound) {
+      return st;
+    }
+    lineage.push_back({NewLineageId(), applied_seq});
+    StorageBatch batch;
+    batch.Put(meta_space, kLineageKey, LineageToJson(lineage).dump());
+    return storage->Write(batch, true);
+  }
+
   // Applies the log records after the last write-back's cut, in order.
   Status Replay() {
     std::string v;
@@ -2291,6 +2310,7 @@ Result<std::unique_ptr<ParamStore>> ParamStore::Open(StoreOptions options, std::
   }
   METAPS_RETURN_IF_ERROR(impl->LoadRegistry(&fresh));
   METAPS_RETURN_IF_ERROR(impl->Replay());
+  METAPS_RETURN_IF_ERROR(impl->StartLineageSegment());
   Impl* raw = impl.get();
   raw->writer = std::thread([raw] {
     NameThisThread("ps-writeback");
@@ -2475,6 +2495,7 @@ Status ParamStore::Checkpoint(const std::string& dir) {
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
     j["applied_seq"] = impl_->applied_seq;
+    j["lineage"] = LineageToJson(impl_->lineage);
     j["written_seq"] = impl_->written_seq;
     j["next_seq"] = impl_->next_seq;
     j["db"] = "db";

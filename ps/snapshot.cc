@@ -59,7 +59,7 @@ Result<std::string> FileXxh3(const std::string& path) {
   return std::string(hex);
 }
 
-Result<ShardExport> ExportCheckpointShard(const std::string& checkpoint_dir, int shard, uint64_t since_seq,
+Result<ShardExport> ExportCheckpointShard(const std::string& checkpoint_dir, int shard, const ShardBase* base,
                                           const std::string& out_dir) {
   METAPS_ASSIGN_OR_RETURN(auto opened, ParamStore::OpenCheckpoint(checkpoint_dir));
   const nlohmann::json& manifest = opened.first;
@@ -70,10 +70,14 @@ Result<ShardExport> ExportCheckpointShard(const std::string& checkpoint_dir, int
     return DataLoss(checkpoint_dir + "/manifest.json: no applied_seq");
   }
   out.applied_seq = manifest["applied_seq"].get<uint64_t>();
-  if (since_seq > out.applied_seq) {
-    return FailedPrecondition("checkpoint " + checkpoint_dir + " has applied pushes up to " +
-                              std::to_string(out.applied_seq) + ", before the base snapshot's " +
-                              std::to_string(since_seq) + ": the base is newer than this checkpoint");
+  if (manifest.contains("lineage")) {
+    METAPS_ASSIGN_OR_RETURN(out.lineage,
+                            LineageFromJson(manifest["lineage"], checkpoint_dir + "/manifest.json lineage"));
+  }
+  const uint64_t since_seq = base ? base->applied_seq : 0;
+  if (base) {
+    METAPS_RETURN_IF_ERROR(CheckDescends(base->lineage, base->applied_seq, out.lineage, out.applied_seq)
+                               .WithContext("checkpoint " + checkpoint_dir + " against the base snapshot"));
   }
   METAPS_ASSIGN_OR_RETURN(StorageSpace rows_space, storage.FindSpace("rows"));
   METAPS_ASSIGN_OR_RETURN(StorageSpace meta_space, storage.FindSpace("meta"));
@@ -144,7 +148,7 @@ Result<ShardExport> ExportCheckpointShard(const std::string& checkpoint_dir, int
       std::memcpy(d.data(), weights, size_t{t.record.dim} * 4);
       return true;
     }
-    if (since_seq > 0 && h.last_seq <= since_seq) {
+    if (base && h.last_seq <= since_seq) {
       ++out.rows_unchanged;
       return true;
     }

@@ -17,16 +17,16 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "common/keys.h"
 #include "common/status.h"
 #include "ps/initializer.h"
+#include "ps/lineage.h"
 
 namespace metaps {
 class RocksDbStorage;
@@ -54,6 +54,7 @@ struct SnapshotTable {
 struct ShardExport {
   int shard = 0;
   uint64_t applied_seq = 0;  // the checkpoint's: a delta on top of this export starts after it
+  Lineage lineage;           // the checkpoint's (ps/lineage.h): a delta on top must descend from it
   std::map<std::string, SnapshotFile> files;        // sparse table -> its file (tables with rows only)
   std::map<std::string, std::vector<float>> dense;  // dense table -> its values as stored (if stored)
   std::map<std::string, uint32_t> sparse_dims;      // every sparse table of the shard -> dim
@@ -61,12 +62,19 @@ struct ShardExport {
   uint64_t rows_unchanged = 0;  // rows left out of a delta
 };
 
+// The state a delta is written on top of: one shard of the base snapshot.
+struct ShardBase {
+  uint64_t applied_seq = 0;
+  Lineage lineage;
+};
+
 // Exports the rows of one shard's checkpoint (a directory ParamStore::Checkpoint wrote) into
-// out_dir/rows/<table>/shard-<shard>.sst. With since_seq > 0 (a delta) only rows whose last
-// update has a sequence number above since_seq are written. Dense tables' rows are returned,
+// out_dir/rows/<table>/shard-<shard>.sst. With a base (a delta) only rows whose last update has
+// a sequence number above the base's are written, and only when the checkpoint's state descends
+// from the base's (CheckDescends; FailedPrecondition otherwise). Dense tables' rows are returned,
 // not written. A table with no row to write gets no file. Fails without leaving a partial file
 // behind under a name the manifest could list (files are written to .tmp names, renamed last).
-Result<ShardExport> ExportCheckpointShard(const std::string& checkpoint_dir, int shard, uint64_t since_seq,
+Result<ShardExport> ExportCheckpointShard(const std::string& checkpoint_dir, int shard, const ShardBase* base,
                                           const std::string& out_dir);
 
 // XXH3-64 (seed 0) of a file's bytes as 16 lowercase hex digits.

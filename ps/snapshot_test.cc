@@ -118,7 +118,7 @@ TEST(SnapshotTest, FullAndDeltaExportsRoundTripThroughServingLookups) {
   ASSERT_TRUE(store->PushDense("mlp", std::vector<float>{1, 2, 3, 4, 5, 6}, 1).ok());
   ASSERT_TRUE(store->Checkpoint(dir.path("ck1")).ok());
 
-  auto full = ExportCheckpointShard(dir.path("ck1"), 0, 0, dir.path("snap1"));
+  auto full = ExportCheckpointShard(dir.path("ck1"), 0, nullptr, dir.path("snap1"));
   ASSERT_TRUE(full.ok()) << full.status();
   EXPECT_EQ(full->rows_exported, 3050u);
   EXPECT_EQ(full->rows_unchanged, 0u);
@@ -147,7 +147,8 @@ TEST(SnapshotTest, FullAndDeltaExportsRoundTripThroughServingLookups) {
   for (Key k = 1; k <= 5; ++k) changed.push_back(k);
   PushKeys(*store, "emb4", 4, changed, 2.f);
   ASSERT_TRUE(store->Checkpoint(dir.path("ck2")).ok());
-  auto delta = ExportCheckpointShard(dir.path("ck2"), 0, full->applied_seq, dir.path("snap2"));
+  const ShardBase base{full->applied_seq, full->lineage};
+  auto delta = ExportCheckpointShard(dir.path("ck2"), 0, &base, dir.path("snap2"));
   ASSERT_TRUE(delta.ok()) << delta.status();
   EXPECT_EQ(delta->rows_exported, 15u);
   EXPECT_EQ(delta->rows_unchanged, 3040u);
@@ -187,7 +188,7 @@ TEST(SnapshotTest, ACorruptedFileIsRefusedBeforeAnythingIsServed) {
   auto store = OpenStore(dir.path("live"));
   PushKeys(*store, "emb4", 4, {1, 2, 3}, 1.f);
   ASSERT_TRUE(store->Checkpoint(dir.path("ck")).ok());
-  auto e = ExportCheckpointShard(dir.path("ck"), 0, 0, dir.path("snap"));
+  auto e = ExportCheckpointShard(dir.path("ck"), 0, nullptr, dir.path("snap"));
   ASSERT_TRUE(e.ok()) << e.status();
   const std::string file = dir.path("snap/rows/emb4/shard-0.sst");
   {
@@ -218,12 +219,102 @@ TEST(SnapshotTest, ADeltaOnABaseNewerThanTheCheckpointIsRefused) {
   auto store = OpenStore(dir.path("live"));
   PushKeys(*store, "emb4", 4, {1, 2, 3}, 1.f);
   ASSERT_TRUE(store->Checkpoint(dir.path("ck")).ok());
-  auto e = ExportCheckpointShard(dir.path("ck"), 0, 1000, dir.path("snap"));
+  auto lineage = ExportCheckpointShard(dir.path("ck"), 0, nullptr, dir.path("full"));
+  ASSERT_TRUE(lineage.ok()) << lineage.status();
+  const ShardBase newer{1000, lineage->lineage};
+  auto e = ExportCheckpointShard(dir.path("ck"), 0, &newer, dir.path("snap"));
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), StatusCode::kFailedPrecondition) << e.status();
   EXPECT_FALSE(fs::exists(dir.path("snap/rows/emb4/shard-0.sst")));
-  EXPECT_EQ(ExportCheckpointShard(dir.path("nothing"), 0, 0, dir.path("snap")).status().code(),
+  EXPECT_EQ(ExportCheckpointShard(dir.path("nothing"), 0, nullptr, dir.path("snap")).status().code(),
             StatusCode::kNotFound);
+}
+
+// Sequence numbers alone cannot tell a rolled-back history: a store restored from an older
+// checkpoint numbers its next pushes from there. The lineage does: a delta is written only on top
+// of a state the checkpoint descends from.
+TEST(SnapshotTest, ADeltaIsRefusedOnABaseTheHistoryDoesNotDescendFrom) {
+  TempDir dir;
+  auto export_full = [&](const std::string& ck, const std::string& out) {
+    auto e = ExportCheckpointShard(dir.path(ck), 0, nullptr, dir.path(out));
+    EXPECT_TRUE(e.ok()) << e.status();
+    return ShardBase{e->applied_seq, e->lineage};
+  };
+  auto delta_on = [&](const std::string& ck, const ShardBase& base, const std::string& out) {
+    return ExportCheckpointShard(dir.path(ck), 0, &base, dir.path(out)).status();
+  };
+  ShardBase at_ck1, at_ck2;
+  {
+    auto store = OpenStore(dir.path("live"));
+    PushKeys(*store, "emb4", 4, {1, 2, 3}, 1.f);
+    ASSERT_TRUE(store->Checkpoint(dir.path("ck1")).ok());
+    PushKeys(*store, "emb4", 4, {4, 5}, 1.f);
+    PushKeys(*store, "emb4", 4, {6}, 1.f);
+    ASSERT_TRUE(store->Checkpoint(dir.path("ck2")).ok());
+    at_ck1 = export_full("ck1", "full1");
+    at_ck2 = export_full("ck2", "full2");
+  }
+  ASSERT_EQ(at_ck1.lineage.size(), 1u);
+  ASSERT_LT(at_ck1.applied_seq, at_ck2.applied_seq);
+  {
+    // A restart over the same data goes on from where it was: deltas on both bases are fine.
+    auto store = OpenStore(dir.path("live"));
+    PushKeys(*store, "emb4", 4, {7}, 1.f);
+    ASSERT_TRUE(store->Checkpoint(dir.path("ck3")).ok());
+  }
+  Status on2 = delta_on("ck3", at_ck2, "d3on2");
+  EXPECT_TRUE(on2.ok()) << on2;
+  EXPECT_TRUE(delta_on("ck3", at_ck1, "d3on1").ok());
+  {
+    // Restored from ck1 (a rollback), then pushed past ck2's sequence number.
+    StoreOptions o;
+    o.data_dir = dir.path("restored");
+    o.restore_from = dir.path("ck1");
+    ASSERT_TRUE(ParamStore::PrepareDataDir(o).ok());
+    auto store = OpenStore(dir.path("restored"));
+    for (Key k = 10; k < 14; ++k) PushKeys(*store, "emb4", 4, {k}, -1.f);
+    ASSERT_TRUE(store->Checkpoint(dir.path("ck4")).ok());
+  }
+  Status stale = delta_on("ck4", at_ck2, "d4on2");
+  EXPECT_EQ(stale.code(), StatusCode::kFailedPrecondition) << stale;
+  EXPECT_NE(stale.message().find("rolled back"), std::string::npos) << stale;
+  EXPECT_FALSE(fs::exists(dir.path("d4on2/rows/emb4/shard-0.sst")));
+  EXPECT_TRUE(delta_on("ck4", at_ck1, "d4on1").ok());  // ck1 is where it went on from
+  {
+    // Another store altogether: the histories part at once.
+    auto store = OpenStore(dir.path("other"));
+    for (Key k = 20; k < 30; ++k) PushKeys(*store, "emb4", 4, {k}, 1.f);
+    ASSERT_TRUE(store->Checkpoint(dir.path("ck5")).ok());
+  }
+  Status other = delta_on("ck5", at_ck1, "d5on1");
+  EXPECT_EQ(other.code(), StatusCode::kFailedPrecondition) << other;
+  EXPECT_NE(other.message().find("does not descend"), std::string::npos) << other;
+  // A base recorded without a lineage cannot be checked.
+  EXPECT_EQ(delta_on("ck3", ShardBase{at_ck1.applied_seq, {}}, "d3on_none").code(),
+            StatusCode::kFailedPrecondition);
+}
+
+TEST(SnapshotTest, LineageJsonRoundTripsAndRefusesNonsense) {
+  Lineage l = {{"00000000000000aa", 0}, {"00000000000000bb", 17}};
+  auto back = LineageFromJson(LineageToJson(l), "x");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, l);
+  EXPECT_EQ(
+      LineageFromJson(nlohmann::json::parse(R"([{"id": "a", "from_seq": 5}, {"id": "b", "from_seq": 2}])"),
+                      "m.lineage")
+          .status()
+          .code(),
+      StatusCode::kDataLoss);
+  auto bad = LineageFromJson(nlohmann::json::parse(R"([{"id": 3}])"), "m.lineage");
+  EXPECT_NE(bad.status().message().find("m.lineage[0]"), std::string::npos) << bad.status();
+  EXPECT_TRUE(CheckDescends(l, 20, l, 20).ok());
+  EXPECT_FALSE(CheckDescends(l, 20, l, 19).ok());
+  Lineage restarted = l;
+  restarted.push_back({"00000000000000cc", 20});
+  EXPECT_TRUE(CheckDescends(l, 20, restarted, 25).ok());
+  Lineage rolled_back = l;
+  rolled_back.push_back({"00000000000000dd", 19});
+  EXPECT_FALSE(CheckDescends(l, 20, rolled_back, 25).ok());
 }
 
 TEST(SnapshotTest, TablesJsonRoundTripsAndNamesWhatIsWrong) {
