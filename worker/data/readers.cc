@@ -699,9 +699,28 @@ Result<Dataset> ReadEventsCsv(const Config& data, const ReadOptions& options) {
   METAPS_RETURN_IF_ERROR(CheckDataKeys(data));
   const std::string prefix = data.path().empty() ? options.key_prefix : data.path();
   CsvSpec spec;
-  METAPS_ASSIGN_OR_RETURN(spec.path, data.GetString("path"));
+  // data.path: one file, or a list of files read in order as one stream (the same columns in
+  // each; with a header, the same header).
+  std::vector<std::string> paths;
+  std::vector<std::string> path_keys;
+  if (auto one = data.GetString("path"); one.ok()) {
+    paths.push_back(*one);
+    path_keys.push_back(data.Path("path"));
+  } else if (auto many = data.GetStringArray("path"); many.ok()) {
+    if (many->empty()) return InvalidArgument(data.Path("path") + ": an empty list of files");
+    paths = *many;
+    for (size_t i = 0; i < paths.size(); ++i)
+      path_keys.push_back(data.Path("path") + "[" + std::to_string(i) + "]");
+  } else {
+    return one.status().code() == StatusCode::kNotFound
+               ? one.status()
+               : InvalidArgument(data.Path("path") + ": expected a file name or a list of file names");
+  }
   METAPS_ASSIGN_OR_RETURN(std::string dir, data.GetString("dir", ""));
-  if (!dir.empty() && std::filesystem::path(spec.path).is_relative()) spec.path = JoinPath(dir, spec.path);
+  for (auto& p : paths) {
+    if (!dir.empty() && std::filesystem::path(p).is_relative()) p = JoinPath(dir, p);
+  }
+  spec.path = paths[0];
   METAPS_ASSIGN_OR_RETURN(spec.delim, data.GetString("delimiter", ","));
   if (spec.delim == "tab" || spec.delim == "\\t") spec.delim = "\t";
   if (spec.delim.empty()) return InvalidArgument(data.Path("delimiter") + ": must not be empty");
@@ -711,100 +730,121 @@ Result<Dataset> ReadEventsCsv(const Config& data, const ReadOptions& options) {
   spec.quote = quote.empty() ? 0 : quote[0];
   METAPS_ASSIGN_OR_RETURN(std::vector<Config> entries, data.GetTableArray("columns"));
 
-  METAPS_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(spec.path, data.Path("path")));
-  LineReader lines(text);
+  std::vector<std::string> texts(paths.size());
+  for (size_t i = 0; i < paths.size(); ++i) {
+    METAPS_ASSIGN_OR_RETURN(texts[i], ReadWholeFile(paths[i], path_keys[i]));
+  }
   std::string_view line;
   std::vector<std::string_view> f;
   std::string scratch;
   std::vector<std::pair<size_t, size_t>> spans;
-  std::vector<std::string> header;
-  if (spec.header) {
-    bool found = false;
+  // Reads the header of file i (leaving `lines` after it) into *names.
+  auto read_header = [&](size_t i, LineReader& lines, std::vector<std::string>* names) -> Status {
     while (lines.Next(&line)) {
       if (line.substr(0, 3) == "\xEF\xBB\xBF") line.remove_prefix(3);  // UTF-8 byte-order mark
       if (Trim(line).empty()) continue;
       if (!SplitCsv(line, spec.delim, spec.quote, &f, &scratch, &spans)) {
-        return InvalidArgument(data.Path("header") + ": the header of " + spec.path + " has a broken quote");
+        return InvalidArgument(data.Path("header") + ": the header of " + paths[i] + " has a broken quote");
       }
-      for (auto v : f) header.emplace_back(v);
-      found = true;
-      break;
+      for (auto v : f) names->emplace_back(v);
+      return Status::Ok();
     }
-    if (!found) return InvalidArgument(data.Path("header") + ": " + spec.path + " is empty, no header line");
+    return InvalidArgument(data.Path("header") + ": " + paths[i] + " is empty, no header line");
+  };
+  std::vector<std::string> header;
+  if (spec.header) {
+    LineReader first(texts[0]);
+    METAPS_RETURN_IF_ERROR(read_header(0, first, &header));
     spec.header_columns = header.size();
   }
   METAPS_RETURN_IF_ERROR(ResolveColumns(entries, header, options, prefix, &spec));
 
   Dataset ds(spec.schema);
-  ds.Reserve(CountLines(text), spec.schema.size() + 2);
-  BadLineTracker bad(options, &ds.bad, spec.path);
+  size_t total_lines = 0;
+  for (const auto& t : texts) total_lines += CountLines(t);
+  ds.Reserve(total_lines, spec.schema.size() + 2);
   const size_t expected = spec.header ? spec.header_columns : spec.min_columns;
-  while (lines.Next(&line)) {
-    if (Trim(line).empty()) continue;
-    bad.CountLine();
-    if (!SplitCsv(line, spec.delim, spec.quote, &f, &scratch, &spans)) {
-      METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), "unbalanced quote"));
-      continue;
-    }
-    if (spec.header ? f.size() != expected : f.size() < expected) {
-      METAPS_RETURN_IF_ERROR(bad.Bad(
-          lines.number(), "expected " + std::string(spec.header ? "" : "at least ") +
-                              std::to_string(expected) + " columns, got " + std::to_string(f.size())));
-      continue;
-    }
-    uint64_t user = 0, item = 0;
-    float label = 0;
-    int64_t ts = static_cast<int64_t>(lines.number());  // file order when there is no timestamp column
-    std::string reason;
-    for (const CsvColumn& col : spec.columns) {
-      std::string_view v = f[col.index];
-      switch (col.role) {
-        case Role::kUser:
-          if (v.empty()) reason = "empty user id";
-          user = IdFromString(v);
-          break;
-        case Role::kItem:
-          if (v.empty()) reason = "empty item id";
-          item = IdFromString(v);
-          break;
-        case Role::kLabel:
-          if (!ParseFloat(v, &label)) reason = "label '" + std::string(v) + "' is not a number";
-          break;
-        case Role::kTimestamp:
-          if (!ParseInt(v, &ts)) reason = "timestamp '" + std::string(v) + "' is not an integer";
-          break;
-        case Role::kField:
-          break;
+  int64_t line_base = 0;  // without a timestamp column, events are ordered by line across the files
+  for (size_t file = 0; file < paths.size(); ++file) {
+    LineReader lines(texts[file]);
+    if (spec.header) {
+      std::vector<std::string> names;
+      METAPS_RETURN_IF_ERROR(read_header(file, lines, &names));
+      if (names != header) {
+        return InvalidArgument(path_keys[file] + ": the header of " + paths[file] + " differs from that of " +
+                               paths[0] + " (every file of data.path has the same columns)");
       }
-      if (!reason.empty()) break;
     }
-    if (!reason.empty()) {
-      METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), reason));
-      continue;
-    }
-    ds.BeginEvent(user, item, MapLabel(options, label), ts);
-    // Columns are in schema order among those that are fields.
-    for (const CsvColumn& col : spec.columns) {
-      if (col.field < 0) continue;
-      const std::string& name = spec.schema[col.field].name;
-      std::string_view v = f[col.index];
-      if (!col.bag) {
-        ds.AddKey(FeatureKey(name, v));
-      } else if (!v.empty()) {
-        size_t start = 0;
-        while (true) {
-          size_t at = v.find(col.sep, start);
-          std::string_view part =
-              Trim(v.substr(start, at == std::string_view::npos ? v.size() - start : at - start));
-          if (!part.empty()) ds.AddKey(FeatureKey(name, part));
-          if (at == std::string_view::npos) break;
-          start = at + col.sep.size();
+    BadLineTracker bad(options, &ds.bad, paths[file]);
+    while (lines.Next(&line)) {
+      if (Trim(line).empty()) continue;
+      bad.CountLine();
+      if (!SplitCsv(line, spec.delim, spec.quote, &f, &scratch, &spans)) {
+        METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), "unbalanced quote"));
+        continue;
+      }
+      if (spec.header ? f.size() != expected : f.size() < expected) {
+        METAPS_RETURN_IF_ERROR(bad.Bad(
+            lines.number(), "expected " + std::string(spec.header ? "" : "at least ") +
+                                std::to_string(expected) + " columns, got " + std::to_string(f.size())));
+        continue;
+      }
+      uint64_t user = 0, item = 0;
+      float label = 0;
+      int64_t ts =
+          line_base + static_cast<int64_t>(lines.number());  // file order when there is no timestamp column
+      std::string reason;
+      for (const CsvColumn& col : spec.columns) {
+        std::string_view v = f[col.index];
+        switch (col.role) {
+          case Role::kUser:
+            if (v.empty()) reason = "empty user id";
+            user = IdFromString(v);
+            break;
+          case Role::kItem:
+            if (v.empty()) reason = "empty item id";
+            item = IdFromString(v);
+            break;
+          case Role::kLabel:
+            if (!ParseFloat(v, &label)) reason = "label '" + std::string(v) + "' is not a number";
+            break;
+          case Role::kTimestamp:
+            if (!ParseInt(v, &ts)) reason = "timestamp '" + std::string(v) + "' is not an integer";
+            break;
+          case Role::kField:
+            break;
         }
+        if (!reason.empty()) break;
       }
-      ds.EndField();
+      if (!reason.empty()) {
+        METAPS_RETURN_IF_ERROR(bad.Bad(lines.number(), reason));
+        continue;
+      }
+      ds.BeginEvent(user, item, MapLabel(options, label), ts);
+      // Columns are in schema order among those that are fields.
+      for (const CsvColumn& col : spec.columns) {
+        if (col.field < 0) continue;
+        const std::string& name = spec.schema[col.field].name;
+        std::string_view v = f[col.index];
+        if (!col.bag) {
+          ds.AddKey(FeatureKey(name, v));
+        } else if (!v.empty()) {
+          size_t start = 0;
+          while (true) {
+            size_t at = v.find(col.sep, start);
+            std::string_view part =
+                Trim(v.substr(start, at == std::string_view::npos ? v.size() - start : at - start));
+            if (!part.empty()) ds.AddKey(FeatureKey(name, part));
+            if (at == std::string_view::npos) break;
+            start = at + col.sep.size();
+          }
+        }
+        ds.EndField();
+      }
     }
+    METAPS_RETURN_IF_ERROR(bad.Finish());
+    line_base += static_cast<int64_t>(lines.number());
   }
-  METAPS_RETURN_IF_ERROR(bad.Finish());
   FinishLabels(&ds);
   return ds;
 }

@@ -419,6 +419,71 @@ sep = " "
   EXPECT_TRUE(ds->binary_labels());
 }
 
+// A click stream arrives as files: data.path may list them, read in order as one stream, each
+// line reported against its own file.
+TEST(CsvReaderTest, AListOfFilesIsReadInOrderWithEachFilesLines) {
+  TempDir dir;
+  const std::string a = dir.Write("part-1.csv", "ts,uid,movie,stars,tags,city\n100,u1,m1,4,a,Paris\n");
+  const std::string b = dir.Write("part-2.csv",
+                                  "ts,uid,movie,stars,tags,city\n"
+                                  "200,u1,m2,3,b,Paris\n"
+                                  "x,u2,m1,1,,Lyon\n"
+                                  "300,u2,m3,2,a,Lyon\n");
+  std::vector<std::string> reported;
+  auto cfg =
+      Config::ParseString("[data]\nformat = \"csv\"\npath = [\"" + a + "\", \"" + b + "\"]\n" + kCsvColumns);
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  auto ds = LoadDataset(*cfg->GetTable("data"), [&](const std::string& m) { reported.push_back(m); });
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ASSERT_EQ(ds->size(), 3u);
+  EXPECT_EQ(ds->timestamp(0), 100);
+  EXPECT_EQ(ds->timestamp(1), 200);
+  EXPECT_EQ(ds->user(2), Hash64("u2"));
+  EXPECT_EQ(Keys(*ds, 2, "item"), std::vector<Key>{FeatureKey("item", "m3")});
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_EQ(reported[0], b + ":3: timestamp 'x' is not an integer");
+  EXPECT_EQ(ds->bad.lines, 4u);
+
+  // Files with other columns are refused, naming the list entry.
+  const std::string c = dir.Write("part-3.csv", "uid,movie,stars,ts,tags,city\n");
+  auto other =
+      Config::ParseString("[data]\nformat = \"csv\"\npath = [\"" + a + "\", \"" + c + "\"]\n" + kCsvColumns);
+  ASSERT_TRUE(other.ok());
+  auto refused = LoadDataset(*other->GetTable("data"));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(Contains(refused.status().message(), "data.path[1]: the header of " + c + " differs"))
+      << refused.status();
+  auto empty = Config::ParseString("[data]\nformat = \"csv\"\npath = []\n" + std::string(kCsvColumns));
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(Contains(LoadDataset(*empty->GetTable("data")).status().message(), "data.path: an empty list"));
+  auto number = Config::ParseString("[data]\nformat = \"csv\"\npath = 3\n" + std::string(kCsvColumns));
+  ASSERT_TRUE(number.ok());
+  EXPECT_TRUE(
+      Contains(LoadDataset(*number->GetTable("data")).status().message(), "data.path: expected a file name"));
+
+  // Without a timestamp column, events keep their order across the files.
+  const std::string n1 = dir.Write("n1.tsv", "7\t70\t1\n7\t71\t0\n");
+  const std::string n2 = dir.Write("n2.tsv", "7\t72\t1\n");
+  auto order = Config::ParseString(
+      "[data]\nformat = \"csv\"\ndelimiter = \"tab\"\nheader = false\npath = [\"" + n1 + "\", \"" + n2 + R"("]
+[[data.columns]]
+index = 0
+role = "user"
+[[data.columns]]
+index = 1
+role = "item"
+[[data.columns]]
+index = 2
+role = "label"
+)");
+  ASSERT_TRUE(order.ok()) << order.status();
+  auto ordered = LoadDataset(*order->GetTable("data"));
+  ASSERT_TRUE(ordered.ok()) << ordered.status();
+  ASSERT_EQ(ordered->size(), 3u);
+  EXPECT_LT(ordered->timestamp(0), ordered->timestamp(1));
+  EXPECT_LT(ordered->timestamp(1), ordered->timestamp(2));
+}
+
 TEST(CsvReaderTest, ConfigErrorsNameTheKey) {
   TempDir dir;
   const std::string path = dir.Write("events.csv", "ts,uid,movie,stars,tags,city\n1,u,m,1,a,b\n");
