@@ -25,10 +25,10 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "common/files.h"
 #include "common/http_server.h"
@@ -36,7 +36,9 @@
 #include "common/zmq_transport.h"
 #include "launch/cli.h"
 #include "launch/job_config.h"
+#include "launch/run.h"
 #include "launch/snapshot.h"
+#include "launch/warm_start.h"
 #include "scheduler/scheduler.h"
 #include "worker/data/datagen.h"
 #include "worker/data/readers.h"
@@ -49,16 +51,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-struct RunFlags {
-  std::string config_path;
-  std::vector<std::string> overrides;
-  std::string run_dir;
-  std::string resume;
-  int max_restarts = 3;
-  bool quiet = false;
-  bool check = false;  // validate config, data and model, print the plan, start nothing
-};
 
 // A supervised process: how to start it again, and how often it was.
 struct Child {
@@ -166,15 +158,16 @@ struct LaunchPlan {
   std::vector<std::string> restore_from;   // per shard; empty: the shard's own data directory
 };
 
-int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job_toml, const std::string& token_file,
-              const std::string& job_id, int servers, int workers, int64_t rounds, const LaunchPlan& plan);
+int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job_toml,
+              const std::string& token_file, const std::string& job_id, int servers, int workers,
+              int64_t rounds, const LaunchPlan& plan, RunOutcome* outcome);
 
 int Fail(const std::string& what) {
   std::cerr << "metaps run: " << what << "\n";
   return 1;
 }
 
-int RunJob(const RunFlags& f) {
+int RunJob(const RunFlags& f, RunOutcome* outcome) {
   auto loaded = LoadJobConfig(f.config_path, f.overrides);
   if (!loaded.ok()) return Fail(loaded.status().message()), 2;
   Config cfg = std::move(loaded).value();
@@ -194,6 +187,7 @@ int RunJob(const RunFlags& f) {
     run_dir = scratch;
   }
   run_dir = fs::absolute(run_dir);
+  if (outcome) outcome->run_dir = run_dir.string();
   struct RemoveOnReturn {
     fs::path dir;
     ~RemoveOnReturn() {
@@ -245,6 +239,7 @@ int RunJob(const RunFlags& f) {
     (void)cfg.Set("train.rounds=" + std::to_string(rounds));
   }
   const int64_t rounds = *cfg.GetInt("train.rounds");
+  std::optional<WarmStart> warm;
   (void)cfg.Set("scheduler.state_file=\"" + (run_dir / "scheduler.state").string() + "\"");
   std::string job_toml = (run_dir / "job.toml").string();
   std::ofstream(job_toml) << "# Resolved by `metaps run` from " << f.config_path << "\n"
@@ -255,6 +250,11 @@ int RunJob(const RunFlags& f) {
     auto resolved = LoadJobConfig(job_toml, {});
     if (!resolved.ok()) return Fail(resolved.status().message()), 2;
     if (auto server = ServerSettingsFromConfig(*resolved); !server.ok()) return Fail(server.status().message()), 2;
+    if (!f.warm_start.empty()) {
+      auto planned = PlanWarmStart(f.warm_start, *job, *resolved);
+      if (!planned.ok()) return Fail("--warm-start: " + planned.status().message()), 2;
+      warm = std::move(planned).value();
+    }
   }
   auto security = cfg.GetTable("security");
   if (!security.ok()) return Fail(security.status().message()), 2;
@@ -281,6 +281,12 @@ int RunJob(const RunFlags& f) {
             << "\n"
             << "  " << servers << " servers, " << workers << " workers, " << rounds << " rounds, algo "
             << worker::AlgoName(job->meta.algo) << "\n";
+  if (warm) {
+    std::cout << "  warm start: from " << warm->checkpoint << " ("
+              << (warm->round < 0 ? std::string("the final checkpoint")
+                                  : "round " + std::to_string(warm->round))
+              << " of " << warm->from_run << ")\n";
+  }
   if (f.check) {
     std::ostringstream mlp;
     for (int w : job->model.widths()) mlp << (mlp.tellp() > 0 ? "-" : "") << w;
@@ -301,13 +307,23 @@ int RunJob(const RunFlags& f) {
   // A fresh run: every worker starts at round 0, every shard from its (new) data directory.
   LaunchPlan plan;
   plan.start_round.assign(workers, 0);
-  return Supervise(f, run_dir, job_toml, token_file, job_id, servers, workers, rounds, plan);
+  if (warm) {
+    // The servers start from the earlier run's checkpoint (restored into their new data
+    // directories); recorded so that a resume before the first checkpoint does the same.
+    for (int s = 0; s < servers; ++s)
+      plan.restore_from.push_back(warm->checkpoint + "/shard-" + std::to_string(s));
+    if (Status w = WriteFileAtomically((run_dir / "warm_start.json").string(), warm->ToJson().dump(2) + "\n");
+        !w.ok()) {
+      return Fail(w.message());
+    }
+  }
+  return Supervise(f, run_dir, job_toml, token_file, job_id, servers, workers, rounds, plan, outcome);
 }
 
 // Resuming RUN_DIR: from its newest complete checkpoint when there is one (servers restored from
 // it into fresh data directories, scheduler clocks and worker positions set to its round);
 // otherwise from the servers' own data and the scheduler's saved clocks.
-int ResumeJob(const RunFlags& f) {
+int ResumeJob(const RunFlags& f, RunOutcome* outcome) {
   fs::path run_dir = fs::absolute(f.resume);
   std::string job_toml = (run_dir / "job.toml").string(), token_file = (run_dir / "token").string();
   auto cfg = LoadJobConfig(job_toml, f.overrides);
@@ -334,6 +350,12 @@ int ResumeJob(const RunFlags& f) {
     std::ofstream(state_file) << state.dump();
   } else {
     std::cout << "metaps run: resuming " << run_dir.string() << " from the servers' data (no checkpoint)\n";
+    // A warm-started run: a shard whose data directory is still empty starts from the earlier
+    // run's checkpoint (a restore touches only an empty directory).
+    if (auto warm = ReadWarmStart(run_dir.string()); warm.ok()) {
+      for (int s = 0; s < servers; ++s)
+        plan.restore_from.push_back(warm->checkpoint + "/shard-" + std::to_string(s));
+    }
     std::ifstream in(state_file);
     auto state = nlohmann::json::parse(in, nullptr, false);
     if (!state.is_discarded() && state.contains("clocks")) {
@@ -344,11 +366,14 @@ int ResumeJob(const RunFlags& f) {
     std::ofstream(state_file) << fresh.dump();
   }
   fs::remove(run_dir / "report.json", ec);
-  return Supervise(f, run_dir, job_toml, token_file, sched->scheduler.job_id, servers, workers, *rounds, plan);
+  if (outcome) outcome->run_dir = run_dir.string();
+  return Supervise(f, run_dir, job_toml, token_file, sched->scheduler.job_id, servers, workers, *rounds, plan,
+                   outcome);
 }
 
-int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job_toml, const std::string& token_file,
-              const std::string& job_id, int servers, int workers, int64_t rounds, const LaunchPlan& plan) {
+int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job_toml,
+              const std::string& token_file, const std::string& job_id, int servers, int workers,
+              int64_t rounds, const LaunchPlan& plan, RunOutcome* outcome) {
   setenv("OMP_NUM_THREADS", "1", 0);  // one core per worker unless the user says otherwise
   struct sigaction sa {};
   sa.sa_handler = OnStopSignal;
@@ -546,26 +571,61 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
     std::cout << "\n";
   }
   std::cout << "  report: " << (run_dir / "report.json").string() << "\n";
-  // The trained model as a snapshot for serving, from the final checkpoint.
+  // The trained model as a snapshot for serving, from the final checkpoint: a delta on top of
+  // --snapshot-since when the run's history descends from it, else a full one.
   ExportOptions ex;
   ex.run_dir = run_dir.string();
+  ex.since = f.snapshot_since;
   auto snap = ExportSnapshot(ex);
+  if (!snap.ok() && !ex.since.empty() && snap.status().code() == StatusCode::kFailedPrecondition) {
+    std::cerr << "metaps run: no delta on " << ex.since << ": " << snap.status().message()
+              << "; writing a full snapshot\n";
+    ex.since.clear();
+    snap = ExportSnapshot(ex);
+  }
   if (!snap.ok()) {
     return Fail("the job finished, but its snapshot was not written: " + snap.status().message() +
                 " (retry with `metaps export " + run_dir.string() + "`)");
   }
-  std::cout << "  snapshot: " << snap->out << " (" << snap->rows << " rows; serve it with `metaps serve "
-            << snap->out << "`)\n";
+  if (outcome) {
+    outcome->snapshot = snap->out;
+    outcome->snapshot_kind = snap->kind;
+  }
+  if (snap->kind == "delta") {
+    std::cout << "  snapshot: " << snap->out << " (a delta of " << snap->rows << " rows on " << ex.since
+              << "; serve it with `metaps serve FULL --delta ... --delta " << snap->out << "`)\n";
+  } else {
+    std::cout << "  snapshot: " << snap->out << " (" << snap->rows << " rows; serve it with `metaps serve "
+              << snap->out << "`)\n";
+  }
   return 0;
 }
 
 }  // namespace
+
+int RunJobWithFlags(const RunFlags& f, RunOutcome* outcome) {
+  if (!f.resume.empty()) {
+    if (f.check) return Fail("--check is for a new job, not with --resume"), 2;
+    if (!f.warm_start.empty())
+      return Fail("--warm-start is for a new job; a resumed run keeps its own start"), 2;
+    return ResumeJob(f, outcome);
+  }
+  return RunJob(f, outcome);
+}
 
 void RegisterRunCommand(CLI::App& app, Action* action) {
   auto f = std::make_shared<RunFlags>();
   auto* cmd = app.add_subcommand("run", "Run a whole training job on this machine");
   auto* config = cmd->add_option("config", f->config_path, "Job config (TOML)");
   cmd->add_option("--resume", f->resume, "Continue the stopped job of this run directory");
+  cmd->add_option(
+      "--warm-start", f->warm_start,
+      "Start from this earlier run's final checkpoint (or a checkpoint directory of it) and train on "
+      "this config's data: the same model goes on learning (docs/running.md, \"Warm starts\")");
+  cmd->add_option(
+      "--snapshot-since", f->snapshot_since,
+      "Write the final snapshot as a delta on top of this snapshot (one this run's history descends "
+      "from, e.g. the warm start's); a full one when it does not");
   cmd->add_option("--max-restarts", f->max_restarts, "Restarts allowed per process before the job fails");
   cmd->add_option("--set", f->overrides, "Override any config key, e.g. --set data.dir=/path (repeatable)");
   cmd->add_option("--run-dir", f->run_dir, "Run directory (default runs/<job.id>-<time>)");
@@ -575,12 +635,8 @@ void RegisterRunCommand(CLI::App& app, Action* action) {
                 "what is wrong)");
   cmd->callback([f, action, config] {
     *action = [f, config] {
-      if (!f->resume.empty()) {
-        if (f->check) return Fail("--check is for a new job, not with --resume"), 2;
-        return ResumeJob(*f);
-      }
-      if (config->count() == 0) return Fail("give a job config, or --resume RUN_DIR"), 2;
-      return RunJob(*f);
+      if (config->count() == 0 && f->resume.empty()) return Fail("give a job config, or --resume RUN_DIR"), 2;
+      return RunJobWithFlags(*f, nullptr);
     };
   });
 }

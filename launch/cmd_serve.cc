@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/files.h"
@@ -23,6 +24,8 @@ namespace {
 
 struct ServeFlags {
   std::string snapshot;
+  std::string follow;  // a retrain's published folder: serve its CHAIN, and each new one as it comes
+  double poll_s = 5;
   std::vector<std::string> deltas;
   std::string address = "127.0.0.1";
   int port = 8080;
@@ -52,16 +55,59 @@ int RunServe(const ServeFlags& f) {
     std::cerr << "metaps serve: oneDNN: " << kernels.status().message() << "\n";
     return 1;
   }
+  if (f.follow.empty() == f.snapshot.empty()) {
+    std::cerr << "metaps serve: give a snapshot (and its --delta chain), or --follow a retrain's published "
+                 "folder\n";
+    return 2;
+  }
+  if (!f.follow.empty() && !f.deltas.empty()) {
+    std::cerr
+        << "metaps serve: --follow serves the published CHAIN; --delta is for a snapshot given by hand\n";
+    return 2;
+  }
+  // Each model (the first, and with --follow each newer chain) loads its rows under its own
+  // work directory, removed when the last request using the model has been answered.
+  int generation = 0;
+  auto open = [&](const std::vector<std::string>& dirs) -> Result<std::shared_ptr<ServingModel>> {
+    const std::string dir = (fs::path(work) / ("model-" + std::to_string(++generation))).string();
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    METAPS_ASSIGN_OR_RETURN(auto kernels, worker::OneDnnKernels::Create());
+    auto model = ServingModel::Open(dirs, dir, std::move(kernels));
+    if (!model.ok()) {
+      fs::remove_all(dir, ec);
+      return model.status();
+    }
+    return std::shared_ptr<ServingModel>(model->release(), [dir](ServingModel* m) {
+      delete m;
+      std::error_code ignored;
+      fs::remove_all(dir, ignored);
+    });
+  };
   std::vector<std::string> dirs = {f.snapshot};
   dirs.insert(dirs.end(), f.deltas.begin(), f.deltas.end());
-  auto model = ServingModel::Open(dirs, work, std::move(kernels).value());
+  if (!f.follow.empty()) {
+    auto chain = ReadPublishedChain(f.follow);
+    if (!chain.ok()) {
+      std::cerr << "metaps serve: --follow: " << chain.status().message() << "\n";
+      return 2;
+    }
+    dirs = *chain;
+  }
+  auto model = open(dirs);
   if (!model.ok()) {
     std::cerr << "metaps serve: " << model.status().message() << "\n";
     return model.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
   }
-  ServingModel* m = model->get();
+  std::mutex model_mu;
+  std::shared_ptr<ServingModel> current = *model;
+  auto get_current = [&] {
+    std::lock_guard<std::mutex> lock(model_mu);
+    return current;
+  };
+  const ServingModel* m = current.get();
   // Requests are scored on the HTTP thread, with --threads kernel threads (set on that thread).
-  HttpServer http(m->HttpHandler(f.threads), HttpServerOptions{});
+  HttpServer http(ServeCurrentModel(get_current, f.threads), HttpServerOptions{});
   auto port = http.Start(f.address, f.port);
   if (!port.ok()) {
     std::cerr << "metaps serve: " << port.status().message() << "\n";
@@ -78,6 +124,37 @@ int RunServe(const ServeFlags& f) {
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
+  // --follow: a newer CHAIN is loaded beside the model in service and swapped in when whole; one
+  // that does not load is logged and skipped (the model in service stays) until CHAIN changes.
+  std::thread follower;
+  if (!f.follow.empty()) {
+    follower = std::thread([&, dirs] {
+      std::vector<std::string> serving = dirs, refused;
+      std::unique_lock<std::mutex> lock(mu);
+      while (!cv.wait_for(lock, std::chrono::milliseconds(static_cast<int64_t>(f.poll_s * 1000)),
+                          [&] { return stop; })) {
+        lock.unlock();
+        auto chain = ReadPublishedChain(f.follow);
+        if (chain.ok() && *chain != serving && *chain != refused) {
+          auto next = open(*chain);
+          if (next.ok()) {
+            std::cout << "metaps serve: now serving snapshot " << (*next)->chain().back().id << " ("
+                      << chain->size() << " in the chain, " << (*next)->rows() << " rows; " << chain->back()
+                      << ")" << std::endl;
+            std::lock_guard<std::mutex> swap(model_mu);
+            current = std::move(next).value();
+            serving = *chain;
+          } else {
+            std::cerr << "metaps serve: the published chain " << chain->back()
+                      << " was not loaded (still serving the one before): " << next.status().message()
+                      << std::endl;
+            refused = *chain;
+          }
+        }
+        lock.lock();
+      }
+    });
+  }
   {
     auto armed = on_signal.ArmFor([&] {
       std::lock_guard<std::mutex> lock(mu);
@@ -87,7 +164,12 @@ int RunServe(const ServeFlags& f) {
     std::unique_lock<std::mutex> lock(mu);
     cv.wait(lock, [&] { return stop; });
   }
+  if (follower.joinable()) follower.join();
   http.Stop();
+  {
+    std::lock_guard<std::mutex> lock(model_mu);
+    current.reset();
+  }
   std::cout << "metaps serve: stopped" << std::endl;
   return 0;
 }
@@ -98,7 +180,12 @@ void RegisterServeCommand(CLI::App& app, Action* action) {
   auto f = std::make_shared<ServeFlags>();
   auto* cmd = app.add_subcommand("serve",
                                  "Serve a snapshot: adapt to a user's events and score candidates over HTTP");
-  cmd->add_option("snapshot", f->snapshot, "A full snapshot directory (from `metaps export`)")->required();
+  cmd->add_option("snapshot", f->snapshot, "A full snapshot directory (from `metaps export`)");
+  cmd->add_option(
+      "--follow", f->follow,
+      "Serve the chain a `metaps retrain` publishes (OUT/published: its CHAIN file) and load each "
+      "newer one while serving");
+  cmd->add_option("--poll-s", f->poll_s, "With --follow: seconds between looks at CHAIN (default 5)");
   cmd->add_option("--delta", f->deltas, "A delta on top of it (repeatable, in order)");
   cmd->add_option("--address", f->address, "Address to listen on (default 127.0.0.1)");
   cmd->add_option("--port", f->port, "Port to listen on (default 8080; 0 picks a free one)");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <map>
 #include <sstream>
 
@@ -116,13 +117,47 @@ nlohmann::json ServingModel::Health() const {
           {"errors", errors_.load()}};
 }
 
+namespace {
+
+// oneDNN's OpenMP thread count is per thread: set it once on each thread that serves.
+void UseKernelThreads(int threads) {
+  thread_local int set = 0;
+  if (set != threads) worker::SetKernelThreads(threads);
+  set = threads;
+}
+
+}  // namespace
+
 RequestHandler ServingModel::HttpHandler(int threads) {
   return [this, threads](const HttpRequest& r) {
-    thread_local int set = 0;
-    if (set != threads) worker::SetKernelThreads(threads);
-    set = threads;
+    UseKernelThreads(threads);
     return Handle(r);
   };
+}
+
+RequestHandler ServeCurrentModel(std::function<std::shared_ptr<ServingModel>()> current, int threads) {
+  return [current = std::move(current), threads](const HttpRequest& r) {
+    UseKernelThreads(threads);
+    std::shared_ptr<ServingModel> m = current();  // kept alive until this request is answered
+    return m->Handle(r);
+  };
+}
+
+Result<std::vector<std::string>> ReadPublishedChain(const std::string& dir) {
+  const std::string path = dir + "/CHAIN";
+  std::ifstream in(path);
+  if (!in) return NotFound(path + ": no chain published yet");
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (line.empty()) continue;
+    if (line.find('/') != std::string::npos || line == "." || line == "..") {
+      return InvalidArgument(path + ": '" + line + "' is not a directory name inside " + dir);
+    }
+    out.push_back(dir + "/" + line);
+  }
+  if (out.empty()) return InvalidArgument(path + ": empty");
+  return out;
 }
 
 HttpResponse ServingModel::Handle(const HttpRequest& request) {

@@ -14,12 +14,12 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/http_server.h"
 #include "common/status.h"
@@ -68,5 +68,14 @@ class ServingModel {
   std::atomic<uint64_t> requests_{0}, errors_{0}, candidates_{0}, adapted_{0}, score_ns_{0};
   std::atomic<uint64_t> rows_stored_{0}, rows_initial_{0};
 };
+
+// An HTTP handler that serves each request with whichever model `current` returns at that moment
+// (`metaps serve --follow` swaps models while serving), on a thread whose kernel thread count is
+// set to `threads`.
+RequestHandler ServeCurrentModel(std::function<std::shared_ptr<ServingModel>()> current, int threads);
+
+// The snapshot chain a retrain publishes: DIR/CHAIN names a full snapshot and then its deltas,
+// one directory name (inside DIR) a line. Returns their paths.
+Result<std::vector<std::string>> ReadPublishedChain(const std::string& dir);
 
 }  // namespace metaps::launch

@@ -36,42 +36,6 @@ std::string NewId() {
   return hex;
 }
 
-// The job's model: RUN_DIR/model.json (written by `metaps run`), or rebuilt from the job's data.
-Result<worker::JobModel> RunModel(const fs::path& run, const Config& cfg) {
-  const fs::path model = run / "model.json";
-  if (fs::exists(model)) {
-    std::ifstream in(model);
-    auto j = nlohmann::json::parse(in, nullptr, false);
-    if (j.is_discarded()) return DataLoss(model.string() + ": not valid JSON");
-    auto job = worker::JobModelFromJson(j);
-    if (!job.ok()) return job.status().WithContext(model.string());
-    return job;
-  }
-  METAPS_ASSIGN_OR_RETURN(Config data, cfg.GetTable("data", true));
-  METAPS_ASSIGN_OR_RETURN(data::Dataset dataset, data::LoadDataset(data));
-  return worker::BuildJobModel(cfg, dataset);
-}
-
-// The checkpoint to export and its round (-1: the final checkpoint, or a directory given by hand).
-Result<std::pair<std::string, int64_t>> FindCheckpoint(const fs::path& run, const std::string& given) {
-  if (!given.empty()) {
-    const std::string name = fs::path(given).filename().string();
-    int64_t round = -1;
-    if (name.rfind("round-", 0) == 0) round = std::strtoll(name.c_str() + 6, nullptr, 10);
-    return std::make_pair(given, round);
-  }
-  if (fs::exists(run / "checkpoint" / "shard-0" / "manifest.json")) {
-    return std::make_pair((run / "checkpoint").string(), int64_t{-1});
-  }
-  auto latest = scheduler::LatestCheckpoint((run / "checkpoints").string());
-  if (!latest.ok()) {
-    return NotFound(run.string() +
-                    " has no checkpoint to export: no checkpoint/ (written when a job finishes) and " +
-                    latest.status().message());
-  }
-  return std::make_pair(latest->second, static_cast<int64_t>(latest->first));
-}
-
 Result<nlohmann::json> ReadJson(const std::string& path) {
   std::ifstream in(path);
   if (!in) return NotFound("cannot read " + path);
@@ -95,14 +59,50 @@ Status WriteDense(const std::string& dir, const std::string& name, const std::ve
 
 }  // namespace
 
+Result<worker::JobModel> RunDirModel(const std::string& run_dir, const Config& cfg) {
+  const fs::path run = run_dir;
+  const fs::path model = run / "model.json";
+  if (fs::exists(model)) {
+    std::ifstream in(model);
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded()) return DataLoss(model.string() + ": not valid JSON");
+    auto job = worker::JobModelFromJson(j);
+    if (!job.ok()) return job.status().WithContext(model.string());
+    return job;
+  }
+  METAPS_ASSIGN_OR_RETURN(Config data, cfg.GetTable("data", true));
+  METAPS_ASSIGN_OR_RETURN(data::Dataset dataset, data::LoadDataset(data));
+  return worker::BuildJobModel(cfg, dataset);
+}
+
+Result<std::pair<std::string, int64_t>> FindRunCheckpoint(const std::string& run_dir,
+                                                          const std::string& given) {
+  const fs::path run = run_dir;
+  if (!given.empty()) {
+    const std::string name = fs::path(given).filename().string();
+    int64_t round = -1;
+    if (name.rfind("round-", 0) == 0) round = std::strtoll(name.c_str() + 6, nullptr, 10);
+    return std::make_pair(given, round);
+  }
+  if (fs::exists(run / "checkpoint" / "shard-0" / "manifest.json")) {
+    return std::make_pair((run / "checkpoint").string(), int64_t{-1});
+  }
+  auto latest = scheduler::LatestCheckpoint((run / "checkpoints").string());
+  if (!latest.ok()) {
+    return NotFound(run.string() + " has no checkpoint: no checkpoint/ (written when a job finishes) and " +
+                    latest.status().message());
+  }
+  return std::make_pair(latest->second, static_cast<int64_t>(latest->first));
+}
+
 Result<ExportSummary> ExportSnapshot(const ExportOptions& o) {
   const fs::path run = o.run_dir;
   if (!fs::is_directory(run)) return NotFound(o.run_dir + " is not a run directory");
   METAPS_ASSIGN_OR_RETURN(Config cfg, LoadJobConfig((run / "job.toml").string(), {}));
   METAPS_ASSIGN_OR_RETURN(SchedulerSettings sched, SchedulerSettingsFromConfig(cfg));
   METAPS_ASSIGN_OR_RETURN(std::vector<ps::TableSpec> specs, ps::ParseTableSpecs(cfg));
-  METAPS_ASSIGN_OR_RETURN(worker::JobModel job, RunModel(run, cfg));
-  METAPS_ASSIGN_OR_RETURN(auto found, FindCheckpoint(run, o.checkpoint));
+  METAPS_ASSIGN_OR_RETURN(worker::JobModel job, RunDirModel(o.run_dir, cfg));
+  METAPS_ASSIGN_OR_RETURN(auto found, FindRunCheckpoint(o.run_dir, o.checkpoint));
   const std::string ckpt = found.first;
   const int shards = sched.scheduler.num_servers;
   for (int s = 0; s < shards; ++s) {

@@ -4,11 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "common/config.h"
 #include "common/status.h"
 #include "ps/snapshot.h"
 #include "worker/job.h"
@@ -29,6 +30,16 @@ struct ExportSummary {
   int shards = 0;
   uint64_t rows = 0, rows_unchanged = 0, files = 0, bytes = 0;
 };
+
+// A run directory's model: RUN_DIR/model.json (written by `metaps run`), or rebuilt from the
+// job's data (`cfg`, its job.toml) for runs from before model.json.
+Result<worker::JobModel> RunDirModel(const std::string& run_dir, const Config& cfg);
+
+// A run's checkpoint and its round (-1: the final checkpoint, or a directory given by hand):
+// `given` when not empty, else RUN_DIR/checkpoint (written when the job finished), else the
+// newest complete RUN_DIR/checkpoints/round-*.
+Result<std::pair<std::string, int64_t>> FindRunCheckpoint(const std::string& run_dir,
+                                                          const std::string& given);
 
 // Writes the snapshot (into a temporary directory beside `out`, renamed to `out` when complete,
 // so a snapshot directory either is whole or does not exist).

@@ -23,19 +23,9 @@ namespace {
 namespace fs = std::filesystem;
 using metaps::testing::Example;
 using metaps::testing::MetapsBin;
+using metaps::testing::RunMetaps;
 using metaps::testing::ScratchDir;
 using metaps::testing::ServerProcess;
-
-int RunMetaps(const std::vector<std::string>& args, const std::string& out, std::chrono::seconds limit) {
-  std::vector<std::string> argv = {MetapsBin()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto p = Subprocess::Spawn(argv, out);
-  EXPECT_TRUE(p.ok()) << p.status();
-  if (!p.ok()) return -1;
-  auto code = p->Wait(limit);
-  EXPECT_TRUE(code.ok()) << code.status();
-  return code.value_or(-1);
-}
 
 // A `metaps serve` child; the port it picked is read from its port file.
 struct Serve {

@@ -90,4 +90,17 @@ struct ServerProcess {
   }
 };
 
+// Runs `metaps ARGS...` with its output in `out` and returns its exit code (-1 when it did not
+// finish within `limit`).
+inline int RunMetaps(const std::vector<std::string>& args, const std::string& out, std::chrono::seconds limit) {
+  std::vector<std::string> argv = {MetapsBin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto p = Subprocess::Spawn(argv, out);
+  EXPECT_TRUE(p.ok()) << p.status();
+  if (!p.ok()) return -1;
+  auto code = p->Wait(limit);
+  EXPECT_TRUE(code.ok()) << code.status();
+  return code.value_or(-1);
+}
+
 }  // namespace metaps::testing
