@@ -8,14 +8,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "common/http_server.h"
 #include "common/sst_file.h"
 #include "common/subprocess.h"
+#include "tests/serve_util.h"
 #include "tests/test_util.h"
 
 namespace metaps {
@@ -26,6 +26,7 @@ using metaps::testing::Example;
 using metaps::testing::MetapsBin;
 using metaps::testing::RunMetaps;
 using metaps::testing::ScratchDir;
+using metaps::testing::ServeProcess;
 using metaps::testing::ServerProcess;
 
 nlohmann::json ReadJson(const std::string& path) {
@@ -84,44 +85,6 @@ void WriteParts(const std::string& dir, int users) {
   }
 }
 
-struct Serve {
-  Subprocess proc;
-  int port = 0;
-  std::string log;
-  static Serve Start(const std::string& dir, const std::string& name, std::vector<std::string> args) {
-    Serve s;
-    s.log = dir + "/" + name + ".log";
-    const std::string port_file = dir + "/" + name + ".port";
-    std::vector<std::string> argv = {MetapsBin(), "serve"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    argv.insert(argv.end(), {"--port", "0", "--port-file", port_file});
-    auto p = Subprocess::Spawn(argv, s.log);
-    EXPECT_TRUE(p.ok()) << p.status();
-    s.proc = std::move(p).value();
-    for (int i = 0; i < 600 && s.port == 0 && s.proc.running(); ++i) {
-      std::ifstream in(port_file);
-      if (!(in >> s.port)) s.port = 0;
-      if (s.port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    EXPECT_GT(s.port, 0) << ServerProcess::ReadFile(s.log);
-    return s;
-  }
-  nlohmann::json Get(const std::string& path) const {
-    auto r = HttpCall("127.0.0.1", port, "GET", path, "");
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
-  }
-  nlohmann::json Score(const nlohmann::json& body) const {
-    auto r = HttpCall("127.0.0.1", port, "POST", "/score", body.dump());
-    EXPECT_TRUE(r.ok() && r->status == 200) << (r.ok() ? r->body : r.status().ToString());
-    return r.ok() ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
-  }
-  int Stop() {
-    EXPECT_TRUE(proc.Signal(SIGTERM).ok());
-    return proc.Wait(std::chrono::seconds(30)).value_or(-1);
-  }
-};
-
 TEST(RetrainTest, CyclesWarmStartPublishDeltasAndAFollowingServerSwitchesToThem) {
   ScratchDir dir("retrain");
   const std::string job = JobWithoutDatagen(dir.path().string());
@@ -143,11 +106,11 @@ TEST(RetrainTest, CyclesWarmStartPublishDeltasAndAFollowingServerSwitchesToThem)
   EXPECT_EQ(ServerProcess::ReadFile(out + "/published/CHAIN"), "0001-full\n");
 
   // A server follows the published chain.
-  Serve follow =
-      Serve::Start(dir.path().string(), "follow", {"--follow", out + "/published", "--poll-s", "0.2"});
+  ServeProcess follow =
+      ServeProcess::Start(dir.path().string(), "follow", {"--follow", out + "/published", "--poll-s", "0.2"});
   ASSERT_GT(follow.port, 0);
   const std::string full1 = ReadJson(out + "/published/0001-full/manifest.json")["id"];
-  EXPECT_EQ(follow.Get("/health")["snapshots"].back()["id"], full1);
+  EXPECT_EQ(follow.GetJson("/health")["snapshots"].back()["id"], full1);
 
   // New data: cycle 2 trains on the newest two files (part-2, part-3), warm-started from cycle 1,
   // and publishes a delta on cycle 1's snapshot.
@@ -195,18 +158,21 @@ TEST(RetrainTest, CyclesWarmStartPublishDeltasAndAFollowingServerSwitchesToThem)
 
   // The follower switched to the new chain, and serves what the full export of cycle 2 serves.
   const std::string id2 = delta["id"];
-  for (int i = 0; i < 300 && follow.Get("/health")["snapshots"].back()["id"] != id2; ++i) {
+  for (int i = 0; i < 300 && follow.GetJson("/health")["snapshots"].back()["id"] != id2; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  ASSERT_EQ(follow.Get("/health")["snapshots"].back()["id"], id2) << ServerProcess::ReadFile(follow.log);
-  Serve whole = Serve::Start(dir.path().string(), "whole", {full2});
+  ASSERT_EQ(follow.GetJson("/health")["snapshots"].back()["id"], id2) << ServerProcess::ReadFile(follow.log);
+  ServeProcess whole = ServeProcess::Start(dir.path().string(), "whole", {full2});
   ASSERT_GT(whole.port, 0);
-  const nlohmann::json model = follow.Get("/model");
+  const nlohmann::json model = follow.GetJson("/model");
   nlohmann::json fields = nlohmann::json::object();
   for (const auto& f : model["fields"]) fields[f["name"].get<std::string>()] = "1";
   const nlohmann::json request = {{"support", {{{"fields", fields}, {"label", 5}}}},
                                   {"candidates", {{{"fields", fields}}}}};
-  const auto a = follow.Score(request), b = whole.Score(request);
+  const HttpResponse ra = follow.Post(request), rb = whole.Post(request);
+  ASSERT_EQ(ra.status, 200) << ra.body;
+  ASSERT_EQ(rb.status, 200) << rb.body;
+  const auto a = nlohmann::json::parse(ra.body), b = nlohmann::json::parse(rb.body);
   EXPECT_EQ(a["scores"], b["scores"]) << a.dump() << " vs " << b.dump();
   EXPECT_EQ(a["snapshot"], id2);
   EXPECT_EQ(whole.Stop(), 0);

@@ -8,13 +8,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
-#include <nlohmann/json.hpp>
-
 #include "common/http_server.h"
 #include "common/subprocess.h"
+#include "tests/serve_util.h"
 #include "tests/test_util.h"
 
 namespace metaps {
@@ -25,45 +25,8 @@ using metaps::testing::Example;
 using metaps::testing::MetapsBin;
 using metaps::testing::RunMetaps;
 using metaps::testing::ScratchDir;
+using metaps::testing::ServeProcess;
 using metaps::testing::ServerProcess;
-
-// A `metaps serve` child; the port it picked is read from its port file.
-struct Serve {
-  Subprocess proc;
-  int port = 0;
-  std::string log;
-
-  static Serve Start(const std::string& dir, const std::string& name, std::vector<std::string> chain) {
-    Serve s;
-    s.log = dir + "/" + name + ".log";
-    const std::string port_file = dir + "/" + name + ".port";
-    std::vector<std::string> argv = {MetapsBin(), "serve"};
-    argv.insert(argv.end(), chain.begin(), chain.end());
-    argv.insert(argv.end(),
-                {"--port", "0", "--port-file", port_file, "--work-dir", dir + "/" + name + "-work"});
-    auto p = Subprocess::Spawn(argv, s.log);
-    EXPECT_TRUE(p.ok()) << p.status();
-    s.proc = std::move(p).value();
-    for (int i = 0; i < 600 && s.port == 0 && s.proc.running(); ++i) {
-      std::ifstream in(port_file);
-      if (!(in >> s.port)) s.port = 0;
-      if (s.port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    EXPECT_GT(s.port, 0) << ServerProcess::ReadFile(s.log);
-    return s;
-  }
-  HttpResponse Post(const nlohmann::json& body) const { return Call("POST", "/score", body.dump()); }
-  HttpResponse Call(const std::string& method, const std::string& path, const std::string& body = "") const {
-    auto r = HttpCall("127.0.0.1", port, method, path, body);
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : HttpResponse{-1, "", ""};
-  }
-  int Stop() {
-    EXPECT_TRUE(proc.Signal(SIGTERM).ok());
-    auto code = proc.Wait(std::chrono::seconds(30));
-    return code.value_or(-1);
-  }
-};
 
 // The events of the run's generated data file as request events: every model field from the
 // column of the same name (bags split on '|'), and the label.
@@ -126,7 +89,8 @@ TEST(ServeTest, AFinishedJobIsExportedServedAdaptedToTheSupportAndBadRequestsAre
     EXPECT_TRUE(fs::exists(snap + "/" + f)) << f;
   }
 
-  Serve serve = Serve::Start(dir.path().string(), "serve", {snap});
+  ServeProcess serve =
+      ServeProcess::Start(dir.path().string(), "serve", {snap, "--work-dir", dir / "serve-work"});
   ASSERT_GT(serve.port, 0);
   auto health = Json(serve.Call("GET", "/health"));
   ASSERT_FALSE(health.is_discarded());
@@ -230,11 +194,13 @@ TEST(ServeTest, AFinishedJobIsExportedServedAdaptedToTheSupportAndBadRequestsAre
   for (const auto& s : manifest["shards"]) delta_rows += s["rows"].get<uint64_t>();
   EXPECT_GT(delta_rows, 0u) << manifest.dump();
   const nlohmann::json request = {{"support", support}, {"candidates", candidates}};
-  Serve chained = Serve::Start(dir.path().string(), "chained", {older, "--delta", delta});
+  ServeProcess chained = ServeProcess::Start(dir.path().string(), "chained",
+                                             {older, "--delta", delta, "--work-dir", dir / "chained-work"});
   ASSERT_GT(chained.port, 0);
   EXPECT_EQ(Json(chained.Post(request))["scores"], scored["scores"]);
   EXPECT_EQ(chained.Stop(), 0);
-  Serve old_only = Serve::Start(dir.path().string(), "old-only", {older});
+  ServeProcess old_only =
+      ServeProcess::Start(dir.path().string(), "old-only", {older, "--work-dir", dir / "old-only-work"});
   ASSERT_GT(old_only.port, 0);
   EXPECT_NE(Json(old_only.Post(request))["scores"], scored["scores"]);
   EXPECT_EQ(old_only.Stop(), 0);
