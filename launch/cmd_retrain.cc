@@ -273,7 +273,7 @@ void RegisterRetrainCommand(CLI::App& app, Action* action) {
                   "Publish a full snapshot every this many cycles (deltas between)");
   cmd->add_option("--keep-runs", f->keep_runs, "Cycle run directories kept (the newest)");
   cmd->add_option("--warm-start", f->warm_start, "A run the first cycle starts from (default: a cold start)");
-  cmd->add_option("--poll-s", f->poll_s, "Seconds between looks for new files");
+  cmd->add_option("--poll-s", f->poll_s, "Seconds between looks for new files")->check(CLI::Range(0.01, 86400.0));
   cmd->add_option("--max-cycles", f->max_cycles, "Stop after this many cycles (0: never)");
   cmd->add_flag("--once", f->once, "Run one cycle if there are new files, then exit");
   cmd->add_option("--set", f->run.overrides, "Override any config key (repeatable)");

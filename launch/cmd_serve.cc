@@ -185,7 +185,8 @@ void RegisterServeCommand(CLI::App& app, Action* action) {
       "--follow", f->follow,
       "Serve the chain a `metaps retrain` publishes (OUT/published: its CHAIN file) and load each "
       "newer one while serving");
-  cmd->add_option("--poll-s", f->poll_s, "With --follow: seconds between looks at CHAIN (default 5)");
+  cmd->add_option("--poll-s", f->poll_s, "With --follow: seconds between looks at CHAIN (default 5)")
+      ->check(CLI::Range(0.01, 86400.0));
   cmd->add_option("--delta", f->deltas, "A delta on top of it (repeatable, in order)");
   cmd->add_option("--address", f->address, "Address to listen on (default 127.0.0.1)");
   cmd->add_option("--port", f->port, "Port to listen on (default 8080; 0 picks a free one)");

@@ -22,9 +22,10 @@
 #include <functional>
 #include <mutex>
 #include <new>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "common/files.h"
 #include "common/internal/profile_sink.h"
@@ -382,7 +383,6 @@ class StageTimer {
   StageProfile::Stage s_;
   uint64_t t0_, c0_;
 };
-
 
 // ---- The push log as segment files ---------------------------------------------------------------
 
