@@ -61,25 +61,21 @@ struct Child {
   int restarts = 0;
 };
 
-// Relative data paths are read against `base`.
+// Relative data paths are read against `base` (data.path may be a list of csv files).
 Status ResolveDataPaths(Config& cfg, const fs::path& base) {
-  if (cfg.Has("data.path") && !cfg.GetString("data.path").ok()) {
-    // A list of event files (csv): each relative one against `base`.
-    METAPS_ASSIGN_OR_RETURN(std::vector<std::string> paths, cfg.GetStringArray("data.path"));
-    std::string list;
-    for (const auto& p : paths) {
-      const fs::path abs =
-          p.empty() || fs::path(p).is_absolute() ? fs::path(p) : (base / p).lexically_normal();
-      list += (list.empty() ? "" : ", ") + nlohmann::json(abs.string()).dump();
-    }
-    METAPS_RETURN_IF_ERROR(cfg.Set("data.path=[" + list + "]"));
-  }
+  auto absolute = [&](const std::string& p) {
+    return p.empty() || fs::path(p).is_absolute() ? p : (base / p).lexically_normal().string();
+  };
   for (const char* key : {"data.path", "data.dir", "eval.validation_users", "eval.test_users"}) {
-    if (!cfg.Has(key) || (std::string_view(key) == "data.path" && !cfg.GetString(key).ok())) continue;
-    METAPS_ASSIGN_OR_RETURN(std::string p, cfg.GetString(key));
-    if (!p.empty() && fs::path(p).is_relative()) {
-      METAPS_RETURN_IF_ERROR(cfg.Set(std::string(key) + "=\"" + (base / p).lexically_normal().string() + "\""));
+    if (!cfg.Has(key)) continue;
+    if (auto one = cfg.GetString(key); one.ok()) {
+      METAPS_RETURN_IF_ERROR(cfg.Set(std::string(key) + "=" + nlohmann::json(absolute(*one)).dump()));
+      continue;
     }
+    METAPS_ASSIGN_OR_RETURN(std::vector<std::string> paths, cfg.GetStringArray(key));
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& p : paths) list.push_back(absolute(p));
+    METAPS_RETURN_IF_ERROR(cfg.Set(std::string(key) + "=" + list.dump()));
   }
   return Status::Ok();
 }

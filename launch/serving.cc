@@ -37,11 +37,13 @@ Result<std::unique_ptr<ServingModel>> ServingModel::Open(const std::vector<std::
   m->kernels_ = std::move(kernels);
   std::vector<std::vector<ps::SnapshotTable>> tables;
   for (const auto& d : dirs) {
-    METAPS_ASSIGN_OR_RETURN(LoadedSnapshot s, LoadSnapshot(d));
+    METAPS_ASSIGN_OR_RETURN(LoadedSnapshot s, LoadSnapshotManifest(d));
     tables.push_back(s.tables);
     m->chain_.push_back(std::move(s));
   }
   METAPS_RETURN_IF_ERROR(CheckSnapshotChain(m->chain_));
+  // Only the newest snapshot's dense tensors are served (each snapshot carries them whole).
+  METAPS_RETURN_IF_ERROR(LoadSnapshotDense(&m->chain_.back()));
   METAPS_ASSIGN_OR_RETURN(m->rows_, ps::SnapshotRows::Open(dirs, tables, work_dir));
   // The newest snapshot's model and dense tensors (each snapshot, delta or full, carries them whole).
   const LoadedSnapshot& top = m->chain_.back();

@@ -3,16 +3,15 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <random>
 
 #include "common/files.h"
 #include "common/keys.h"
 #include "common/npy.h"
+#include "common/random_id.h"
 #include "launch/job_config.h"
 #include "ps/initializer.h"
 #include "ps/table_spec.h"
@@ -27,14 +26,6 @@ namespace fs = std::filesystem;
 
 constexpr char kFormat[] = "metaps-snapshot";
 constexpr int kVersion = 1;
-
-std::string NewId() {
-  std::random_device rd;
-  const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(v));
-  return hex;
-}
 
 Result<nlohmann::json> ReadJson(const std::string& path) {
   std::ifstream in(path);
@@ -116,13 +107,13 @@ Result<ExportSummary> ExportSnapshot(const ExportOptions& o) {
   sum.kind = o.since.empty() ? "full" : "delta";
   sum.checkpoint = ckpt;
   sum.shards = shards;
-  sum.id = NewId();
+  sum.id = RandomHexId();
   // A delta: every shard's checkpoint must descend from the base's state of that shard (the
   // lineage check, which also refuses a base of another job or a rolled-back history).
   std::vector<ps::ShardBase> since;
   std::string base_id;
   if (!o.since.empty()) {
-    METAPS_ASSIGN_OR_RETURN(LoadedSnapshot base, LoadSnapshot(o.since));
+    METAPS_ASSIGN_OR_RETURN(LoadedSnapshot base, LoadSnapshotManifest(o.since));
     if (static_cast<int>(base.shards.size()) != shards) {
       return FailedPrecondition("--since " + o.since + " has " + std::to_string(base.shards.size()) +
                                 " shards, the job has " + std::to_string(shards) +
@@ -241,6 +232,12 @@ Result<ExportSummary> ExportSnapshot(const ExportOptions& o) {
 }
 
 Result<LoadedSnapshot> LoadSnapshot(const std::string& dir) {
+  METAPS_ASSIGN_OR_RETURN(LoadedSnapshot s, LoadSnapshotManifest(dir));
+  METAPS_RETURN_IF_ERROR(LoadSnapshotDense(&s));
+  return s;
+}
+
+Result<LoadedSnapshot> LoadSnapshotManifest(const std::string& dir) {
   LoadedSnapshot s;
   s.dir = dir;
   const std::string path = dir + "/manifest.json";
@@ -291,7 +288,14 @@ Result<LoadedSnapshot> LoadSnapshot(const std::string& dir) {
       return InvalidArgument(path + ": tables: the model needs " + name + " of dim " + std::to_string(dim));
   }
   if (!m.contains("dense") || !m["dense"].is_array()) return InvalidArgument(path + ": dense: missing");
-  for (const auto& d : m["dense"]) {
+  return s;
+}
+
+Status LoadSnapshotDense(LoadedSnapshot* loaded) {
+  LoadedSnapshot& s = *loaded;
+  const std::string& dir = s.dir;
+  const std::string path = dir + "/manifest.json";
+  for (const auto& d : s.manifest["dense"]) {
     const std::string name = d.value("name", ""), rel = d.value("path", "");
     if (rel.empty() || rel.front() == '/' || rel.find("..") != std::string::npos) {
       return InvalidArgument(path + ": dense " + name + ": path must be relative, inside the snapshot");
@@ -315,7 +319,7 @@ Result<LoadedSnapshot> LoadSnapshot(const std::string& dir) {
   if (s.job.dense_tensors.count("alpha") && s.params.alpha.size() != p) {
     return DataLoss(path + ": Meta-SGD needs dense alpha of " + std::to_string(p) + " values");
   }
-  return s;
+  return Status::Ok();
 }
 
 Status CheckSnapshotChain(const std::vector<LoadedSnapshot>& chain) {

@@ -52,11 +52,15 @@ struct LoadedSnapshot {
   std::string dir, id, kind, base_id, job_id;
   nlohmann::json manifest;
   worker::JobModel job;
-  worker::DenseParams params;
+  worker::DenseParams params;  // empty after LoadSnapshotManifest alone
   std::vector<ps::SnapshotTable> tables;
   std::vector<ps::ShardBase> shards;  // per shard: pushes applied up to, and the lineage (ps/lineage.h)
 };
 Result<LoadedSnapshot> LoadSnapshot(const std::string& dir);
+// Its manifest only, checked: everything but `params` (no dense file is read).
+Result<LoadedSnapshot> LoadSnapshotManifest(const std::string& dir);
+// Reads the dense tensors the manifest lists into `s->params`, checking each file's checksum.
+Status LoadSnapshotDense(LoadedSnapshot* s);
 
 // Checks that `chain` is a full snapshot followed by deltas, each on top of the one before it
 // and, shard by shard, of a state that descends from it (ps::CheckDescends).

@@ -1,13 +1,12 @@
 #include "ps/client.h"
 
-#include "common/first_occurrence.h"
-#include "common/thread_name.h"
-
 #include <algorithm>
 #include <bit>
-#include <cstdio>
 #include <cstring>
-#include <random>
+
+#include "common/first_occurrence.h"
+#include "common/random_id.h"
+#include "common/thread_name.h"
 
 namespace metaps::ps {
 namespace {
@@ -222,10 +221,7 @@ PsClient::PsClient(ClientOptions options, std::unique_ptr<Transport> transport, 
     : options_(std::move(options)), transport_(std::move(transport)), shards_(std::move(shards)) {
   // Request ids restart at 1 in every process; the incarnation keeps a restarted client's ids
   // apart from its predecessor's in the servers' dedupe windows.
-  std::random_device rd;
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%08x%08x", rd(), rd());
-  incarnation_ = buf;
+  incarnation_ = RandomHexId();
   for (int32_t s = 0; s < shards_.size(); ++s) peers_.push_back("shard-" + std::to_string(s));
 }
 

@@ -1,17 +1,10 @@
 #include "ps/lineage.h"
 
-#include <cstdio>
-#include <random>
+#include "common/random_id.h"
 
 namespace metaps::ps {
 
-std::string NewLineageId() {
-  std::random_device rd;
-  const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(v));
-  return hex;
-}
+std::string NewLineageId() { return RandomHexId(); }
 
 nlohmann::json LineageToJson(const Lineage& lineage) {
   nlohmann::json out = nlohmann::json::array();
