@@ -1,12 +1,15 @@
 #include "common/http_server.h"
-#include "common/thread_name.h"
 
-#include <cctype>
-#include <string_view>
-
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cctype>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "common/thread_name.h"
 
 namespace metaps {
 
@@ -26,25 +29,35 @@ const beast::error_category& HttpErrorCategory() {
   return http::make_error_code(http::error::bad_target).category();
 }
 
-// One connection: reads one request, answers it and closes. Owned by its pending operations.
+// One connection: reads a request, answers it, and then closes or (keep-alive) reads the next.
+// Owned by its pending operations, of which there is one at a time; they run on the connection's
+// strand.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(tcp::socket socket, const RequestHandler* handler, bool get_only, size_t max_body_bytes)
-      : stream_(std::move(socket)), handler_(handler), get_only_(get_only) {
-    // The GET-only server keeps Beast's default limit (1 MiB) and its behaviour at the limit.
-    if (!get_only_) parser_.body_limit(static_cast<std::uint64_t>(max_body_bytes));
-  }
+  Connection(tcp::socket socket, const RequestHandler* handler, bool get_only, size_t max_body_bytes,
+             int keep_alive_idle_ms)
+      : stream_(std::move(socket)),
+        handler_(handler),
+        get_only_(get_only),
+        max_body_bytes_(max_body_bytes),
+        keep_alive_idle_ms_(get_only ? 0 : keep_alive_idle_ms) {}
 
   void Start() {
+    parser_.emplace();
+    // The GET-only server keeps Beast's default limit (1 MiB) and its behaviour at the limit.
+    if (!get_only_) parser_->body_limit(static_cast<std::uint64_t>(max_body_bytes_));
+    // A kept connection waits this long for its next request; a new one as long as it takes.
+    if (served_ > 0) stream_.expires_after(std::chrono::milliseconds(keep_alive_idle_ms_));
     http::async_read_header(
-        stream_, buffer_, parser_,
+        stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
  private:
   void OnHeader(beast::error_code ec) {
     if (ec) return OnReadError(ec);
-    const auto& req = parser_.get();
+    stream_.expires_never();
+    const auto& req = parser_->get();
     if (!get_only_ && beast::iequals(req[http::field::expect], "100-continue")) {
       // The body fits (a bigger declared one failed the header read): ask for it.
       auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, req.version());
@@ -57,13 +70,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void ReadBody() {
-    http::async_read(stream_, buffer_, parser_,
+    http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRequest(ec); });
   }
 
   void OnRequest(beast::error_code ec) {
     if (ec) return OnReadError(ec);
-    http::request<http::string_body> req = parser_.release();
+    http::request<http::string_body> req = parser_->release();
     HttpResponse r;
     if (get_only_ && req.method() != http::verb::get) {
       r = HttpResponse{405, "text/plain", "only GET is served\n"};
@@ -78,7 +91,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
         r = HttpResponse{500, "text/plain", "handler failed\n"};
       }
     }
-    Reply(req.version(), req.method() == http::verb::head, std::move(r), /*linger=*/false);
+    const bool keep = keep_alive_idle_ms_ > 0 && req.keep_alive();
+    Reply(req.version(), req.method() == http::verb::head, std::move(r), /*linger=*/false, keep);
   }
 
   // Answers what could not be read; the GET-only server and a vanished client get no answer.
@@ -88,16 +102,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (ec == http::error::body_limit) status = 413;
     if (ec == http::error::header_limit) status = 431;
     Reply(11, false, HttpResponse{status, "text/plain", "cannot serve this request: " + ec.message() + "\n"},
-          /*linger=*/true);
+          /*linger=*/true, /*keep=*/false);
   }
 
-  void Reply(unsigned version, bool head, HttpResponse r, bool linger) {
+  // Writes the answer; then reads the next request (keep), or closes, first draining what the
+  // client still sends (linger).
+  void Reply(unsigned version, bool head, HttpResponse r, bool linger, bool keep) {
     auto res = std::make_shared<http::response<http::string_body>>();
     res->version(version);
     res->result(r.status >= 100 && r.status <= 999 ? static_cast<http::status>(r.status)
                                                    : http::status::internal_server_error);
     if (!r.content_type.empty()) res->set(http::field::content_type, r.content_type);
-    res->keep_alive(false);
+    res->keep_alive(keep);
     res->body() = std::move(r.body);
     res->prepare_payload();
     if (head) {  // the headers a GET would get, without the body
@@ -105,14 +121,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
       res->body().clear();
       res->content_length(n);
     }
-    http::async_write(stream_, *res, [self = shared_from_this(), res, linger](beast::error_code ec, size_t) {
-      beast::error_code ignored;
-      self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-      if (linger && !ec) {
-        self->stream_.expires_after(kLingerTime);
-        self->Drain();
-      }
-    });
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res, linger, keep](beast::error_code ec, size_t) {
+                        if (keep && !ec) {
+                          ++self->served_;
+                          return self->Start();
+                        }
+                        beast::error_code ignored;
+                        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+                        if (linger && !ec) {
+                          self->stream_.expires_after(kLingerTime);
+                          self->Drain();
+                        }
+                      });
   }
 
   // Discards input until the client closes, an error, or the linger time is up.
@@ -126,10 +147,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   static constexpr size_t kScratchBytes = 64 * 1024;
   beast::tcp_stream stream_;
-  beast::flat_buffer buffer_;
-  http::request_parser<http::string_body> parser_;
+  beast::flat_buffer buffer_;  // kept across requests: it may hold the start of a pipelined one
+  std::optional<http::request_parser<http::string_body>> parser_;  // a new one per request
   const RequestHandler* handler_;
   const bool get_only_;
+  const size_t max_body_bytes_;
+  const int keep_alive_idle_ms_;
+  uint64_t served_ = 0;  // requests answered on this connection
   std::unique_ptr<char[]> scratch_;
 };
 
@@ -138,15 +162,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
 struct HttpServer::Impl {
   RequestHandler handler;
   bool get_only = false;
-  size_t max_body_bytes = 0;
+  HttpServerOptions options;
   asio::io_context io;
-  std::unique_ptr<tcp::acceptor> acceptor;
-  std::thread thread;
+  std::unique_ptr<tcp::acceptor> acceptor;  // on its own strand
+  std::vector<std::thread> threads;
 
   void Accept() {
-    acceptor->async_accept([this](beast::error_code ec, tcp::socket socket) {
+    // Each connection's socket gets its own strand, so its handlers never run at once.
+    acceptor->async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
       if (ec) return;  // acceptor closed
-      std::make_shared<Connection>(std::move(socket), &handler, get_only, max_body_bytes)->Start();
+      std::make_shared<Connection>(std::move(socket), &handler, get_only, options.max_body_bytes,
+                                   options.keep_alive_idle_ms)
+          ->Start();
       Accept();
     });
   }
@@ -161,7 +188,9 @@ HttpServer::HttpServer(Handler handler) : impl_(std::make_unique<Impl>()) {
 
 HttpServer::HttpServer(RequestHandler handler, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->handler = std::move(handler);
-  impl_->max_body_bytes = options.max_body_bytes;
+  impl_->options = options;
+  impl_->options.threads = std::max(1, options.threads);
+  impl_->options.keep_alive_idle_ms = std::max(0, options.keep_alive_idle_ms);
 }
 
 HttpServer::~HttpServer() { Stop(); }
@@ -170,30 +199,35 @@ Result<int> HttpServer::Start(const std::string& address, int port) {
   beast::error_code ec;
   auto addr = asio::ip::make_address(address, ec);
   if (ec) return InvalidArgument("bad listen address '" + address + "': " + ec.message());
-  impl_->acceptor = std::make_unique<tcp::acceptor>(impl_->io);
+  if (!impl_->threads.empty()) return FailedPrecondition("the HTTP server is already started");
+  impl_->acceptor = std::make_unique<tcp::acceptor>(asio::make_strand(impl_->io));
   tcp::endpoint ep(addr, static_cast<unsigned short>(port));
   impl_->acceptor->open(ep.protocol(), ec);
   if (!ec) impl_->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) impl_->acceptor->bind(ep, ec);
   if (!ec) impl_->acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Unavailable("cannot listen on " + address + ":" + std::to_string(port) + ": " + ec.message());
+  if (ec)
+    return Unavailable("cannot listen on " + address + ":" + std::to_string(port) + ": " + ec.message());
   int bound = impl_->acceptor->local_endpoint().port();
   impl_->Accept();
-  impl_->thread = std::thread([this] {
-    NameThisThread("http");
-    impl_->io.run();
-  });
+  for (int i = 0; i < impl_->options.threads; ++i) {
+    impl_->threads.emplace_back([this] {
+      NameThisThread("http");
+      impl_->io.run();
+    });
+  }
   return bound;
 }
 
 void HttpServer::Stop() {
-  if (!impl_ || !impl_->thread.joinable()) return;
-  asio::post(impl_->io, [this] {
+  if (!impl_ || impl_->threads.empty()) return;
+  asio::post(impl_->acceptor->get_executor(), [this] {
     beast::error_code ignored;
     impl_->acceptor->close(ignored);
     impl_->io.stop();
   });
-  impl_->thread.join();
+  for (auto& t : impl_->threads) t.join();
+  impl_->threads.clear();
 }
 
 Result<std::string> HttpGet(const std::string& host, int port, const std::string& path, int timeout_ms) {
@@ -201,7 +235,8 @@ Result<std::string> HttpGet(const std::string& host, int port, const std::string
   // expires_after, so a server that accepted and never answered used to hang this call).
   auto r = HttpCall(host, port, "GET", path, "", "", timeout_ms);
   if (!r.ok()) return Unavailable(r.status().message());
-  if (r->status != 200) return Unavailable("GET " + path + ": HTTP " + std::to_string(r->status) + ": " + r->body);
+  if (r->status != 200)
+    return Unavailable("GET " + path + ": HTTP " + std::to_string(r->status) + ": " + r->body);
   return std::move(r->body);
 }
 
@@ -225,32 +260,52 @@ bool HasControl(const std::string& s, bool allow_space) {
   return false;
 }
 
-}  // namespace
-
-Result<HttpResponse> HttpCall(const std::string& host, int port, const std::string& method,
-                              const std::string& path, const std::string& body,
-                              const std::string& content_type, int timeout_ms) {
+Status CheckRequest(const std::string& method, const std::string& path, const std::string& content_type) {
   if (!IsToken(method)) return InvalidArgument("HTTP method '" + method + "' is not a token");
   if (path.empty() || HasControl(path, false)) return InvalidArgument("bad HTTP path '" + path + "'");
   if (HasControl(content_type, true)) return InvalidArgument("bad HTTP content type '" + content_type + "'");
-  const std::string where = method + " http://" + host + ":" + std::to_string(port) + path;
-  try {
-    // Asynchronous operations, so that one deadline (io.run_for) bounds the whole exchange. The
-    // response is read while the request is written: a server may answer (413) before it has read
-    // the whole body.
-    asio::io_context io;
-    tcp::resolver resolver(io);
-    tcp::socket socket(io);
+  return Status();
+}
+
+}  // namespace
+
+struct HttpClient::Impl {
+  std::string host;
+  int port = 0;
+  int timeout_ms = 0;
+  bool one_shot = false;  // HttpCall: asks the server to close after answering
+  asio::io_context io;
+  tcp::resolver resolver{io};
+  tcp::socket socket{io};
+  beast::flat_buffer buffer;
+
+  void Close() {
+    beast::error_code ignored;
+    socket.close(ignored);
+    buffer.clear();
+  }
+
+  // One request and its answer, on the open connection or on a new one. *reused: whether the
+  // connection was open before; *answered: whether any byte of the answer arrived.
+  Result<HttpResponse> Exchange(const std::string& method, const std::string& path, const std::string& body,
+                                const std::string& content_type, int* connections, bool* reused,
+                                bool* answered) {
+    const std::string where = method + " http://" + host + ":" + std::to_string(port) + path;
+    *reused = socket.is_open();
+    *answered = false;
     http::request<http::string_body> req{http::verb::unknown, path, 11};
     req.method_string(method);
     req.set(http::field::host, host);
     if (!body.empty()) req.set(http::field::content_type, content_type);
     req.body() = body;
+    req.keep_alive(!one_shot);
     req.prepare_payload();
-    beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(boost::none);
     if (req.method() == http::verb::head) parser.skip(true);
+    // Asynchronous operations, so that one deadline (io.run_for) bounds the whole exchange. The
+    // response is read while the request is written: a server may answer (413) before it has read
+    // the whole body.
     bool finished = false;
     Status outcome;
     beast::error_code send_error;
@@ -258,31 +313,40 @@ Result<HttpResponse> HttpCall(const std::string& host, int port, const std::stri
       if (finished) return;
       finished = true;
       outcome = Unavailable(where + ": " + stage + ": " + ec.message());
-      beast::error_code ignored;
-      socket.close(ignored);
+      Close();
     };
-    resolver.async_resolve(
-        host, std::to_string(port), [&](beast::error_code ec, tcp::resolver::results_type eps) {
-          if (ec) return fail("resolve", ec);
-          asio::async_connect(socket, eps, [&](beast::error_code ec, const tcp::endpoint&) {
-            if (ec) return fail("connect", ec);
-            // A failed send is reported only if no whole response arrives: the server may have
-            // answered and closed without reading the rest of the request.
-            http::async_write(socket, req, [&](beast::error_code ec, size_t) { send_error = ec; });
-            http::async_read(socket, buffer, parser, [&](beast::error_code ec, size_t) {
-              if (ec) return send_error ? fail("send", send_error) : fail("receive", ec);
-              finished = true;
-              beast::error_code ignored;
-              socket.close(ignored);  // ends a send the server stopped reading
+    auto exchange = [&] {
+      // A failed send is reported only if no whole response arrives: the server may have
+      // answered and closed without reading the rest of the request.
+      http::async_write(socket, req, [&](beast::error_code ec, size_t) { send_error = ec; });
+      http::async_read(socket, buffer, parser, [&](beast::error_code ec, size_t) {
+        *answered = parser.got_some();
+        if (ec) return send_error ? fail("send", send_error) : fail("receive", ec);
+        finished = true;
+        // Closing also ends a send the server stopped reading.
+        if (one_shot || !parser.get().keep_alive() || send_error) Close();
+      });
+    };
+    io.restart();
+    if (*reused) {
+      exchange();
+    } else {
+      resolver.async_resolve(
+          host, std::to_string(port), [&](beast::error_code ec, tcp::resolver::results_type eps) {
+            if (ec) return fail("resolve", ec);
+            asio::async_connect(socket, eps, [&](beast::error_code ec, const tcp::endpoint&) {
+              if (ec) return fail("connect", ec);
+              ++*connections;
+              exchange();
             });
           });
-        });
+    }
     io.run_for(std::chrono::milliseconds(timeout_ms));
     if (!finished) {
       finished = true;
+      *answered = true;  // not known: never sent again
       outcome = DeadlineExceeded(where + ": no answer within " + std::to_string(timeout_ms) + " ms");
-      beast::error_code ignored;
-      socket.close(ignored);
+      Close();
       resolver.cancel();
       io.restart();
       io.run();  // the cancelled operations end (as no-ops) while what they refer to still lives
@@ -291,9 +355,41 @@ Result<HttpResponse> HttpCall(const std::string& host, int port, const std::stri
     const auto& res = parser.get();
     return HttpResponse{static_cast<int>(res.result_int()), std::string(res[http::field::content_type]),
                         res.body()};
-  } catch (const std::exception& e) {
-    return Unavailable(where + ": " + e.what());
   }
+};
+
+HttpClient::HttpClient(std::string host, int port, int timeout_ms) : impl_(std::make_unique<Impl>()) {
+  impl_->host = std::move(host);
+  impl_->port = port;
+  impl_->timeout_ms = timeout_ms;
+}
+
+HttpClient::~HttpClient() = default;
+
+Result<HttpResponse> HttpClient::Call(const std::string& method, const std::string& path,
+                                      const std::string& body, const std::string& content_type) {
+  METAPS_RETURN_IF_ERROR(CheckRequest(method, path, content_type));
+  try {
+    bool reused = false, answered = false;
+    auto r = impl_->Exchange(method, path, body, content_type, &connections_, &reused, &answered);
+    // A kept connection the server closed while idle: once more, on a new one.
+    if (!r.ok() && reused && !answered) {
+      r = impl_->Exchange(method, path, body, content_type, &connections_, &reused, &answered);
+    }
+    return r;
+  } catch (const std::exception& e) {
+    impl_->Close();
+    return Unavailable(method + " http://" + impl_->host + ":" + std::to_string(impl_->port) + path + ": " +
+                       e.what());
+  }
+}
+
+Result<HttpResponse> HttpCall(const std::string& host, int port, const std::string& method,
+                              const std::string& path, const std::string& body,
+                              const std::string& content_type, int timeout_ms) {
+  HttpClient client(host, port, timeout_ms);
+  client.impl_->one_shot = true;
+  return client.Call(method, path, body, content_type);
 }
 
 }  // namespace metaps

@@ -1,19 +1,23 @@
-// HttpServer: a small HTTP/1.1 server (Boost.Beast over Boost.Asio) for status, metrics and
-// small uploads.
+// HttpServer: a small HTTP/1.1 server (Boost.Beast over Boost.Asio) for status, metrics, serving
+// and small uploads.
 //
 // Built with a Handler, it serves GET only: the handler maps a path to content type and body, and
 // any other method gets 405. Built with a RequestHandler, every request (any method, with its body)
-// reaches the handler, which decides the answer (404, 405, ...). Either way one request is served
-// per connection: the response says "Connection: close" and the server then closes it.
+// reaches the handler, which decides the answer (404, 405, ...).
 // With a RequestHandler, a request the server cannot parse gets 400, one whose body is bigger than
 // HttpServerOptions::max_body_bytes gets 413 (a client that sends "Expect: 100-continue" gets it
 // before sending the body) and one with a header over 8 KiB gets 431; the connection is then
 // closed and the server goes on serving. (The GET-only server closes such connections unanswered.)
 // A handler that throws gets the client a 500.
 //
-// One background thread runs the Asio io_context; the handler is called on that thread, so it
-// must be thread-safe with respect to the owner's state (owners hand it a mutex-guarded snapshot)
-// and should return promptly: requests are answered one at a time.
+// Connections: by default one request is served per connection (the response says "Connection:
+// close"). With HttpServerOptions::keep_alive_idle_ms, a RequestHandler server keeps a connection
+// whose client asks for it (HTTP/1.1 does unless it sends "Connection: close") for its next
+// requests, pipelined ones included, and closes it after that long without one.
+//
+// Threads: HttpServerOptions::threads threads run the Asio io_context, so up to that many handler
+// calls run at once (each connection's requests one after another, in order). The handler must be
+// thread-safe with respect to the owner's state. The GET-only server runs one thread.
 // Binds to loopback unless told otherwise.
 #pragma once
 
@@ -45,6 +49,11 @@ using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
 struct HttpServerOptions {
   // A request whose body is bigger gets 413. Default: 8 MiB.
   size_t max_body_bytes = 8u << 20;
+  // Threads serving requests (>= 1): up to this many handler calls run at once.
+  int threads = 1;
+  // 0: one request per connection. Otherwise connections are kept for further requests and
+  // closed after this many milliseconds without one.
+  int keep_alive_idle_ms = 0;
 };
 
 class HttpServer {
@@ -66,8 +75,35 @@ class HttpServer {
   std::unique_ptr<Impl> impl_;
 };
 
+// A blocking HTTP/1.1 client on one connection, kept open between calls while the server keeps
+// it (for clients of a keep-alive server: benchmarks, load generators, tests). Each call must
+// finish within `timeout_ms`. A kept connection the server has closed meanwhile (its idle timeout)
+// is noticed when a call gets no byte of its answer on it; that call is then sent once more on a
+// new connection, so only requests that are safe to repeat belong on an HttpClient.
+// Not thread-safe: one per thread.
+class HttpClient {
+ public:
+  HttpClient(std::string host, int port, int timeout_ms = 5000);
+  ~HttpClient();
+
+  // As HttpCall (below), errors included, on the kept connection.
+  Result<HttpResponse> Call(const std::string& method, const std::string& path, const std::string& body = "",
+                            const std::string& content_type = "application/json");
+
+  // Connections opened so far (1 when every call reused the first).
+  int connections() const { return connections_; }
+
+ private:
+  friend Result<HttpResponse> HttpCall(const std::string&, int, const std::string&, const std::string&,
+                                       const std::string&, const std::string&, int);
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int connections_ = 0;
+};
+
 // A blocking GET for tools and tests: returns the body of http://host:port/path.
-Result<std::string> HttpGet(const std::string& host, int port, const std::string& path, int timeout_ms = 5000);
+Result<std::string> HttpGet(const std::string& host, int port, const std::string& path,
+                            int timeout_ms = 5000);
 
 // A blocking request for tools and tests: sends `method` `path` (with `body` and, when the body is
 // not empty, `content_type`) to host:port and returns the response whatever its status, with its

@@ -8,8 +8,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 namespace metaps {
 namespace {
@@ -17,7 +20,8 @@ namespace {
 // A server whose handler echoes what it got as "METHOD TARGET CONTENT-TYPE\nBODY" and counts calls.
 class EchoServer {
  public:
-  explicit EchoServer(size_t max_body_bytes = 8u << 20)
+  explicit EchoServer(size_t max_body_bytes = 8u << 20) : EchoServer(HttpServerOptions{max_body_bytes}) {}
+  explicit EchoServer(HttpServerOptions options)
       : server_(
             [this](const HttpRequest& r) {
               calls_.fetch_add(1);
@@ -26,7 +30,7 @@ class EchoServer {
               return HttpResponse{200, "application/octet-stream",
                                   r.method + " " + r.target + " " + r.content_type + "\n" + r.body};
             },
-            HttpServerOptions{max_body_bytes}) {}
+            options) {}
   int Start() {
     auto port = server_.Start("127.0.0.1", 0);
     EXPECT_TRUE(port.ok()) << port.status();
@@ -57,6 +61,11 @@ class RawConnection {
     return send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) == ssize_t(bytes.size());
   }
   void ShutdownSend() { shutdown(fd_, SHUT_WR); }
+  // Whether the server closes the connection (within the 5 s receive timeout) without sending more.
+  bool ClosedByPeer() {
+    char c;
+    return recv(fd_, &c, 1, 0) == 0;
+  }
   // Reads until `until` has arrived (or, when empty, until the server closes).
   std::string Receive(std::string_view until = "") {
     std::string got;
@@ -248,6 +257,117 @@ TEST(HttpServerTest, HandlerThatThrowsGets500) {
   auto next = HttpCall("127.0.0.1", port, "GET", "/ok");
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_EQ(next->status, 200);
+}
+
+// Keep-alive: a kept connection answers pipelined requests in order, each response says whether
+// the connection stays, "Connection: close" from the client ends it, and a server without
+// keep-alive closes after every answer.
+TEST(HttpServerTest, KeptConnectionsServePipelinedRequestsInOrderUntilTheClientCloses) {
+  HttpServerOptions options;
+  options.keep_alive_idle_ms = 10000;
+  EchoServer server(options);
+  const int port = server.Start();
+  RawConnection c(port);
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(
+      c.Send("POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+             "POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nde"));
+  const std::string both = c.Receive("POST /two \nde");
+  const size_t one = both.find("POST /one \nabc"), two = both.find("POST /two \nde");
+  ASSERT_NE(one, std::string::npos) << both;
+  ASSERT_NE(two, std::string::npos) << both;
+  EXPECT_LT(one, two);
+  EXPECT_EQ(both.find("Connection: close"), std::string::npos) << both;
+  ASSERT_TRUE(c.Send("GET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  const std::string last = c.Receive();  // until the server closes
+  EXPECT_EQ(last.substr(0, 12), "HTTP/1.1 200") << last;
+  EXPECT_NE(last.find("Connection: close"), std::string::npos) << last;
+  EXPECT_NE(last.find("GET /three \n"), std::string::npos) << last;
+  EXPECT_EQ(server.calls(), 3);
+
+  EchoServer plain;  // no keep-alive: one request per connection, even over HTTP/1.1
+  RawConnection d(plain.Start());
+  ASSERT_TRUE(d.connected());
+  ASSERT_TRUE(d.Send("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const std::string only = d.Receive();
+  EXPECT_NE(only.find("Connection: close"), std::string::npos) << only;
+  EXPECT_NE(only.find("GET /a \n"), std::string::npos) << only;
+  EXPECT_EQ(only.find("GET /b"), std::string::npos) << only;
+  EXPECT_EQ(plain.calls(), 1);
+}
+
+TEST(HttpServerTest, AnIdleKeptConnectionIsClosedAndTheClientReconnects) {
+  HttpServerOptions options;
+  options.keep_alive_idle_ms = 200;
+  EchoServer server(options);
+  const int port = server.Start();
+  {
+    RawConnection c(port);
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.Send("GET /a HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_NE(c.Receive("GET /a \n").find("HTTP/1.1 200"), std::string::npos);
+    EXPECT_TRUE(c.ClosedByPeer());  // after 200 ms idle, well before the receive timeout
+  }
+  HttpClient client("127.0.0.1", port);
+  for (int i = 0; i < 3; ++i) {
+    auto r = client.Call("POST", "/k", std::to_string(i), "text/plain");
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->body, "POST /k text/plain\n" + std::to_string(i));
+  }
+  EXPECT_EQ(client.connections(), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the server closes it meanwhile
+  auto again = client.Call("GET", "/after");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->body, "GET /after \n");
+  EXPECT_EQ(client.connections(), 2);
+  EXPECT_EQ(server.calls(), 5);  // the request sent on the closed connection never reached it
+
+  EchoServer plain;  // a server that closes after each answer: a new connection per call
+  HttpClient to_plain("127.0.0.1", plain.Start());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(to_plain.Call("GET", "/p").ok());
+  EXPECT_EQ(to_plain.connections(), 3);
+  EXPECT_EQ(plain.calls(), 3);
+}
+
+// With `threads` threads, that many handler calls run at once: each of two concurrent requests
+// waits (up to `wait`) for the other to be inside the handler too.
+std::vector<std::string> TwoConcurrentRequests(int threads, std::chrono::milliseconds wait) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int inside = 0;
+  bool met = false;  // two were inside at once
+  HttpServerOptions options;
+  options.threads = threads;
+  HttpServer server(
+      [&](const HttpRequest&) {
+        std::unique_lock<std::mutex> lock(mu);
+        met = met || ++inside >= 2;
+        cv.notify_all();
+        const bool together = cv.wait_for(lock, wait, [&] { return met; });
+        --inside;
+        return HttpResponse{200, "text/plain", together ? "together" : "alone"};
+      },
+      options);
+  auto port = server.Start("127.0.0.1", 0);
+  EXPECT_TRUE(port.ok()) << port.status();
+  std::vector<std::string> got(2);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 2; ++i) {
+    clients.emplace_back([&, i] {
+      auto r = HttpCall("127.0.0.1", *port, "GET", "/", "", "", 30000);
+      got[i] = r.ok() ? r->body : r.status().message();
+    });
+  }
+  for (auto& t : clients) t.join();
+  return got;
+}
+
+TEST(HttpServerTest, ThreadsServeThatManyRequestsAtOnce) {
+  EXPECT_EQ(TwoConcurrentRequests(2, std::chrono::seconds(20)),
+            (std::vector<std::string>{"together", "together"}));
+  // One thread: the second request waits for the first to be answered.
+  EXPECT_EQ(TwoConcurrentRequests(1, std::chrono::milliseconds(300)),
+            (std::vector<std::string>{"alone", "alone"}));
 }
 
 TEST(HttpCallTest, RefusesBadRequestsAndReportsUnreachableAndSilentServers) {

@@ -2,6 +2,7 @@
 // (launch/serving.h has the API, docs/snapshot.md the whole story) until SIGTERM or SIGINT.
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
@@ -35,7 +36,18 @@ struct ServeFlags {
   // (`metaps bench serve`: 0.34x the in-process rate over HTTP with 2 threads on 2 cores, 0.73x
   // with 1). More cores serve through more processes.
   int threads = 1;
+  // Requests served at once, each on its own thread with its own scorer. 0: the machine's hardware
+  // threads.
+  int http_threads = 0;
+  double keep_alive_s = 30;  // idle time before a kept connection is closed; 0: close after each answer
 };
+
+// oneDNN kernels for one scorer of the model in service.
+Result<std::unique_ptr<worker::Kernels>> MakeKernels() {
+  auto k = worker::OneDnnKernels::Create();
+  if (!k.ok()) return Status(k.status().code(), "oneDNN: " + k.status().message());
+  return std::unique_ptr<worker::Kernels>(std::move(k).value());
+}
 
 int RunServe(const ServeFlags& f) {
   namespace fs = std::filesystem;
@@ -50,11 +62,6 @@ int RunServe(const ServeFlags& f) {
     work = *made;
   }
   RemoveAllOnExit cleanup(f.work_dir.empty() ? work : "");  // the temporary one only
-  auto kernels = worker::OneDnnKernels::Create();
-  if (!kernels.ok()) {
-    std::cerr << "metaps serve: oneDNN: " << kernels.status().message() << "\n";
-    return 1;
-  }
   if (f.follow.empty() == f.snapshot.empty()) {
     std::cerr << "metaps serve: give a snapshot (and its --delta chain), or --follow a retrain's published "
                  "folder\n";
@@ -72,8 +79,7 @@ int RunServe(const ServeFlags& f) {
     const std::string dir = (fs::path(work) / ("model-" + std::to_string(++generation))).string();
     std::error_code ec;
     fs::remove_all(dir, ec);
-    METAPS_ASSIGN_OR_RETURN(auto kernels, worker::OneDnnKernels::Create());
-    auto model = ServingModel::Open(dirs, dir, std::move(kernels));
+    auto model = ServingModel::Open(dirs, dir, MakeKernels);
     if (!model.ok()) {
       fs::remove_all(dir, ec);
       return model.status();
@@ -106,8 +112,13 @@ int RunServe(const ServeFlags& f) {
     return current;
   };
   const ServingModel* m = current.get();
-  // Requests are scored on the HTTP thread, with --threads kernel threads (set on that thread).
-  HttpServer http(ServeCurrentModel(get_current, f.threads), HttpServerOptions{});
+  // Requests are scored on the HTTP threads, each with --threads kernel threads (set on that thread).
+  HttpServerOptions http_options;
+  http_options.threads = f.http_threads > 0
+                             ? f.http_threads
+                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  http_options.keep_alive_idle_ms = static_cast<int>(f.keep_alive_s * 1000);
+  HttpServer http(ServeCurrentModel(get_current, f.threads), http_options);
   auto port = http.Start(f.address, f.port);
   if (!port.ok()) {
     std::cerr << "metaps serve: " << port.status().message() << "\n";
@@ -119,8 +130,9 @@ int RunServe(const ServeFlags& f) {
     fs::rename(tmp, f.port_file);
   }
   std::cout << "serving snapshot " << m->chain().back().id << " (" << dirs.size() << " in the chain, "
-            << m->rows() << " rows) on http://" << f.address << ":" << *port
-            << "  (POST /score; GET /health /model /metrics)" << std::endl;
+            << m->rows() << " rows) on http://" << f.address << ":" << *port << " with "
+            << http_options.threads << " request threads  (POST /score; GET /health /model /metrics)"
+            << std::endl;
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
@@ -195,7 +207,15 @@ void RegisterServeCommand(CLI::App& app, Action* action) {
       "Where the rows are loaded into RocksDB (must be new or empty; default: a temporary directory, "
       "removed on exit)");
   cmd->add_option("--port-file", f->port_file, "Write the port listened on to this file once serving");
-  cmd->add_option("--threads", f->threads, "Kernel threads per request (default 1)")->check(CLI::Range(1, 1024));
+  cmd->add_option("--threads", f->threads, "Kernel threads per request (default 1)")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--http-threads", f->http_threads,
+                  "Requests served at once (default 0: one per hardware thread of the machine)")
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("--keep-alive-s", f->keep_alive_s,
+                  "Seconds a client's idle connection is kept for its next request (default 30; 0: one "
+                  "request per connection)")
+      ->check(CLI::Range(0.0, 3600.0));
   cmd->callback([f, action] { *action = [f] { return RunServe(*f); }; });
 }
 

@@ -30,11 +30,10 @@ HttpResponse ErrorReply(int status, const Status& s) {
 
 Result<std::unique_ptr<ServingModel>> ServingModel::Open(const std::vector<std::string>& dirs,
                                                          const std::string& work_dir,
-                                                         std::unique_ptr<worker::Kernels> kernels,
-                                                         ServingLimits limits) {
+                                                         KernelsFactory make_kernels, ServingLimits limits) {
   std::unique_ptr<ServingModel> m(new ServingModel());
   m->limits_ = limits;
-  m->kernels_ = std::move(kernels);
+  m->make_kernels_ = std::move(make_kernels);
   std::vector<std::vector<ps::SnapshotTable>> tables;
   for (const auto& d : dirs) {
     METAPS_ASSIGN_OR_RETURN(LoadedSnapshot s, LoadSnapshotManifest(d));
@@ -50,8 +49,38 @@ Result<std::unique_ptr<ServingModel>> ServingModel::Open(const std::vector<std::
   for (const auto& f : top.job.model.fields) {
     m->field_tables_.push_back(worker::JobModel::TableFor(static_cast<uint32_t>(f.dim)));
   }
-  m->scorer_ = std::make_unique<worker::Scorer>(top.job, top.params, m->kernels_.get());
+  // The first scorer now, so that kernels that cannot be made fail the open, not a request.
+  METAPS_ASSIGN_OR_RETURN(auto first, m->Acquire());
+  m->Release(std::move(first));
   return m;
+}
+
+Result<std::unique_ptr<ServingModel::PooledScorer>> ServingModel::Acquire() {
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    if (!idle_.empty()) {
+      auto s = std::move(idle_.back());
+      idle_.pop_back();
+      return s;
+    }
+  }
+  auto s = std::make_unique<PooledScorer>();
+  METAPS_ASSIGN_OR_RETURN(s->kernels, make_kernels_());
+  const LoadedSnapshot& top = chain_.back();
+  s->scorer = std::make_unique<worker::Scorer>(top.job, top.params, s->kernels.get());
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  ++made_;
+  return s;
+}
+
+void ServingModel::Release(std::unique_ptr<PooledScorer> s) {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  idle_.push_back(std::move(s));
+}
+
+size_t ServingModel::scorers() const {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  return made_;
 }
 
 Result<nlohmann::json> ServingModel::Score(const nlohmann::json& body) {
@@ -90,8 +119,10 @@ Result<nlohmann::json> ServingModel::Score(const nlohmann::json& body) {
   bool adapted = false;
   std::vector<float> scores;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    METAPS_ASSIGN_OR_RETURN(scores, scorer_->Score(task, rows, &adapted));
+    METAPS_ASSIGN_OR_RETURN(auto s, Acquire());
+    auto scored = s->scorer->Score(task, rows, &adapted);
+    Release(std::move(s));
+    METAPS_ASSIGN_OR_RETURN(scores, std::move(scored));
   }
   const uint64_t ns = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
@@ -116,7 +147,8 @@ nlohmann::json ServingModel::Health() const {
           {"snapshots", chain},
           {"rows", rows_->rows_ingested()},
           {"requests", requests_.load()},
-          {"errors", errors_.load()}};
+          {"errors", errors_.load()},
+          {"scorers", scorers()}};
 }
 
 namespace {
@@ -197,7 +229,8 @@ HttpResponse ServingModel::Handle(const HttpRequest& request) {
       << "# TYPE metaps_serve_rows_initial_total counter\nmetaps_serve_rows_initial_total "
       << rows_initial_.load() << "\n"
       << "# TYPE metaps_serve_snapshot_rows gauge\nmetaps_serve_snapshot_rows " << rows_->rows_ingested()
-      << "\n";
+      << "\n"
+      << "# TYPE metaps_serve_scorers gauge\nmetaps_serve_scorers " << scorers() << "\n";
     HttpResponse r;
     r.content_type = "text/plain; version=0.0.4";
     r.body = m.str();

@@ -10,17 +10,17 @@
 // integer written as its decimal text; a list for a bag field; absent or null for none); its key
 // is FeatureKey(field, value), as in training. A malformed request gets 400 with
 // {"error": ..., "code": "INVALID_ARGUMENT"} naming what is wrong, and changes nothing.
-// Thread-safe (requests are scored one at a time).
+// Thread-safe: concurrent requests are scored at once, each with a scorer (and kernels) of its own
+// from a pool that grows to the number of requests ever in flight together.
 #pragma once
 
 #include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/http_server.h"
 #include "common/status.h"
@@ -33,14 +33,17 @@
 namespace metaps::launch {
 
 using ServingLimits = worker::ScoreRequestLimits;
+// Makes the kernels of one scorer (a Kernels object serves one thread at a time).
+using KernelsFactory = std::function<Result<std::unique_ptr<worker::Kernels>>()>;
 
 class ServingModel {
  public:
   // `dirs`: a full snapshot, then its deltas in order. Rows are ingested under work_dir (must not
   // exist or be empty; the caller removes it).
+  // `make_kernels` is called once here and again whenever more requests are in flight at once
+  // than ever before.
   static Result<std::unique_ptr<ServingModel>> Open(const std::vector<std::string>& dirs,
-                                                    const std::string& work_dir,
-                                                    std::unique_ptr<worker::Kernels> kernels,
+                                                    const std::string& work_dir, KernelsFactory make_kernels,
                                                     ServingLimits limits = {});
 
   HttpResponse Handle(const HttpRequest& request);
@@ -54,18 +57,30 @@ class ServingModel {
 
   const std::vector<LoadedSnapshot>& chain() const { return chain_; }
   uint64_t rows() const { return rows_->rows_ingested(); }
+  // Scorers made so far: the most requests that were scored at once.
+  size_t scorers() const;
 
  private:
+  // A scorer with the kernels it computes on.
+  struct PooledScorer {
+    std::unique_ptr<worker::Kernels> kernels;
+    std::unique_ptr<worker::Scorer> scorer;
+  };
+
   ServingModel() = default;
   nlohmann::json Health() const;
+  // An idle scorer, or a new one when none is idle.
+  Result<std::unique_ptr<PooledScorer>> Acquire();
+  void Release(std::unique_ptr<PooledScorer> s);
 
   std::vector<LoadedSnapshot> chain_;
   std::unique_ptr<ps::SnapshotRows> rows_;
-  std::unique_ptr<worker::Kernels> kernels_;
-  std::unique_ptr<worker::Scorer> scorer_;
   std::vector<std::string> field_tables_;  // per model field: its sparse table
   ServingLimits limits_;
-  std::mutex mu_;  // guards scorer_
+  KernelsFactory make_kernels_;
+  mutable std::mutex pool_mu_;  // guards idle_ and made_
+  std::vector<std::unique_ptr<PooledScorer>> idle_;
+  size_t made_ = 0;
   std::atomic<uint64_t> requests_{0}, errors_{0}, candidates_{0}, adapted_{0}, score_ns_{0};
   std::atomic<uint64_t> rows_stored_{0}, rows_initial_{0};
 };

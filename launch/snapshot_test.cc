@@ -7,13 +7,16 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <thread>
+#include <vector>
 
 #include "common/config.h"
-#include "common/internal/test_dirs.h"
 #include "common/files.h"
+#include "common/internal/test_dirs.h"
 #include "common/keys.h"
 #include "common/npy.h"
 #include "common/rocksdb_storage.h"
@@ -26,6 +29,13 @@ namespace metaps::launch {
 namespace {
 
 namespace fs = std::filesystem;
+
+KernelsFactory ReferenceKernelsFactory(std::atomic<int>* made = nullptr) {
+  return [made]() -> Result<std::unique_ptr<worker::Kernels>> {
+    if (made != nullptr) ++*made;
+    return std::unique_ptr<worker::Kernels>(std::make_unique<worker::ReferenceKernels>());
+  };
+}
 
 struct TempDir : test::TempDir {
   TempDir() : test::TempDir("launch_snapshot_test") {}
@@ -146,8 +156,7 @@ TEST(ServingModelTest, ScoresWithTheStoredRowsAndAdaptsAndRefusesBadRequests) {
   o.run_dir = run.dir.path("run");
   o.out = run.dir.path("snap");
   ASSERT_TRUE(ExportSnapshot(o).ok());
-  auto m = ServingModel::Open({run.dir.path("snap")}, run.dir.path("work"),
-                              std::make_unique<worker::ReferenceKernels>());
+  auto m = ServingModel::Open({run.dir.path("snap")}, run.dir.path("work"), ReferenceKernelsFactory());
   ASSERT_TRUE(m.ok()) << m.status();
   ServingModel& serving = **m;
   // Unadapted (no support): the MLP at the exported weights over the store's rows. "a" and "b"
@@ -211,6 +220,60 @@ TEST(ServingModelTest, ScoresWithTheStoredRowsAndAdaptsAndRefusesBadRequests) {
   EXPECT_EQ(nlohmann::json::parse(ok.body)["scores"], (*r)["scores"]);
 }
 
+// Requests scored at once from several threads each get the answer they get alone: every request
+// in flight has a scorer of its own, and the pool holds no more scorers than requests were ever in
+// flight together.
+TEST(ServingModelTest, ConcurrentRequestsGetTheScoresTheyGetAlone) {
+  RunDir run(worker::Algo::kFomaml);
+  ExportOptions o;
+  o.run_dir = run.dir.path("run");
+  o.out = run.dir.path("snap");
+  ASSERT_TRUE(ExportSnapshot(o).ok());
+  std::atomic<int> made{0};
+  auto m = ServingModel::Open({run.dir.path("snap")}, run.dir.path("work"), ReferenceKernelsFactory(&made));
+  ASSERT_TRUE(m.ok()) << m.status();
+  ServingModel& serving = **m;
+  EXPECT_EQ(made.load(), 1);  // the first at open
+  // Requests that adapt differently (labels from -10 to 10) and one that does not adapt.
+  std::vector<nlohmann::json> requests;
+  for (int i = 0; i < 5; ++i) {
+    requests.push_back({{"support", {{{"fields", {{"f", {"a", "b"}}}}, {"label", -10.0 + 5 * i}}}},
+                        {"candidates", {{{"fields", {{"f", "a"}}}}, {{"fields", {{"f", "zz"}}}}}}});
+  }
+  requests.push_back({{"candidates", {{{"fields", {{"f", "b"}}}}}}});
+  std::vector<nlohmann::json> alone;
+  for (const auto& r : requests) {
+    auto s = serving.Score(r);
+    ASSERT_TRUE(s.ok()) << s.status();
+    alone.push_back((*s)["scores"]);
+  }
+  for (size_t i = 1; i < 5; ++i) EXPECT_NE(alone[i], alone[0]);  // the requests differ
+  constexpr int kThreads = 4, kRounds = 60;
+  std::atomic<int> mismatches{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < kRounds; ++k) {
+        const size_t i = static_cast<size_t>(t + k) % requests.size();
+        auto s = serving.Score(requests[i]);
+        if (!s.ok()) {
+          ++failures;
+        } else if ((*s)["scores"] != alone[i]) {
+          ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_EQ(static_cast<size_t>(made.load()), serving.scorers());
+  EXPECT_GE(serving.scorers(), 1u);
+  EXPECT_LE(serving.scorers(), static_cast<size_t>(kThreads));
+  EXPECT_EQ(nlohmann::json::parse(serving.Handle({"GET", "/health", "", ""}).body)["scorers"],
+            serving.scorers());
+}
+
 TEST(ServingModelTest, ABrokenSnapshotIsRefusedNamingTheFile) {
   RunDir run(worker::Algo::kFomaml);
   ExportOptions o;
@@ -221,8 +284,7 @@ TEST(ServingModelTest, ABrokenSnapshotIsRefusedNamingTheFile) {
     std::ofstream f(run.dir.path("snap/dense/mlp.npy"), std::ios::app | std::ios::binary);
     f << "x";
   }
-  auto m = ServingModel::Open({run.dir.path("snap")}, run.dir.path("work"),
-                              std::make_unique<worker::ReferenceKernels>());
+  auto m = ServingModel::Open({run.dir.path("snap")}, run.dir.path("work"), ReferenceKernelsFactory());
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("mlp.npy"), std::string::npos) << m.status();
   // A run with no checkpoint has nothing to export.

@@ -4,14 +4,15 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
+#include <vector>
 
 #include "common/http_server.h"
 #include "common/subprocess.h"
@@ -90,8 +91,8 @@ TEST(ServeTest, AFinishedJobIsExportedServedAdaptedToTheSupportAndBadRequestsAre
     EXPECT_TRUE(fs::exists(snap + "/" + f)) << f;
   }
 
-  ServeProcess serve =
-      ServeProcess::Start(dir.path().string(), "serve", {snap, "--work-dir", dir / "serve-work"});
+  ServeProcess serve = ServeProcess::Start(dir.path().string(), "serve",
+                                           {snap, "--work-dir", dir / "serve-work", "--http-threads", "3"});
   ASSERT_GT(serve.port, 0);
   auto health = Json(serve.Call("GET", "/health"));
   ASSERT_FALSE(health.is_discarded());
@@ -166,6 +167,41 @@ TEST(ServeTest, AFinishedJobIsExportedServedAdaptedToTheSupportAndBadRequestsAre
   EXPECT_NE(serve.Call("GET", "/metrics").body.find("metaps_serve_requests_total"), std::string::npos);
   const HttpResponse again = serve.Post({{"support", support}, {"candidates", candidates}});
   EXPECT_EQ(Json(again)["scores"], scored["scores"]);
+
+  // Four clients at once, each on one kept connection, to a server of three request threads:
+  // every answer is the one its request gets alone, and no client needed a second connection.
+  std::vector<std::string> bodies;
+  std::vector<nlohmann::json> alone;
+  for (int s = 0; s <= 5; ++s) {
+    nlohmann::json sup = nlohmann::json::array();
+    for (int i = 0; i < s; ++i) sup.push_back(events[i]);
+    bodies.push_back(nlohmann::json{{"support", sup}, {"candidates", candidates}}.dump());
+    HttpResponse a = serve.Call("POST", "/score", bodies.back());
+    ASSERT_EQ(a.status, 200) << a.body;
+    alone.push_back(Json(a)["scores"]);
+  }
+  EXPECT_NE(alone[5], alone[0]);
+  std::atomic<int> wrong{0};
+  std::vector<int> connections(4, 0);
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      HttpClient client("127.0.0.1", serve.port, 30000);
+      for (int k = 0; k < 15; ++k) {
+        const size_t i = static_cast<size_t>(t + k) % bodies.size();
+        auto a = client.Call("POST", "/score", bodies[i]);
+        if (!a.ok() || a->status != 200 || Json(*a)["scores"] != alone[i]) ++wrong;
+      }
+      connections[static_cast<size_t>(t)] = client.connections();
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(connections, std::vector<int>(4, 1));
+  health = Json(serve.Call("GET", "/health"));
+  EXPECT_GE(health["scorers"].get<int>(), 1);
+  EXPECT_LE(health["scorers"].get<int>(), 3);  // no more than requests were served at once
+  EXPECT_NE(ServerProcess::ReadFile(serve.log).find("with 3 request threads"), std::string::npos);
   EXPECT_EQ(serve.Stop(), 0) << ServerProcess::ReadFile(serve.log);
 
   // An older snapshot (a periodic checkpoint's) plus a delta up to the final checkpoint serves
