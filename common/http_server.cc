@@ -1,10 +1,14 @@
 #include "common/http_server.h"
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <cctype>
+#include <condition_variable>
+#include <future>
+#include <mutex>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -29,36 +33,58 @@ const beast::error_category& HttpErrorCategory() {
   return http::make_error_code(http::error::bad_target).category();
 }
 
+// What the server's connections share: the handler, the options, and what a draining stop needs.
+struct ServerState {
+  RequestHandler handler;
+  bool get_only = false;
+  HttpServerOptions options;
+  std::atomic<bool> stopping{false};  // no connection is kept after its current request
+  std::mutex mu;
+  std::condition_variable idle;  // notified when `busy` drops to 0
+  int busy = 0;                  // requests read and not yet answered (written or failed)
+
+  void Begin() {
+    std::lock_guard<std::mutex> lock(mu);
+    ++busy;
+  }
+  void End() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (--busy == 0) idle.notify_all();
+  }
+};
+
 // One connection: reads a request, answers it, and then closes or (keep-alive) reads the next.
 // Owned by its pending operations, of which there is one at a time; they run on the connection's
 // strand.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(tcp::socket socket, const RequestHandler* handler, bool get_only, size_t max_body_bytes,
-             int keep_alive_idle_ms)
-      : stream_(std::move(socket)),
-        handler_(handler),
-        get_only_(get_only),
-        max_body_bytes_(max_body_bytes),
-        keep_alive_idle_ms_(get_only ? 0 : keep_alive_idle_ms) {}
+  Connection(tcp::socket socket, ServerState* state) : stream_(std::move(socket)), state_(state) {}
 
   void Start() {
     parser_.emplace();
     // The GET-only server keeps Beast's default limit (1 MiB) and its behaviour at the limit.
-    if (!get_only_) parser_->body_limit(static_cast<std::uint64_t>(max_body_bytes_));
-    // A kept connection waits this long for its next request; a new one as long as it takes.
-    if (served_ > 0) stream_.expires_after(std::chrono::milliseconds(keep_alive_idle_ms_));
+    if (!state_->get_only) parser_->body_limit(static_cast<std::uint64_t>(state_->options.max_body_bytes));
+    // A kept connection waits keep_alive_idle_ms for its next request, a new one request_timeout_ms.
+    Expire(served_ > 0 ? state_->options.keep_alive_idle_ms : state_->options.request_timeout_ms);
     http::async_read_header(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
  private:
+  void Expire(int ms) {
+    if (ms > 0) {
+      stream_.expires_after(std::chrono::milliseconds(ms));
+    } else {
+      stream_.expires_never();
+    }
+  }
+
   void OnHeader(beast::error_code ec) {
     if (ec) return OnReadError(ec);
-    stream_.expires_never();
+    Expire(state_->options.request_timeout_ms);  // the rest of the request, from now
     const auto& req = parser_->get();
-    if (!get_only_ && beast::iequals(req[http::field::expect], "100-continue")) {
+    if (!state_->get_only && beast::iequals(req[http::field::expect], "100-continue")) {
       // The body fits (a bigger declared one failed the header read): ask for it.
       auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, req.version());
       http::async_write(stream_, *cont, [self = shared_from_this(), cont](beast::error_code ec, size_t) {
@@ -76,38 +102,43 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void OnRequest(beast::error_code ec) {
     if (ec) return OnReadError(ec);
+    state_->Begin();  // ended once the answer is written (or fails)
+    stream_.expires_never();
     http::request<http::string_body> req = parser_->release();
     HttpResponse r;
-    if (get_only_ && req.method() != http::verb::get) {
+    if (state_->get_only && req.method() != http::verb::get) {
       r = HttpResponse{405, "text/plain", "only GET is served\n"};
     } else {
       HttpRequest request{std::string(req.method_string()), std::string(req.target()),
                           std::string(req[http::field::content_type]), std::move(req.body())};
       try {
-        r = (*handler_)(request);
+        r = state_->handler(request);
       } catch (const std::exception& e) {
         r = HttpResponse{500, "text/plain", std::string("handler failed: ") + e.what() + "\n"};
       } catch (...) {
         r = HttpResponse{500, "text/plain", "handler failed\n"};
       }
     }
-    const bool keep = keep_alive_idle_ms_ > 0 && req.keep_alive();
-    Reply(req.version(), req.method() == http::verb::head, std::move(r), /*linger=*/false, keep);
+    const bool keep = !state_->get_only && state_->options.keep_alive_idle_ms > 0 && req.keep_alive() &&
+                      !state_->stopping.load();
+    Reply(req.version(), req.method() == http::verb::head, std::move(r), /*linger=*/false, keep,
+          /*counted=*/true);
   }
 
-  // Answers what could not be read; the GET-only server and a vanished client get no answer.
+  // Answers what could not be read; the GET-only server, a vanished client and one that took too
+  // long get no answer.
   void OnReadError(beast::error_code ec) {
-    if (get_only_ || ec == http::error::end_of_stream || ec.category() != HttpErrorCategory()) return;
+    if (state_->get_only || ec == http::error::end_of_stream || ec.category() != HttpErrorCategory()) return;
     int status = 400;
     if (ec == http::error::body_limit) status = 413;
     if (ec == http::error::header_limit) status = 431;
     Reply(11, false, HttpResponse{status, "text/plain", "cannot serve this request: " + ec.message() + "\n"},
-          /*linger=*/true, /*keep=*/false);
+          /*linger=*/true, /*keep=*/false, /*counted=*/false);
   }
 
   // Writes the answer; then reads the next request (keep), or closes, first draining what the
-  // client still sends (linger).
-  void Reply(unsigned version, bool head, HttpResponse r, bool linger, bool keep) {
+  // client still sends (linger). `counted`: the answer to a request counted in state_->busy.
+  void Reply(unsigned version, bool head, HttpResponse r, bool linger, bool keep, bool counted) {
     auto res = std::make_shared<http::response<http::string_body>>();
     res->version(version);
     res->result(r.status >= 100 && r.status <= 999 ? static_cast<http::status>(r.status)
@@ -121,8 +152,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       res->body().clear();
       res->content_length(n);
     }
+    Expire(state_->options.request_timeout_ms);  // a client that does not read its answer
     http::async_write(stream_, *res,
-                      [self = shared_from_this(), res, linger, keep](beast::error_code ec, size_t) {
+                      [self = shared_from_this(), res, linger, keep, counted](beast::error_code ec, size_t) {
+                        if (counted) self->state_->End();
                         if (keep && !ec) {
                           ++self->served_;
                           return self->Start();
@@ -149,10 +182,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;  // kept across requests: it may hold the start of a pipelined one
   std::optional<http::request_parser<http::string_body>> parser_;  // a new one per request
-  const RequestHandler* handler_;
-  const bool get_only_;
-  const size_t max_body_bytes_;
-  const int keep_alive_idle_ms_;
+  ServerState* state_;
   uint64_t served_ = 0;  // requests answered on this connection
   std::unique_ptr<char[]> scratch_;
 };
@@ -160,37 +190,33 @@ class Connection : public std::enable_shared_from_this<Connection> {
 }  // namespace
 
 struct HttpServer::Impl {
-  RequestHandler handler;
-  bool get_only = false;
-  HttpServerOptions options;
-  asio::io_context io;
+  ServerState state;
+  // Destroyed by Stop(), so that the connections left in it (their handlers own them) close.
+  std::unique_ptr<asio::io_context> io = std::make_unique<asio::io_context>();
   std::unique_ptr<tcp::acceptor> acceptor;  // on its own strand
   std::vector<std::thread> threads;
 
   void Accept() {
     // Each connection's socket gets its own strand, so its handlers never run at once.
-    acceptor->async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
+    acceptor->async_accept(asio::make_strand(*io), [this](beast::error_code ec, tcp::socket socket) {
       if (ec) return;  // acceptor closed
-      std::make_shared<Connection>(std::move(socket), &handler, get_only, options.max_body_bytes,
-                                   options.keep_alive_idle_ms)
-          ->Start();
+      std::make_shared<Connection>(std::move(socket), &state)->Start();
       Accept();
     });
   }
 };
 
 HttpServer::HttpServer(Handler handler) : impl_(std::make_unique<Impl>()) {
-  impl_->handler = [handler = std::move(handler)](const HttpRequest& request) {
+  impl_->state.handler = [handler = std::move(handler)](const HttpRequest& request) {
     return handler(request.target);
   };
-  impl_->get_only = true;
+  impl_->state.get_only = true;
 }
 
 HttpServer::HttpServer(RequestHandler handler, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
-  impl_->handler = std::move(handler);
-  impl_->options = options;
-  impl_->options.threads = std::max(1, options.threads);
-  impl_->options.keep_alive_idle_ms = std::max(0, options.keep_alive_idle_ms);
+  impl_->state.handler = std::move(handler);
+  impl_->state.options = options;
+  impl_->state.options.threads = std::max(1, options.threads);
 }
 
 HttpServer::~HttpServer() { Stop(); }
@@ -199,8 +225,10 @@ Result<int> HttpServer::Start(const std::string& address, int port) {
   beast::error_code ec;
   auto addr = asio::ip::make_address(address, ec);
   if (ec) return InvalidArgument("bad listen address '" + address + "': " + ec.message());
-  if (!impl_->threads.empty()) return FailedPrecondition("the HTTP server is already started");
-  impl_->acceptor = std::make_unique<tcp::acceptor>(asio::make_strand(impl_->io));
+  if (!impl_->threads.empty() || !impl_->io) {
+    return FailedPrecondition("an HTTP server starts once");
+  }
+  impl_->acceptor = std::make_unique<tcp::acceptor>(asio::make_strand(*impl_->io));
   tcp::endpoint ep(addr, static_cast<unsigned short>(port));
   impl_->acceptor->open(ep.protocol(), ec);
   if (!ec) impl_->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
@@ -210,10 +238,10 @@ Result<int> HttpServer::Start(const std::string& address, int port) {
     return Unavailable("cannot listen on " + address + ":" + std::to_string(port) + ": " + ec.message());
   int bound = impl_->acceptor->local_endpoint().port();
   impl_->Accept();
-  for (int i = 0; i < impl_->options.threads; ++i) {
+  for (int i = 0; i < impl_->state.options.threads; ++i) {
     impl_->threads.emplace_back([this] {
       NameThisThread("http");
-      impl_->io.run();
+      impl_->io->run();
     });
   }
   return bound;
@@ -221,13 +249,26 @@ Result<int> HttpServer::Start(const std::string& address, int port) {
 
 void HttpServer::Stop() {
   if (!impl_ || impl_->threads.empty()) return;
-  asio::post(impl_->acceptor->get_executor(), [this] {
+  ServerState& state = impl_->state;
+  state.stopping = true;
+  std::promise<void> closed;
+  asio::post(impl_->acceptor->get_executor(), [this, &closed] {
     beast::error_code ignored;
     impl_->acceptor->close(ignored);
-    impl_->io.stop();
+    closed.set_value();
   });
+  closed.get_future().wait();
+  {
+    // Requests already read are answered (within the drain time); idle connections are dropped.
+    std::unique_lock<std::mutex> lock(state.mu);
+    state.idle.wait_for(lock, std::chrono::milliseconds(std::max(0, state.options.drain_ms)),
+                        [&] { return state.busy == 0; });
+  }
+  impl_->io->stop();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
+  impl_->acceptor.reset();
+  impl_->io.reset();
 }
 
 Result<std::string> HttpGet(const std::string& host, int port, const std::string& path, int timeout_ms) {

@@ -15,6 +15,9 @@
 // whose client asks for it (HTTP/1.1 does unless it sends "Connection: close") for its next
 // requests, pipelined ones included, and closes it after that long without one.
 //
+// A connection whose request does not arrive within HttpServerOptions::request_timeout_ms is
+// closed unanswered, so idle or stalled clients do not pile up.
+//
 // Threads: HttpServerOptions::threads threads run the Asio io_context, so up to that many handler
 // calls run at once (each connection's requests one after another, in order). The handler must be
 // thread-safe with respect to the owner's state. The GET-only server runs one thread.
@@ -54,6 +57,11 @@ struct HttpServerOptions {
   // 0: one request per connection. Otherwise connections are kept for further requests and
   // closed after this many milliseconds without one.
   int keep_alive_idle_ms = 0;
+  // A connection is closed, unanswered, when a request takes longer than this to arrive once
+  // opened (headers, then the body, each), or its answer longer to be taken. 0: no limit.
+  int request_timeout_ms = 30000;
+  // Stop() answers the requests already read for up to this long before it drops what is left.
+  int drain_ms = 10000;
 };
 
 class HttpServer {
@@ -68,6 +76,8 @@ class HttpServer {
 
   // Starts listening on address:port (port 0 picks a free one) and serving in the background.
   Result<int> Start(const std::string& address, int port);
+  // Stops accepting, answers the requests already read (up to HttpServerOptions::drain_ms; their
+  // connections are not kept), then closes every connection and joins the threads.
   void Stop();
 
  private:
