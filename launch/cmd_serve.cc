@@ -75,11 +75,13 @@ int RunServe(const ServeFlags& f) {
   // Each model (the first, and with --follow each newer chain) loads its rows under its own
   // work directory, removed when the last request using the model has been answered.
   int generation = 0;
-  auto open = [&](const std::vector<std::string>& dirs) -> Result<std::shared_ptr<ServingModel>> {
+  // `base`: the model in service, whose rows a grown chain reuses (ServingModel::Open).
+  auto open = [&](const std::vector<std::string>& dirs,
+                  const ServingModel* base) -> Result<std::shared_ptr<ServingModel>> {
     const std::string dir = (fs::path(work) / ("model-" + std::to_string(++generation))).string();
     std::error_code ec;
     fs::remove_all(dir, ec);
-    auto model = ServingModel::Open(dirs, dir, MakeKernels);
+    auto model = ServingModel::Open(dirs, dir, MakeKernels, {}, base);
     if (!model.ok()) {
       fs::remove_all(dir, ec);
       return model.status();
@@ -100,7 +102,7 @@ int RunServe(const ServeFlags& f) {
     }
     dirs = *chain;
   }
-  auto model = open(dirs);
+  auto model = open(dirs, nullptr);
   if (!model.ok()) {
     std::cerr << "metaps serve: " << model.status().message() << "\n";
     return model.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
@@ -148,10 +150,13 @@ int RunServe(const ServeFlags& f) {
         lock.unlock();
         auto chain = ReadPublishedChain(f.follow);
         if (chain.ok() && *chain != serving && *chain != refused) {
-          auto next = open(*chain);
+          std::shared_ptr<ServingModel> in_service = get_current();  // alive while the next loads
+          auto next = open(*chain, in_service.get());
+          in_service.reset();
           if (next.ok()) {
             std::cout << "metaps serve: now serving snapshot " << (*next)->chain().back().id << " ("
-                      << chain->size() << " in the chain, " << (*next)->rows() << " rows; " << chain->back()
+                      << chain->size() << " in the chain, " << (*next)->rows() << " rows, "
+                      << (*next)->rows_reused() << " of them reused from the model before; " << chain->back()
                       << ")" << std::endl;
             std::lock_guard<std::mutex> swap(model_mu);
             current = std::move(next).value();

@@ -30,7 +30,8 @@ HttpResponse ErrorReply(int status, const Status& s) {
 
 Result<std::unique_ptr<ServingModel>> ServingModel::Open(const std::vector<std::string>& dirs,
                                                          const std::string& work_dir,
-                                                         KernelsFactory make_kernels, ServingLimits limits) {
+                                                         KernelsFactory make_kernels, ServingLimits limits,
+                                                         const ServingModel* base) {
   std::unique_ptr<ServingModel> m(new ServingModel());
   m->limits_ = limits;
   m->make_kernels_ = std::move(make_kernels);
@@ -43,7 +44,17 @@ Result<std::unique_ptr<ServingModel>> ServingModel::Open(const std::vector<std::
   METAPS_RETURN_IF_ERROR(CheckSnapshotChain(m->chain_));
   // Only the newest snapshot's dense tensors are served (each snapshot carries them whole).
   METAPS_RETURN_IF_ERROR(LoadSnapshotDense(&m->chain_.back()));
-  METAPS_ASSIGN_OR_RETURN(m->rows_, ps::SnapshotRows::Open(dirs, tables, work_dir));
+  // The base's rows serve as the start of this chain when its chain is exactly that start.
+  size_t base_dirs = 0;
+  if (base != nullptr && base->chain_.size() <= m->chain_.size()) {
+    base_dirs = base->chain_.size();
+    for (size_t i = 0; i < base->chain_.size(); ++i) {
+      if (base->chain_[i].dir != m->chain_[i].dir || base->chain_[i].id != m->chain_[i].id) base_dirs = 0;
+    }
+  }
+  METAPS_ASSIGN_OR_RETURN(
+      m->rows_,
+      ps::SnapshotRows::Open(dirs, tables, work_dir, base_dirs > 0 ? base->rows_.get() : nullptr, base_dirs));
   // The newest snapshot's model and dense tensors (each snapshot, delta or full, carries them whole).
   const LoadedSnapshot& top = m->chain_.back();
   for (const auto& f : top.job.model.fields) {

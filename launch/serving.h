@@ -41,10 +41,13 @@ class ServingModel {
   // `dirs`: a full snapshot, then its deltas in order. Rows are ingested under work_dir (must not
   // exist or be empty; the caller removes it).
   // `make_kernels` is called once here and again whenever more requests are in flight at once
-  // than ever before.
+  // than ever before. `base` (optional): a model, e.g. the one in service, whose chain may be the
+  // start of `dirs` (the same directories holding the same snapshot ids); then its rows are
+  // reused and only the newer snapshots' row files are read. Otherwise it is not used.
   static Result<std::unique_ptr<ServingModel>> Open(const std::vector<std::string>& dirs,
                                                     const std::string& work_dir, KernelsFactory make_kernels,
-                                                    ServingLimits limits = {});
+                                                    ServingLimits limits = {},
+                                                    const ServingModel* base = nullptr);
 
   HttpResponse Handle(const HttpRequest& request);
 
@@ -57,6 +60,7 @@ class ServingModel {
 
   const std::vector<LoadedSnapshot>& chain() const { return chain_; }
   uint64_t rows() const { return rows_->rows_ingested(); }
+  uint64_t rows_reused() const { return rows_->rows_taken_from_base(); }  // from Open's base
   // Scorers made so far: the most requests that were scored at once.
   size_t scorers() const;
 

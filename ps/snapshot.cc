@@ -268,10 +268,13 @@ Result<std::vector<SnapshotTable>> SnapshotTablesFromJson(const nlohmann::json& 
 
 Result<std::unique_ptr<SnapshotRows>> SnapshotRows::Open(
     const std::vector<std::string>& dirs, const std::vector<std::vector<SnapshotTable>>& tables,
-    const std::string& work_dir) {
+    const std::string& work_dir, const SnapshotRows* base, size_t base_dirs) {
   if (dirs.empty() || dirs.size() != tables.size()) {
     return InvalidArgument("SnapshotRows::Open: one table list per dir");
   }
+  if (base == nullptr) base_dirs = 0;
+  if (base_dirs > dirs.size())
+    return InvalidArgument("SnapshotRows::Open: a base of more dirs than the chain");
   {
     // Rows left in a used directory (another snapshot's) would be served as this one's.
     std::error_code ec;
@@ -291,8 +294,21 @@ Result<std::unique_ptr<SnapshotRows>> SnapshotRows::Open(
       }
     }
   }
+  if (base_dirs > 0) {
+    // The base's tables must be this chain's, dims and all (the spaces are opened by name).
+    if (base->tables_.size() != r->tables_.size()) {
+      return InvalidArgument("the rows loaded before have other tables than " + dirs.back());
+    }
+    for (const auto& t : base->tables_) {
+      const SnapshotTable* n = r->FindTable(t.name);
+      if (n == nullptr || n->dim != t.dim) {
+        return InvalidArgument("the rows loaded before have table " + t.name + ", not in " + dirs.back() +
+                               " with the same dim");
+      }
+    }
+  }
   // Verify every file before anything is ingested.
-  for (size_t d = 0; d < dirs.size(); ++d) {
+  for (size_t d = base_dirs; d < dirs.size(); ++d) {
     for (const auto& t : tables[d]) {
       for (const auto& f : t.files) {
         const std::string path = dirs[d] + "/" + f.path;
@@ -313,12 +329,18 @@ Result<std::unique_ptr<SnapshotRows>> SnapshotRows::Open(
   o.log_spaces.clear();
   for (const auto& t : r->tables_) o.spaces.push_back(t.name);
   o.write_buffer_bytes = 8u << 20;
+  if (base_dirs > 0) {
+    std::error_code ec;
+    fs::remove(work_dir, ec);  // empty (checked above); a checkpoint makes its own directory
+    METAPS_RETURN_IF_ERROR(base->db_->Checkpoint(work_dir).WithContext("copying the rows loaded before"));
+    r->rows_ingested_ = r->rows_from_base_ = base->rows_ingested_;
+  }
   METAPS_ASSIGN_OR_RETURN(r->db_, RocksDbStorage::Open(work_dir, o));
   for (const auto& t : r->tables_) {
     METAPS_ASSIGN_OR_RETURN(StorageSpace s, r->db_->FindSpace(t.name));
     r->spaces_.push_back(s);
   }
-  for (size_t d = 0; d < dirs.size(); ++d) {
+  for (size_t d = base_dirs; d < dirs.size(); ++d) {
     for (const auto& t : tables[d]) {
       std::vector<std::string> paths;
       for (const auto& f : t.files) {

@@ -17,12 +17,11 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/keys.h"
 #include "common/status.h"
@@ -94,15 +93,21 @@ class SnapshotRows {
   // `manifests`: the manifests' "tables" of the snapshot directories, in the same order as
   // `dirs` (the full snapshot first, then its deltas in order; the caller checks the chain).
   // work_dir must not exist or be empty; it is the caller's to remove.
+  // `base` (optional): rows already loaded for dirs[0, base_dirs), e.g. by the model in service
+  // when a follower's chain grows by a delta. Its RocksDB is checkpointed (hard links) into
+  // work_dir and only the later snapshots' files are checked and ingested. The caller vouches
+  // that base was opened on exactly those directories; base keeps serving meanwhile.
   static Result<std::unique_ptr<SnapshotRows>> Open(const std::vector<std::string>& dirs,
                                                     const std::vector<std::vector<SnapshotTable>>& tables,
-                                                    const std::string& work_dir);
+                                                    const std::string& work_dir,
+                                                    const SnapshotRows* base = nullptr, size_t base_dirs = 0);
   ~SnapshotRows();
 
   // The tables of the newest snapshot (a delta may not add or change a table).
   const std::vector<SnapshotTable>& tables() const { return tables_; }
   const SnapshotTable* FindTable(std::string_view name) const;
-  uint64_t rows_ingested() const { return rows_ingested_; }
+  uint64_t rows_ingested() const { return rows_ingested_; }  // by the whole chain, base included
+  uint64_t rows_taken_from_base() const { return rows_from_base_; }
 
   // Writes keys.size() * dim floats of `table` to out, in key order; keys in no file get their
   // initial value. *stored (optional) counts the keys found in the files.
@@ -115,6 +120,7 @@ class SnapshotRows {
   std::unique_ptr<RocksDbStorage> db_;
   std::vector<uint32_t> spaces_;  // per tables_ entry
   uint64_t rows_ingested_ = 0;
+  uint64_t rows_from_base_ = 0;
 };
 
 }  // namespace metaps::ps

@@ -181,6 +181,33 @@ TEST(SnapshotTest, FullAndDeltaExportsRoundTripThroughServingLookups) {
   ASSERT_TRUE((*base_only)->Lookup("emb4", std::vector<Key>{keys[0]}, old.data()).ok());
   EXPECT_EQ(old, rows.at(keys[0]));
   EXPECT_NE(old, std::vector<float>(got.begin(), got.begin() + 4));
+
+  // The chain grown by the delta, on top of the base's loaded rows: only the delta's file is read
+  // (the base's is broken now, and a load from scratch refuses it), and it serves what the
+  // whole chain serves while the base goes on serving its own rows.
+  {
+    std::ofstream f(dir.path("snap1/rows/emb4/shard-0.sst"), std::ios::app | std::ios::binary);
+    f << "x";
+  }
+  EXPECT_EQ(SnapshotRows::Open({dir.path("snap1"), dir.path("snap2")}, {TablesOf(*full), TablesOf(*delta)},
+                               dir.path("work-scratch"))
+                .status()
+                .code(),
+            StatusCode::kDataLoss);
+  auto grown = SnapshotRows::Open({dir.path("snap1"), dir.path("snap2")}, {TablesOf(*full), TablesOf(*delta)},
+                                  dir.path("work-grown"), base_only->get(), 1);
+  ASSERT_TRUE(grown.ok()) << grown.status();
+  EXPECT_EQ((*grown)->rows_ingested(), 3050u + 15u);
+  EXPECT_EQ((*grown)->rows_taken_from_base(), 3050u);
+  std::vector<float> grown_got(probe.size() * 4);
+  stored = 0;
+  ASSERT_TRUE((*grown)->Lookup("emb4", probe, grown_got.data(), &stored).ok());
+  EXPECT_EQ(grown_got, want);
+  EXPECT_EQ(stored, probe.size() - 1);
+  ASSERT_TRUE((*grown)->Lookup("emb2", probe2, two.data()).ok());
+  EXPECT_EQ(two, two_want);
+  ASSERT_TRUE((*base_only)->Lookup("emb4", std::vector<Key>{keys[0]}, old.data()).ok());
+  EXPECT_EQ(old, rows.at(keys[0]));  // the base is untouched
 }
 
 TEST(SnapshotTest, ACorruptedFileIsRefusedBeforeAnythingIsServed) {

@@ -178,6 +178,10 @@ TEST(RetrainTest, CyclesWarmStartPublishDeltasAndAFollowingServerSwitchesToThem)
   EXPECT_EQ(a["snapshot"], id2);
   EXPECT_EQ(whole.Stop(), 0);
   EXPECT_EQ(follow.Stop(), 0) << ServerProcess::ReadFile(follow.log);
+  // The grown chain reused the rows the follower had loaded for cycle 1 and read only the delta's.
+  EXPECT_NE(ServerProcess::ReadFile(follow.log).find(", " + std::to_string(rows1.size()) + " of them reused"),
+            std::string::npos)
+      << ServerProcess::ReadFile(follow.log);
 }
 
 // A warm start continues the same model on the same shards: anything else is refused before a
