@@ -43,6 +43,12 @@ class EchoServer {
   HttpServer server_;
 };
 
+HttpServerOptions KeepAlive(int idle_ms) {
+  HttpServerOptions options;
+  options.keep_alive_idle_ms = idle_ms;
+  return options;
+}
+
 // A raw loopback TCP connection, for bytes HttpCall would never send.
 class RawConnection {
  public:
@@ -263,9 +269,7 @@ TEST(HttpServerTest, HandlerThatThrowsGets500) {
 // the connection stays, "Connection: close" from the client ends it, and a server without
 // keep-alive closes after every answer.
 TEST(HttpServerTest, KeptConnectionsServePipelinedRequestsInOrderUntilTheClientCloses) {
-  HttpServerOptions options;
-  options.keep_alive_idle_ms = 10000;
-  EchoServer server(options);
+  EchoServer server(KeepAlive(10000));
   const int port = server.Start();
   RawConnection c(port);
   ASSERT_TRUE(c.connected());
@@ -297,9 +301,7 @@ TEST(HttpServerTest, KeptConnectionsServePipelinedRequestsInOrderUntilTheClientC
 }
 
 TEST(HttpServerTest, AnIdleKeptConnectionIsClosedAndTheClientReconnects) {
-  HttpServerOptions options;
-  options.keep_alive_idle_ms = 200;
-  EchoServer server(options);
+  EchoServer server(KeepAlive(200));
   const int port = server.Start();
   {
     RawConnection c(port);

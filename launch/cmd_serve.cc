@@ -34,7 +34,7 @@ struct ServeFlags {
   std::string port_file;
   // A request's products are small: with more threads OpenMP spins more than it computes
   // (`metaps bench serve`: 0.34x the in-process rate over HTTP with 2 threads on 2 cores, 0.73x
-  // with 1). More cores serve through more processes.
+  // with 1). More cores serve more requests at once (--http-threads), not one request faster.
   int threads = 1;
   // Requests served at once, each on its own thread with its own scorer. 0: the machine's hardware
   // threads.

@@ -150,12 +150,17 @@ TEST(ExportTest, TheSnapshotHoldsTheWeightsTheWorkersUseAndTheStoredRows) {
   }
 }
 
-TEST(ServingModelTest, ScoresWithTheStoredRowsAndAdaptsAndRefusesBadRequests) {
-  RunDir run(worker::Algo::kFomaml);
+// Exports the run's final checkpoint to the snapshot directory "snap" of its scratch directory.
+Status ExportToSnap(const RunDir& run) {
   ExportOptions o;
   o.run_dir = run.dir.path("run");
   o.out = run.dir.path("snap");
-  ASSERT_TRUE(ExportSnapshot(o).ok());
+  return ExportSnapshot(o).status();
+}
+
+TEST(ServingModelTest, ScoresWithTheStoredRowsAndAdaptsAndRefusesBadRequests) {
+  RunDir run(worker::Algo::kFomaml);
+  ASSERT_TRUE(ExportToSnap(run).ok());
   auto m = ServingModel::Open({run.dir.path("snap")}, run.dir.path("work"), ReferenceKernelsFactory());
   ASSERT_TRUE(m.ok()) << m.status();
   ServingModel& serving = **m;
@@ -225,10 +230,7 @@ TEST(ServingModelTest, ScoresWithTheStoredRowsAndAdaptsAndRefusesBadRequests) {
 // flight together.
 TEST(ServingModelTest, ConcurrentRequestsGetTheScoresTheyGetAlone) {
   RunDir run(worker::Algo::kFomaml);
-  ExportOptions o;
-  o.run_dir = run.dir.path("run");
-  o.out = run.dir.path("snap");
-  ASSERT_TRUE(ExportSnapshot(o).ok());
+  ASSERT_TRUE(ExportToSnap(run).ok());
   std::atomic<int> made{0};
   auto m = ServingModel::Open({run.dir.path("snap")}, run.dir.path("work"), ReferenceKernelsFactory(&made));
   ASSERT_TRUE(m.ok()) << m.status();
