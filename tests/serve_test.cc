@@ -115,14 +115,11 @@ TEST(ServeTest, AFinishedJobIsExportedServedAdaptedToTheSupportAndBadRequestsAre
   EXPECT_TRUE(scored["adapted"].get<bool>());
   EXPECT_GT(scored["rows_stored"].get<uint64_t>(), 0u) << r.body;
 
-  // The support steers the scores: one event of the candidate's own item labelled high, or low
-  // (the highest and lowest label in the data), moves its score up or down.
-  double high = -1e30, low = 1e30;
-  for (const auto& e : events) {
-    high = std::max(high, e["label"].get<double>());
-    low = std::min(low, e["label"].get<double>());
-  }
-  ASSERT_LT(low, high);
+  // The support steers the scores: one event of the candidate's own item labelled above its
+  // unadapted score moves the score up, one labelled below moves it down. The labels bracket the
+  // model's own prediction by a margin: the data's highest and lowest labels need not bracket it
+  // in a job this short, and an inner step driven by a large error can cross a ReLU's kink and
+  // turn the move around (CI saw that once).
   nlohmann::json one = {{"fields", events[6]["fields"]}};
   auto score_after = [&](double label) {
     nlohmann::json ev = {{"fields", events[6]["fields"]}, {"label", label}};
@@ -130,14 +127,14 @@ TEST(ServeTest, AFinishedJobIsExportedServedAdaptedToTheSupportAndBadRequestsAre
     EXPECT_EQ(a.status, 200) << a.body;
     return Json(a)["scores"][0].get<double>();
   };
-  const double up = score_after(high), down = score_after(low);
   HttpResponse cold = serve.Post({{"candidates", {one}}});
   ASSERT_EQ(cold.status, 200) << cold.body;
   EXPECT_FALSE(Json(cold)["adapted"].get<bool>());
   const double none = Json(cold)["scores"][0].get<double>();
+  const double up = score_after(none + 0.5), down = score_after(none - 0.5);
+  EXPECT_GT(up, none) << "down " << down;
+  EXPECT_LT(down, none) << "up " << up;
   EXPECT_GT(up, down + 1e-3);
-  EXPECT_NE(up, none);
-  EXPECT_NE(down, none);
   EXPECT_DOUBLE_EQ(Json(serve.Post({{"candidates", {one}}}))["scores"][0].get<double>(), none);  // stateless
 
   // Bad requests: 400 naming the place, and the server keeps serving.
