@@ -16,6 +16,13 @@
 
 namespace metaps {
 
+// How Spawn starts a child besides its command line.
+struct SpawnOptions {
+  std::string log_file;     // stdout and stderr appended here; empty: inherited
+  bool stdin_pipe = false;  // stdin is a pipe this object holds open until CloseStdin (or the end):
+                            // the child reads EOF once the parent lets go of it, or dies
+};
+
 class Subprocess {
  public:
   Subprocess() = default;
@@ -26,6 +33,7 @@ class Subprocess {
   // Starts argv[0] (a path) with the given arguments. Output goes to `log_file` (appended) when
   // not empty, else it is inherited.
   static Result<Subprocess> Spawn(const std::vector<std::string>& argv, const std::string& log_file = "");
+  static Result<Subprocess> Spawn(const std::vector<std::string>& argv, const SpawnOptions& options);
 
   pid_t pid() const { return pid_; }
   bool running();
@@ -34,12 +42,18 @@ class Subprocess {
   // Waits for exit up to `timeout`; returns the exit code (128+signal when killed by a signal).
   Result<int> Wait(std::chrono::milliseconds timeout);
   std::optional<int> exit_code() const { return exit_code_; }
+  // With SpawnOptions::stdin_pipe: closes the parent's end, so that the child reads EOF.
+  void CloseStdin();
 
  private:
   void Reap(int wstatus);
   pid_t pid_ = -1;
+  int stdin_fd_ = -1;
   std::optional<int> exit_code_;
 };
+
+// The first executable `name` in $PATH (a name with a '/' is returned as it is); NotFound otherwise.
+Result<std::string> FindInPath(const std::string& name);
 
 // Path of the running executable (/proc/self/exe).
 std::string SelfExecutable();

@@ -22,6 +22,7 @@ void RegisterCommands(CLI::App& app, Action* action) {
   RegisterDatagenCommand(app, action);
   RegisterWorkerCommand(app, action);
   RegisterRunCommand(app, action);
+  RegisterLaunchCommand(app, action);
   RegisterRetrainCommand(app, action);
   RegisterKeygenCommand(app, action);
   RegisterExportCommand(app, action);

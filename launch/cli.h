@@ -21,6 +21,7 @@ void RegisterSchedulerCommand(CLI::App& app, Action* action);  // also `metaps s
 void RegisterDatagenCommand(CLI::App& app, Action* action);
 void RegisterWorkerCommand(CLI::App& app, Action* action);
 void RegisterRunCommand(CLI::App& app, Action* action);
+void RegisterLaunchCommand(CLI::App& app, Action* action);     // cmd_launch.cc
 void RegisterRetrainCommand(CLI::App& app, Action* action);    // cmd_retrain.cc
 void RegisterKeygenCommand(CLI::App& app, Action* action);     // cmd_keygen.cc
 void RegisterExportCommand(CLI::App& app, Action* action);     // cmd_export.cc

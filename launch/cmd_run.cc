@@ -36,6 +36,7 @@
 #include "common/subprocess.h"
 #include "common/zmq_transport.h"
 #include "launch/cli.h"
+#include "launch/cluster.h"
 #include "launch/job_config.h"
 #include "launch/run.h"
 #include "launch/snapshot.h"
@@ -56,6 +57,7 @@ using Clock = std::chrono::steady_clock;
 // A supervised process: how to start it again, and how often it was.
 struct Child {
   std::string name;
+  Host host;  // where it runs
   std::vector<std::string> argv;
   Subprocess proc;
   int restarts = 0;
@@ -137,13 +139,74 @@ void WriteSvg(const std::string& path, const std::vector<std::vector<double>>& r
   svg << "</svg>\n";
 }
 
-void StopAll(std::vector<Child>& children) {
+// Asks every child to stop (SIGTERM; or, for processes that watch their stdin, the end of it,
+// which reaches a remote process through ssh or srun), then insists.
+void StopAll(std::vector<Child>& children, bool by_stdin) {
   for (auto& c : children) {
-    if (c.proc.running()) (void)c.proc.Signal(SIGTERM);
+    if (!c.proc.running()) continue;
+    if (by_stdin) c.proc.CloseStdin();
+    else (void)c.proc.Signal(SIGTERM);
   }
   for (auto& c : children) {
-    if (!c.proc.Wait(std::chrono::seconds(10)).ok()) (void)c.proc.Signal(SIGKILL), (void)c.proc.Wait(std::chrono::seconds(5));
+    if (c.proc.Wait(std::chrono::seconds(10)).ok()) continue;
+    // ssh or srun: a SIGTERM ends the link (srun passes it on), which the remote end sees too.
+    if (by_stdin && c.proc.Signal(SIGTERM).ok() && c.proc.Wait(std::chrono::seconds(5)).ok()) continue;
+    (void)c.proc.Signal(SIGKILL), (void)c.proc.Wait(std::chrono::seconds(5));
   }
+}
+
+// Sets `flag`'s value in a command line: replaces the value after it, or appends both.
+void SetFlag(std::vector<std::string>& argv, const std::string& flag, const std::string& value) {
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == flag) {
+      argv[i + 1] = value;
+      return;
+    }
+  }
+  argv.insert(argv.end(), {flag, value});
+}
+
+// Before a multi-host job starts: every host can run the metaps executable and sees the run
+// directory (a shared filesystem, mounted at the same path). Each host is asked once, in parallel.
+Status CheckHosts(const Cluster& cluster, const fs::path& run_dir, const std::string& job_toml) {
+  struct Probe {
+    Host host;
+    std::string log;
+    Subprocess proc;
+  };
+  std::vector<Probe> probes;
+  for (const Host& h : cluster.hosts) {
+    bool seen = false;
+    for (const auto& p : probes) seen |= p.host.name == h.name;
+    if (seen) continue;
+    std::string log = (run_dir / "logs" / ("check-" + h.name + ".log")).string();
+    std::error_code ec;
+    fs::remove(log, ec);
+    std::string script = "test -x " + ShellJoin({cluster.metaps}) + " || exit 3; test -r " + ShellJoin({job_toml}) +
+                         " || exit 4; exit 0";
+    METAPS_ASSIGN_OR_RETURN(Subprocess proc, cluster.engine->Start(h, {"/bin/sh", "-c", script},
+                                                                   SpawnOptions{.log_file = log, .stdin_pipe = true}));
+    probes.push_back({h, log, std::move(proc)});
+  }
+  for (auto& p : probes) {
+    auto code = p.proc.Wait(std::chrono::seconds(60));
+    const std::string on = "host " + p.host.name + " (" + cluster.engine->name() + ")";
+    if (!code.ok()) return Unavailable(on + " did not answer within 60 s; see " + p.log);
+    if (*code == 3) {
+      return FailedPrecondition(on + " has no executable " + cluster.metaps +
+                                ": install metaps at the same path on every host, or give --remote-metaps");
+    }
+    if (*code == 4) {
+      return FailedPrecondition(on + " cannot read " + job_toml +
+                                ": the run directory must be on a filesystem every host mounts at the same path "
+                                "(give --run-dir on it)");
+    }
+    if (*code != 0) {
+      return Unavailable(on + ": the engine could not run a command there (exit code " + std::to_string(*code) +
+                         "); see " + p.log);
+    }
+  }
+  return Status::Ok();
 }
 
 // Set by SIGTERM/SIGINT: the supervisor stops the job's processes and exits (resumable).
@@ -372,46 +435,73 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
               const std::string& token_file, const std::string& job_id, int servers, int workers,
               int64_t rounds, const LaunchPlan& plan, RunOutcome* outcome) {
   setenv("OMP_NUM_THREADS", "1", 0);  // one core per worker unless the user says otherwise
+  // Where each process runs and what starts it: for `metaps run` all on this machine, on loopback.
+  const Cluster* cluster = f.cluster;
+  const LocalEngine local_engine;
+  const RoleEngine& engine = cluster ? *cluster->engine : static_cast<const RoleEngine&>(local_engine);
+  const Host local_host{"localhost", "127.0.0.1"};
+  const Host& sched_host = cluster ? cluster->scheduler_host() : local_host;
+  // Launched processes stop when the launcher lets go of their stdin: ssh and srun carry that to
+  // the remote end, where no signal of ours reaches.
+  const bool by_stdin = cluster != nullptr;
+  if (cluster) {
+    if (Status c = CheckHosts(*cluster, run_dir, job_toml); !c.ok()) return Fail(c.message()), 2;
+    nlohmann::json hosts = nlohmann::json::array();
+    for (const auto& h : cluster->hosts) hosts.push_back({{"name", h.name}, {"address", h.address}});
+    nlohmann::json placement = {{"engine", engine.name()}, {"hosts", hosts}, {"metaps", cluster->metaps}};
+    if (Status w = WriteFileAtomically((run_dir / "cluster.json").string(), placement.dump(2) + "\n"); !w.ok())
+      return Fail(w.message());
+  }
   struct sigaction sa {};
   sa.sa_handler = OnStopSignal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
-  const std::string exe = SelfExecutable();
+  const std::string exe = cluster ? cluster->metaps : SelfExecutable();
   std::vector<Child> children;
   std::error_code ec;
+  auto spawn = [&](const Child& c, const std::vector<std::string>& argv) {
+    return engine.Start(c.host, argv,
+                        SpawnOptions{.log_file = (run_dir / "logs" / (c.name + ".log")).string(), .stdin_pipe = by_stdin});
+  };
   auto start_child = [&](Child& c) -> Status {
-    METAPS_ASSIGN_OR_RETURN(c.proc, Subprocess::Spawn(c.argv, (run_dir / "logs" / (c.name + ".log")).string()));
+    METAPS_ASSIGN_OR_RETURN(c.proc, spawn(c, c.argv));
     return Status::Ok();
   };
   const bool encrypted = fs::exists(run_dir / "keys" / "server.key");
-  auto add = [&](const std::string& name, std::vector<std::string> argv) -> Status {
+  auto add = [&](const std::string& name, const Host& host, std::vector<std::string> argv) -> Status {
     argv.insert(argv.begin(), exe);
+    if (by_stdin) argv.push_back("--stop-on-stdin-eof");
     if (encrypted) {
       argv.insert(argv.end(), {"--curve-keys", (run_dir / "keys").string()});
       // Run directories from before per-process keys have one shared client.key.
       if (fs::exists(run_dir / "keys" / (name + ".key"))) argv.insert(argv.end(), {"--curve-name", name});
     }
-    children.push_back({name, std::move(argv)});
+    children.push_back({name, host, std::move(argv)});
     return start_child(children.back());
   };
   std::string ep_file = (run_dir / "scheduler.endpoint").string(), http_file = (run_dir / "scheduler.http").string();
   fs::remove(ep_file, ec);
   fs::remove(http_file, ec);
   fs::create_directories(run_dir / "logs", ec);
-  if (Status s = add("scheduler", {"scheduler", "-c", job_toml, "--endpoint-file", ep_file, "--http-file", http_file,
-                                   "--token-file", token_file, "--set",
-                                   "checkpoint.dir=\"" + (run_dir / "checkpoints").string() + "\""});
-      !s.ok()) {
-    return Fail(s.message());
+  std::vector<std::string> sched_argv = {"scheduler",     "-c",         job_toml,  "--endpoint-file",
+                                         ep_file,         "--http-file", http_file, "--token-file",
+                                         token_file,      "--set",
+                                         "checkpoint.dir=\"" + (run_dir / "checkpoints").string() + "\""};
+  if (cluster) {
+    // Reachable from the other hosts, and its status from here.
+    sched_argv.insert(sched_argv.end(), {"--bind", "tcp://" + sched_host.address + ":0", "--set",
+                                         "scheduler.http_address=\"" + sched_host.address + "\""});
   }
+  if (Status s = add("scheduler", sched_host, sched_argv); !s.ok()) return Fail(s.message());
   auto sched_ep = WaitForFileLine(ep_file, std::chrono::seconds(30), &children[0].proc);
   auto http_port = WaitForFileLine(http_file, std::chrono::seconds(30), &children[0].proc);
   if (!sched_ep.ok() || !http_port.ok()) {
-    StopAll(children);
+    StopAll(children, by_stdin);
     return Fail("the scheduler did not start; see " + (run_dir / "logs/scheduler.log").string());
   }
   // A restarted scheduler must come back where everyone looks for it.
-  children[0].argv.insert(children[0].argv.end(), {"--bind", *sched_ep, "--http-port", *http_port});
+  SetFlag(children[0].argv, "--bind", *sched_ep);
+  SetFlag(children[0].argv, "--http-port", *http_port);
   for (int s = 0; s < servers; ++s) {
     std::string shard = "shard-" + std::to_string(s);
     std::vector<std::string> argv = {"server", "-c", job_toml, "--data-dir", (run_dir / "servers" / shard).string(),
@@ -419,16 +509,28 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
                                      token_file, "--job-id", job_id, "--endpoint-file",
                                      (run_dir / "servers" / (shard + ".endpoint")).string()};
     if (static_cast<size_t>(s) < plan.restore_from.size()) argv.insert(argv.end(), {"--restore-from", plan.restore_from[s]});
+    const Host& host = cluster ? cluster->server_host(s) : local_host;
+    if (cluster) argv.insert(argv.end(), {"--bind", "tcp://" + host.address + ":0"});
     fs::create_directories(run_dir / "servers", ec);
-    if (Status sp = add("server-" + std::to_string(s), argv); !sp.ok()) return StopAll(children), Fail(sp.message());
+    if (Status sp = add("server-" + std::to_string(s), host, argv); !sp.ok())
+      return StopAll(children, by_stdin), Fail(sp.message());
   }
   for (int w = 0; w < workers; ++w) {
-    Status sp = add("worker-" + std::to_string(w),
+    Status sp = add("worker-" + std::to_string(w), cluster ? cluster->worker_host(w) : local_host,
                     {"worker", "-c", job_toml, "--id", std::to_string(w), "--scheduler", *sched_ep, "--token-file",
                      token_file, "--run-dir", run_dir.string(), "--start-round", std::to_string(plan.start_round[w])});
-    if (!sp.ok()) return StopAll(children), Fail(sp.message());
+    if (!sp.ok()) return StopAll(children, by_stdin), Fail(sp.message());
   }
-  std::cout << "  status: metaps status " << run_dir.string() << "   (http://127.0.0.1:" << *http_port << "/status)\n";
+  // `metaps status RUN_DIR` reads where to ask (scheduler.http holds the port).
+  if (Status w = WriteFileAtomically((run_dir / "scheduler.host").string(), sched_host.address + "\n"); !w.ok())
+    return StopAll(children, by_stdin), Fail(w.message());
+  std::cout << "  status: metaps status " << run_dir.string() << "   (http://" << sched_host.address << ":"
+            << *http_port << "/status)\n";
+  if (cluster) {
+    std::cout << "  placement (" << engine.name() << "):";
+    for (const auto& c : children) std::cout << " " << c.name << "@" << c.host.name;
+    std::cout << "\n";
+  }
 
   // Restarting a child: servers on their port and data directory (every acknowledged push is
   // there), workers from the newest checkpoint's round.
@@ -437,7 +539,7 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
     if (c.name.rfind("server-", 0) == 0) {
       std::string shard = "shard-" + c.name.substr(7);
       auto ep = WaitForFileLine((run_dir / "servers" / (shard + ".endpoint")).string(), std::chrono::seconds(1));
-      if (ep.ok()) argv.insert(argv.end(), {"--bind", *ep});
+      if (ep.ok()) SetFlag(argv, "--bind", *ep);
       // Restoring again would throw away the shard's own newer data.
       for (size_t i = 0; i + 1 < argv.size(); ++i) {
         if (argv[i] == "--restore-from") argv.erase(argv.begin() + i, argv.begin() + i + 2);
@@ -449,7 +551,7 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
         if (argv[i] == "--start-round") argv[i + 1] = std::to_string(latest.ok() ? latest->first : 0);
       }
     }
-    METAPS_ASSIGN_OR_RETURN(c.proc, Subprocess::Spawn(argv, (run_dir / "logs" / (c.name + ".log")).string()));
+    METAPS_ASSIGN_OR_RETURN(c.proc, spawn(c, argv));
     return Status::Ok();
   };
   std::ofstream csv(run_dir / "metrics.csv", std::ios::app);
@@ -507,16 +609,16 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
         for (auto& c : children) {
           if (c.proc.running()) std::cerr << "\nmetaps run: " << c.name << " still running after the workers finished; stopping it\n";
         }
-        StopAll(children);
+        StopAll(children, by_stdin);
         break;
       }
     }
     if (g_stop_requested) {
-      StopAll(children);
+      StopAll(children, by_stdin);
       std::cerr << "\nmetaps run: stopped; continue with: metaps run --resume " << run_dir.string() << "\n";
       return 130;
     }
-    auto body = HttpGet("127.0.0.1", port, "/status", 2000);
+    auto body = HttpGet(sched_host.address, port, "/status", 2000);
     if (body.ok()) {
       auto j = nlohmann::json::parse(*body, nullptr, false);
       if (!j.is_discarded()) {
@@ -550,7 +652,7 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
   if (!f.quiet) std::printf("\n");
   WriteSvg((run_dir / "curves.svg").string(), curve);
   if (!failure.empty()) {
-    StopAll(children);
+    StopAll(children, by_stdin);
     return Fail("job failed: " + failure);
   }
   std::ifstream rep(run_dir / "report.json");

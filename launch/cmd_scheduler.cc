@@ -24,6 +24,7 @@ struct SchedulerFlags {
   std::vector<std::string> overrides;
   std::string bind, endpoint_file, http_file, state_file, job_id, token_file, log_file, curve_keys, curve_name;
   int64_t http_port = -2;  // -2: from config
+  bool stop_on_stdin_eof = false;
 };
 
 Status WriteIfAsked(const std::string& path, const std::string& text) {
@@ -32,6 +33,7 @@ Status WriteIfAsked(const std::string& path, const std::string& text) {
 
 int RunScheduler(const SchedulerFlags& f) {
   StopOnSignals on_signal;  // before any thread exists (see launch/signals.h)
+  if (f.stop_on_stdin_eof) StopOnStdinEof();
   auto cfg = LoadJobConfig(f.config_path, f.overrides);
   if (!cfg.ok()) return UsageError("scheduler", cfg.status());
   auto settings = SchedulerSettingsFromConfig(*cfg);
@@ -131,20 +133,24 @@ void RegisterSchedulerCommand(CLI::App& app, Action* action) {
   cmd->add_option("--log-file", f->log_file, "Also write the log here");
   cmd->add_option("--curve-keys", f->curve_keys, kCurveKeysHelp);
   cmd->add_option("--curve-name", f->curve_name, kCurveNameHelp)->default_str("client");
+  cmd->add_flag("--stop-on-stdin-eof", f->stop_on_stdin_eof, kStopOnStdinEofHelp);
   cmd->callback([f, action] { *action = [f] { return RunScheduler(*f); }; });
 
-  auto host = std::make_shared<std::string>("127.0.0.1");
+  auto host = std::make_shared<std::string>();
   auto port = std::make_shared<int>(0);
   auto metrics = std::make_shared<bool>(false);
   auto run_dir = std::make_shared<std::string>();
   auto* st = app.add_subcommand("status", "Print a running job's status (JSON) or its Prometheus metrics");
-  st->add_option("--host", *host, "Scheduler's HTTP address");
+  st->add_option("--host", *host, "Scheduler's HTTP address (default: RUN_DIR/scheduler.host, else 127.0.0.1)");
   st->add_option("--port", *port, "Scheduler's HTTP port (see RUN_DIR/scheduler.http)");
   st->add_option("run_dir", *run_dir, "Run directory of a `metaps run` job (reads its HTTP port)");
   st->add_flag("--metrics", *metrics, "Print Prometheus metrics instead");
   st->callback([=] {
     *action = [=] {
       int p = *port;
+      std::string h = *host;
+      if (h.empty() && !run_dir->empty()) std::ifstream(*run_dir + "/scheduler.host") >> h;
+      if (h.empty()) h = "127.0.0.1";
       if (p == 0 && !run_dir->empty()) {
         std::ifstream in(*run_dir + "/scheduler.http");
         if (!(in >> p)) {
@@ -156,7 +162,7 @@ void RegisterSchedulerCommand(CLI::App& app, Action* action) {
         std::cerr << "metaps status: give --port or a run directory\n";
         return 2;
       }
-      return RunStatus(*host, p, *metrics ? "/metrics" : "/status");
+      return RunStatus(h, p, *metrics ? "/metrics" : "/status");
     };
   });
 }

@@ -30,12 +30,14 @@ struct ServerFlags {
   int64_t shard_id = -1;
   int64_t cache_bytes = -1;
   bool sync = false;
+  bool stop_on_stdin_eof = false;
 };
 
 int RunServer(const ServerFlags& f) {
   // Before any thread exists (RocksDB, ZeroMQ, the writer): SIGTERM/SIGINT then always reach the
   // watcher and stop the loop cleanly (the store writes back before the process exits).
   StopOnSignals on_signal;
+  if (f.stop_on_stdin_eof) StopOnStdinEof();
   // A file-size limit (ulimit -f) makes writes fail with EFBIG, which the store reports (a failed
   // push log append stops the server with a logged error), instead of killing it by signal.
   signal(SIGXFSZ, SIG_IGN);
@@ -174,6 +176,7 @@ void RegisterServerCommand(CLI::App& app, Action* action) {
   cmd->add_option("--heartbeat-ms", f->heartbeat_ms, "Heartbeat period");
   cmd->add_option("--curve-keys", f->curve_keys, kCurveKeysHelp);
   cmd->add_option("--curve-name", f->curve_name, kCurveNameHelp)->default_str("client");
+  cmd->add_flag("--stop-on-stdin-eof", f->stop_on_stdin_eof, kStopOnStdinEofHelp);
   cmd->callback([f, action] { *action = [f] { return RunServer(*f); }; });
 }
 

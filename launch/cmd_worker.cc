@@ -5,6 +5,7 @@
 #include "common/zmq_transport.h"
 #include "launch/cli.h"
 #include "launch/job_config.h"
+#include "launch/signals.h"
 #include "ps/client.h"
 #include "worker/node.h"
 #include "worker/onednn_kernels.h"
@@ -46,9 +47,12 @@ struct WorkerFlags {
   std::vector<std::string> overrides;
   int64_t id = 0;
   uint64_t start_round = 0;
+  bool stop_on_stdin_eof = false;
 };
 
 int RunWorker(const WorkerFlags& f) {
+  // A worker has nothing to save on the way out (the servers hold the model): SIGTERM ends it.
+  if (f.stop_on_stdin_eof) StopOnStdinEof();
   auto cfg = LoadJobConfig(f.config_path, f.overrides);
   if (!cfg.ok()) return UsageError("worker", cfg.status());
   auto sched = SchedulerSettingsFromConfig(*cfg);
@@ -138,6 +142,7 @@ void RegisterWorkerCommand(CLI::App& app, Action* action) {
   cmd->add_option("--start-round", f->start_round, "Resume at this round (a checkpoint's)");
   cmd->add_option("--curve-keys", f->curve_keys, kCurveKeysHelp);
   cmd->add_option("--curve-name", f->curve_name, kCurveNameHelp)->default_str("client");
+  cmd->add_flag("--stop-on-stdin-eof", f->stop_on_stdin_eof, kStopOnStdinEofHelp);
   cmd->callback([f, action] { *action = [f] { return RunWorker(*f); }; });
 }
 

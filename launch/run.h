@@ -7,6 +7,8 @@
 
 namespace metaps::launch {
 
+struct Cluster;  // launch/cluster.h
+
 struct RunFlags {
   std::string config_path;
   std::vector<std::string> overrides;
@@ -17,6 +19,8 @@ struct RunFlags {
   int max_restarts = 3;
   bool quiet = false;
   bool check = false;  // validate config, data and model, print the plan, start nothing
+  // Where the processes run (`metaps launch`); null: all on this machine, on loopback.
+  const Cluster* cluster = nullptr;
 };
 
 // What a finished job left behind.

@@ -9,6 +9,9 @@
 #pragma once
 
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <functional>
@@ -76,5 +79,22 @@ class StopOnSignals {
   std::function<void()> stop_;  // GUARDED_BY(mu_)
   std::thread watcher_;
 };
+
+// `--stop-on-stdin-eof`: a process started by `metaps launch` over ssh or srun reads EOF on its
+// stdin once the launcher lets go of it (it stops the job, or it died, or its connection did);
+// this turns that EOF into a SIGTERM to this process, which then stops as on any SIGTERM. Call it
+// after StopOnSignals exists, so that the reader thread blocks the signal too.
+inline void StopOnStdinEof() {
+  std::thread([] {
+    char buf[256];
+    while (true) {
+      ssize_t n = ::read(0, buf, sizeof(buf));
+      if (n == 0 || (n < 0 && errno != EINTR)) break;
+    }
+    ::kill(::getpid(), SIGTERM);
+  }).detach();
+}
+inline constexpr const char* kStopOnStdinEofHelp =
+    "Stop (as on SIGTERM) when stdin reaches its end: for processes started by `metaps launch`";
 
 }  // namespace metaps::launch
