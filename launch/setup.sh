@@ -18,7 +18,7 @@ pkgs=(build-essential cmake ninja-build pkg-config
       libzmq3-dev cppzmq-dev capnproto libcapnp-dev libdnnl-dev librocksdb-dev
       libboost-dev libgtest-dev libgmock-dev libbenchmark-dev
       libtomlplusplus-dev libcli11-dev libspdlog-dev nlohmann-json3-dev libsodium-dev libxxhash-dev
-      iproute2 procps)
+      iproute2 procps openssh-client)
 source "$here/launch/apt.sh"
 apt_install_missing "${pkgs[@]}"
 

@@ -9,5 +9,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$here/launch/apt.sh"
 apt_install_missing python3-torch ||
   echo "test.sh: could not install python3-torch; the golden_random test will be skipped" >&2
+# tests/launch_test.cc runs a job over ssh through an sshd of its own on loopback (own keys, own
+# config): it needs the sshd program. Note that on a machine with systemd the package also
+# enables the system's ssh service, as any install of openssh-server does.
+apt_install_missing openssh-server ||
+  echo "test.sh: could not install openssh-server; the ssh launch test will be skipped" >&2
 cd "$here"
 ctest --test-dir build --output-on-failure --timeout 900 -j 2 "$@"
