@@ -707,6 +707,10 @@ int RunJobWithFlags(const RunFlags& f, RunOutcome* outcome) {
     if (f.check) return Fail("--check is for a new job, not with --resume"), 2;
     if (!f.warm_start.empty())
       return Fail("--warm-start is for a new job; a resumed run keeps its own start"), 2;
+    // Every process of a resumed job reads the run directory's job.toml; an override here would
+    // reach none of them.
+    if (!f.overrides.empty())
+      return Fail("--set is for a new job; a resumed run reads " + f.resume + "/job.toml (edit a key there)"), 2;
     return ResumeJob(f, outcome);
   }
   return RunJob(f, outcome);
