@@ -58,7 +58,8 @@ Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv, const
   posix_spawn_file_actions_init(&actions);
   if (options.stdin_pipe) posix_spawn_file_actions_adddup2(&actions, pipe_fds[0], 0);
   if (!options.log_file.empty()) {
-    posix_spawn_file_actions_addopen(&actions, 1, options.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&actions, 1, options.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                     0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
   }
   std::vector<char*> args;

@@ -71,7 +71,8 @@ Result<std::vector<Host>> ParseHosts(const std::string& list_or_file) {
     if (hosts.empty()) return InvalidArgument(list_or_file + ": no hosts in the file");
     return hosts;
   }
-  if (list_or_file.find('/') != std::string::npos) return NotFound("hosts file " + list_or_file + " does not exist");
+  if (list_or_file.find('/') != std::string::npos)
+    return NotFound("hosts file " + list_or_file + " does not exist");
   std::istringstream entries(list_or_file);
   std::string entry;
   while (std::getline(entries, entry, ',')) {
@@ -119,15 +120,18 @@ std::string ShellJoin(const std::vector<std::string>& argv) {
     if (!out.empty()) out += ' ';
     out += '\'';
     for (char c : word) {
-      if (c == '\'') out += "'\\''";
-      else out += c;
+      if (c == '\'')
+        out += "'\\''";
+      else
+        out += c;
     }
     out += '\'';
   }
   return out;
 }
 
-std::vector<std::string> SshEngine::CommandLine(const Host& host, const std::vector<std::string>& argv) const {
+std::vector<std::string> SshEngine::CommandLine(const Host& host,
+                                                const std::vector<std::string>& argv) const {
   std::vector<std::string> cmd = {ssh_, "-T"};
   for (const auto& o : options_) cmd.insert(cmd.end(), {"-o", o});
   // No prompt can be answered (no terminal); a dead link is noticed within a minute.
@@ -140,9 +144,10 @@ std::vector<std::string> SshEngine::CommandLine(const Host& host, const std::vec
   return cmd;
 }
 
-std::vector<std::string> SrunEngine::CommandLine(const Host& host, const std::vector<std::string>& argv) const {
-  std::vector<std::string> cmd = {srun_,         "--nodes=1", "--ntasks=1", "--nodelist=" + host.name,
-                                  "--overlap",   "--export=ALL", "--quiet"};
+std::vector<std::string> SrunEngine::CommandLine(const Host& host,
+                                                 const std::vector<std::string>& argv) const {
+  std::vector<std::string> cmd = {srun_,       "--nodes=1",    "--ntasks=1", "--nodelist=" + host.name,
+                                  "--overlap", "--export=ALL", "--quiet"};
   cmd.insert(cmd.end(), options_.begin(), options_.end());
   cmd.push_back("--");
   cmd.insert(cmd.end(), argv.begin(), argv.end());

@@ -40,8 +40,10 @@ class RoleEngine {
   // Whether processes must watch their stdin to stop (the local end's signals do not reach them).
   virtual bool remote() const = 0;
   // The local command line that runs `argv` (argv[0] an absolute path as the host sees it) there.
-  virtual std::vector<std::string> CommandLine(const Host& host, const std::vector<std::string>& argv) const = 0;
-  Result<Subprocess> Start(const Host& host, const std::vector<std::string>& argv, const SpawnOptions& options) const {
+  virtual std::vector<std::string> CommandLine(const Host& host,
+                                               const std::vector<std::string>& argv) const = 0;
+  Result<Subprocess> Start(const Host& host, const std::vector<std::string>& argv,
+                           const SpawnOptions& options) const {
     return Subprocess::Spawn(CommandLine(host, argv), options);
   }
 };

@@ -21,7 +21,8 @@ std::string RunShell(const std::string& command) {
 }
 
 TEST(ClusterTest, ShellJoinPassesEveryWordThroughTheShellUnchanged) {
-  std::vector<std::string> words = {"printf", "[%s]", "a b", "it's", "$HOME", "", "x;y", "\"q\"", "back\\slash"};
+  std::vector<std::string> words = {"printf", "[%s]", "a b",   "it's",       "$HOME",
+                                    "",       "x;y",  "\"q\"", "back\\slash"};
   EXPECT_EQ(RunShell("exec " + ShellJoin(words)), "[a b][it's][$HOME][][x;y][\"q\"][back\\slash]");
 }
 
@@ -78,7 +79,8 @@ TEST(ClusterTest, SshRunsTheCommandThroughTheRemoteShellWithOurOptionsFirst) {
   ASSERT_GE(cmd.size(), 6u);
   EXPECT_EQ(cmd[0], "/usr/bin/ssh");
   // ssh keeps an option's first value: the user's come before the defaults.
-  auto port = std::find(cmd.begin(), cmd.end(), "Port=2222"), batch = std::find(cmd.begin(), cmd.end(), "BatchMode=yes");
+  auto port = std::find(cmd.begin(), cmd.end(), "Port=2222"),
+       batch = std::find(cmd.begin(), cmd.end(), "BatchMode=yes");
   ASSERT_NE(port, cmd.end());
   ASSERT_NE(batch, cmd.end());
   EXPECT_LT(port, batch);
@@ -87,8 +89,8 @@ TEST(ClusterTest, SshRunsTheCommandThroughTheRemoteShellWithOurOptionsFirst) {
   // What the remote shell runs: our words, unchanged (a local shell stands in for the remote one).
   std::string remote = cmd.back();
   ASSERT_EQ(remote.rfind("exec ", 0), 0u);
-  std::string echoed = RunShell(
-      remote.substr(5).replace(remote.substr(5).find("'/opt/metaps'"), 13, "'printf' '[%s]'"));
+  std::string echoed =
+      RunShell(remote.substr(5).replace(remote.substr(5).find("'/opt/metaps'"), 13, "'printf' '[%s]'"));
   EXPECT_EQ(echoed, "[server][--set][a=\"b c\"]");
 }
 

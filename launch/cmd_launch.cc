@@ -7,7 +7,6 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "common/subprocess.h"
@@ -41,7 +40,11 @@ Status ReadPlacement(const std::string& run_dir, LaunchFlags& f, std::vector<Hos
 }
 
 int Launch(LaunchFlags f, bool engine_given) {
-  if (f.run.config_path.empty() && f.run.resume.empty()) return LaunchFail("give a job config, or --resume RUN_DIR");
+  if (f.run.config_path.empty() && f.run.resume.empty())
+    return LaunchFail("give a job config, or --resume RUN_DIR");
+  // Flags a resumed job refuses: refused (by the shared code, exit 2) before any host is asked.
+  if (!f.run.resume.empty() && (f.run.check || !f.run.warm_start.empty() || !f.run.overrides.empty()))
+    return RunJobWithFlags(f.run, nullptr);
   std::vector<Host> hosts;
   if (!f.run.resume.empty() && f.hosts.empty() && !(f.engine == "slurm" && engine_given)) {
     std::ifstream in(f.run.resume + "/cluster.json");
@@ -69,8 +72,8 @@ int Launch(LaunchFlags f, bool engine_given) {
     if (!ssh.ok()) return LaunchFail("--ssh: " + ssh.status().message());
     // ssh passes none of our environment: what sizes a worker's thread pools goes along.
     const char* omp = std::getenv("OMP_NUM_THREADS");
-    cluster.engine = std::make_unique<SshEngine>(*ssh, f.ssh_options,
-                                                 std::vector<std::string>{"OMP_NUM_THREADS=" + std::string(omp ? omp : "1")});
+    cluster.engine = std::make_unique<SshEngine>(
+        *ssh, f.ssh_options, std::vector<std::string>{"OMP_NUM_THREADS=" + std::string(omp ? omp : "1")});
   } else if (f.engine == "slurm") {
     auto srun = FindInPath(f.srun);
     if (!srun.ok()) return LaunchFail("--srun: " + srun.status().message());
@@ -86,13 +89,16 @@ int Launch(LaunchFlags f, bool engine_given) {
 
 void RegisterLaunchCommand(CLI::App& app, Action* action) {
   auto f = std::make_shared<LaunchFlags>();
-  auto* cmd = app.add_subcommand("launch", "Run a whole training job across hosts (ssh, Slurm, or this machine)");
+  auto* cmd =
+      app.add_subcommand("launch", "Run a whole training job across hosts (ssh, Slurm, or this machine)");
   cmd->add_option("config", f->run.config_path, "Job config (TOML)");
-  cmd->add_option("--hosts", f->hosts,
-                  "Hosts: NAME[=ADDRESS],... or a file with one `NAME [ADDRESS]` per line. The scheduler runs on the "
-                  "first; servers and workers go round the list. Default with --engine slurm: the allocation's nodes");
-  auto* engine = cmd->add_option("--engine", f->engine, "What starts a process on a host: ssh, slurm (srun), local")
-                     ->check(CLI::IsMember({"ssh", "slurm", "local"}));
+  cmd->add_option(
+      "--hosts", f->hosts,
+      "Hosts: NAME[=ADDRESS],... or a file with one `NAME [ADDRESS]` per line. The scheduler runs on the "
+      "first; servers and workers go round the list. Default with --engine slurm: the allocation's nodes");
+  auto* engine =
+      cmd->add_option("--engine", f->engine, "What starts a process on a host: ssh, slurm (srun), local")
+          ->check(CLI::IsMember({"ssh", "slurm", "local"}));
   cmd->add_option("--ssh", f->ssh, "The ssh program")->default_str("ssh");
   cmd->add_option("--ssh-option", f->ssh_options,
                   "An ssh -o option, e.g. Port=2222 or IdentityFile=~/.ssh/job (repeatable)");
@@ -100,18 +106,18 @@ void RegisterLaunchCommand(CLI::App& app, Action* action) {
   cmd->add_option("--srun-option", f->srun_options, "An extra srun argument, e.g. --mem=8G (repeatable)");
   cmd->add_option("--remote-metaps", f->remote_metaps,
                   "The metaps executable on the hosts (default: this one's path, the same on every host)");
-  cmd->add_option("--run-dir", f->run.run_dir,
-                  "Run directory, on a filesystem every host mounts at the same path (default runs/<job.id>-<time>)");
+  cmd->add_option(
+      "--run-dir", f->run.run_dir,
+      "Run directory, on a filesystem every host mounts at the same path (default runs/<job.id>-<time>)");
   cmd->add_option("--resume", f->run.resume, "Continue the stopped job of this run directory (on its hosts)");
   cmd->add_option("--warm-start", f->run.warm_start, "Start from this earlier run's final checkpoint");
-  cmd->add_option("--snapshot-since", f->run.snapshot_since, "Write the final snapshot as a delta on top of this one");
+  cmd->add_option("--snapshot-since", f->run.snapshot_since,
+                  "Write the final snapshot as a delta on top of this one");
   cmd->add_option("--max-restarts", f->run.max_restarts, "Restarts allowed per process before the job fails");
   cmd->add_option("--set", f->run.overrides, "Override any config key (repeatable)");
   cmd->add_flag("--quiet", f->run.quiet, "No live progress line");
   cmd->add_flag("--check", f->run.check, "Check the config, the data and the model, and start nothing");
-  cmd->callback([f, action, engine] {
-    *action = [f, engine] { return Launch(*f, engine->count() > 0); };
-  });
+  cmd->callback([f, action, engine] { *action = [f, engine] { return Launch(*f, engine->count() > 0); }; });
 }
 
 }  // namespace metaps::launch

@@ -25,11 +25,10 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "common/files.h"
 #include "common/http_server.h"
@@ -144,8 +143,10 @@ void WriteSvg(const std::string& path, const std::vector<std::vector<double>>& r
 void StopAll(std::vector<Child>& children, bool by_stdin) {
   for (auto& c : children) {
     if (!c.proc.running()) continue;
-    if (by_stdin) c.proc.CloseStdin();
-    else (void)c.proc.Signal(SIGTERM);
+    if (by_stdin)
+      c.proc.CloseStdin();
+    else
+      (void)c.proc.Signal(SIGTERM);
   }
   for (auto& c : children) {
     if (c.proc.Wait(std::chrono::seconds(10)).ok()) continue;
@@ -182,10 +183,11 @@ Status CheckHosts(const Cluster& cluster, const fs::path& run_dir, const std::st
     std::string log = (run_dir / "logs" / ("check-" + h.name + ".log")).string();
     std::error_code ec;
     fs::remove(log, ec);
-    std::string script = "test -x " + ShellJoin({cluster.metaps}) + " || exit 3; test -r " + ShellJoin({job_toml}) +
-                         " || exit 4; exit 0";
-    METAPS_ASSIGN_OR_RETURN(Subprocess proc, cluster.engine->Start(h, {"/bin/sh", "-c", script},
-                                                                   SpawnOptions{.log_file = log, .stdin_pipe = true}));
+    std::string script = "test -x " + ShellJoin({cluster.metaps}) + " || exit 3; test -r " +
+                         ShellJoin({job_toml}) + " || exit 4; exit 0";
+    METAPS_ASSIGN_OR_RETURN(Subprocess proc,
+                            cluster.engine->Start(h, {"/bin/sh", "-c", script},
+                                                  SpawnOptions{.log_file = log, .stdin_pipe = true}));
     probes.push_back({h, log, std::move(proc)});
   }
   for (auto& p : probes) {
@@ -197,13 +199,14 @@ Status CheckHosts(const Cluster& cluster, const fs::path& run_dir, const std::st
                                 ": install metaps at the same path on every host, or give --remote-metaps");
     }
     if (*code == 4) {
-      return FailedPrecondition(on + " cannot read " + job_toml +
-                                ": the run directory must be on a filesystem every host mounts at the same path "
-                                "(give --run-dir on it)");
+      return FailedPrecondition(
+          on + " cannot read " + job_toml +
+          ": the run directory must be on a filesystem every host mounts at the same path "
+          "(give --run-dir on it)");
     }
     if (*code != 0) {
-      return Unavailable(on + ": the engine could not run a command there (exit code " + std::to_string(*code) +
-                         "); see " + p.log);
+      return Unavailable(on + ": the engine could not run a command there (exit code " +
+                         std::to_string(*code) + "); see " + p.log);
     }
   }
   return Status::Ok();
@@ -449,7 +452,8 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
     nlohmann::json hosts = nlohmann::json::array();
     for (const auto& h : cluster->hosts) hosts.push_back({{"name", h.name}, {"address", h.address}});
     nlohmann::json placement = {{"engine", engine.name()}, {"hosts", hosts}, {"metaps", cluster->metaps}};
-    if (Status w = WriteFileAtomically((run_dir / "cluster.json").string(), placement.dump(2) + "\n"); !w.ok())
+    if (Status w = WriteFileAtomically((run_dir / "cluster.json").string(), placement.dump(2) + "\n");
+        !w.ok())
       return Fail(w.message());
   }
   struct sigaction sa {};
@@ -460,8 +464,9 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
   std::vector<Child> children;
   std::error_code ec;
   auto spawn = [&](const Child& c, const std::vector<std::string>& argv) {
-    return engine.Start(c.host, argv,
-                        SpawnOptions{.log_file = (run_dir / "logs" / (c.name + ".log")).string(), .stdin_pipe = by_stdin});
+    return engine.Start(
+        c.host, argv,
+        SpawnOptions{.log_file = (run_dir / "logs" / (c.name + ".log")).string(), .stdin_pipe = by_stdin});
   };
   auto start_child = [&](Child& c) -> Status {
     METAPS_ASSIGN_OR_RETURN(c.proc, spawn(c, c.argv));
@@ -483,9 +488,16 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
   fs::remove(ep_file, ec);
   fs::remove(http_file, ec);
   fs::create_directories(run_dir / "logs", ec);
-  std::vector<std::string> sched_argv = {"scheduler",     "-c",         job_toml,  "--endpoint-file",
-                                         ep_file,         "--http-file", http_file, "--token-file",
-                                         token_file,      "--set",
+  std::vector<std::string> sched_argv = {"scheduler",
+                                         "-c",
+                                         job_toml,
+                                         "--endpoint-file",
+                                         ep_file,
+                                         "--http-file",
+                                         http_file,
+                                         "--token-file",
+                                         token_file,
+                                         "--set",
                                          "checkpoint.dir=\"" + (run_dir / "checkpoints").string() + "\""};
   if (cluster) {
     // Reachable from the other hosts, and its status from here.
@@ -516,13 +528,15 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
       return StopAll(children, by_stdin), Fail(sp.message());
   }
   for (int w = 0; w < workers; ++w) {
-    Status sp = add("worker-" + std::to_string(w), cluster ? cluster->worker_host(w) : local_host,
-                    {"worker", "-c", job_toml, "--id", std::to_string(w), "--scheduler", *sched_ep, "--token-file",
-                     token_file, "--run-dir", run_dir.string(), "--start-round", std::to_string(plan.start_round[w])});
+    Status sp = add(
+        "worker-" + std::to_string(w), cluster ? cluster->worker_host(w) : local_host,
+        {"worker", "-c", job_toml, "--id", std::to_string(w), "--scheduler", *sched_ep, "--token-file",
+         token_file, "--run-dir", run_dir.string(), "--start-round", std::to_string(plan.start_round[w])});
     if (!sp.ok()) return StopAll(children, by_stdin), Fail(sp.message());
   }
   // `metaps status RUN_DIR` reads where to ask (scheduler.http holds the port).
-  if (Status w = WriteFileAtomically((run_dir / "scheduler.host").string(), sched_host.address + "\n"); !w.ok())
+  if (Status w = WriteFileAtomically((run_dir / "scheduler.host").string(), sched_host.address + "\n");
+      !w.ok())
     return StopAll(children, by_stdin), Fail(w.message());
   std::cout << "  status: metaps status " << run_dir.string() << "   (http://" << sched_host.address << ":"
             << *http_port << "/status)\n";
@@ -710,7 +724,8 @@ int RunJobWithFlags(const RunFlags& f, RunOutcome* outcome) {
     // Every process of a resumed job reads the run directory's job.toml; an override here would
     // reach none of them.
     if (!f.overrides.empty())
-      return Fail("--set is for a new job; a resumed run reads " + f.resume + "/job.toml (edit a key there)"), 2;
+      return Fail("--set is for a new job; a resumed run reads " + f.resume + "/job.toml (edit a key there)"),
+             2;
     return ResumeJob(f, outcome);
   }
   return RunJob(f, outcome);

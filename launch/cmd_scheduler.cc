@@ -141,7 +141,8 @@ void RegisterSchedulerCommand(CLI::App& app, Action* action) {
   auto metrics = std::make_shared<bool>(false);
   auto run_dir = std::make_shared<std::string>();
   auto* st = app.add_subcommand("status", "Print a running job's status (JSON) or its Prometheus metrics");
-  st->add_option("--host", *host, "Scheduler's HTTP address (default: RUN_DIR/scheduler.host, else 127.0.0.1)");
+  st->add_option("--host", *host,
+                 "Scheduler's HTTP address (default: RUN_DIR/scheduler.host, else 127.0.0.1)");
   st->add_option("--port", *port, "Scheduler's HTTP port (see RUN_DIR/scheduler.http)");
   st->add_option("run_dir", *run_dir, "Run directory of a `metaps run` job (reads its HTTP port)");
   st->add_flag("--metrics", *metrics, "Print Prometheus metrics instead");

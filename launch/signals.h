@@ -11,9 +11,8 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <cerrno>
-
 #include <atomic>
+#include <cerrno>
 #include <functional>
 #include <mutex>
 #include <thread>

@@ -82,17 +82,19 @@ class LoopbackSshd {
     fs::create_directories(dir_);
     port_ = FreePort("127.0.0.2");
     for (const char* key : {"host_key", "user_key"}) {
-      auto gen = Subprocess::Spawn({"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", (dir_ / key).string()},
-                                   (dir_ / "keygen.log").string());
+      auto gen = Subprocess::Spawn(
+          {"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", (dir_ / key).string()},
+          (dir_ / "keygen.log").string());
       EXPECT_TRUE(gen.ok() && gen->Wait(30s).value_or(-1) == 0) << Read((dir_ / "keygen.log").string());
     }
     fs::copy_file(dir_ / "user_key.pub", dir_ / "authorized_keys");
-    std::ofstream(dir_ / "sshd_config") << "ListenAddress 127.0.0.2:" << port_ << "\n"
-                                        << "ListenAddress 127.0.0.3:" << port_ << "\n"
-                                        << "HostKey " << (dir_ / "host_key").string() << "\n"
-                                        << "AuthorizedKeysFile " << (dir_ / "authorized_keys").string() << "\n"
-                                        << "PidFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-                                        << "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n";
+    std::ofstream(dir_ / "sshd_config")
+        << "ListenAddress 127.0.0.2:" << port_ << "\n"
+        << "ListenAddress 127.0.0.3:" << port_ << "\n"
+        << "HostKey " << (dir_ / "host_key").string() << "\n"
+        << "AuthorizedKeysFile " << (dir_ / "authorized_keys").string() << "\n"
+        << "PidFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        << "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n";
     // sshd started as root wants its privilege-separation directory.
     if (geteuid() == 0) fs::create_directories("/run/sshd");
     auto sshd = Subprocess::Spawn({kSshd, "-D", "-e", "-f", (dir_ / "sshd_config").string()}, log());
@@ -105,10 +107,12 @@ class LoopbackSshd {
   std::string log() const { return (dir_ / "sshd.log").string(); }
   // `metaps launch` flags that reach this server with this key.
   std::vector<std::string> Flags() const {
-    return {"--ssh-option", "Port=" + std::to_string(port_), "--ssh-option",
-            "IdentityFile=" + (dir_ / "user_key").string(), "--ssh-option", "StrictHostKeyChecking=no",
-            "--ssh-option", "UserKnownHostsFile=/dev/null", "--ssh-option", "LogLevel=ERROR", "--ssh-option",
-            "ConnectTimeout=10"};
+    return {"--ssh-option", "Port=" + std::to_string(port_),
+            "--ssh-option", "IdentityFile=" + (dir_ / "user_key").string(),
+            "--ssh-option", "StrictHostKeyChecking=no",
+            "--ssh-option", "UserKnownHostsFile=/dev/null",
+            "--ssh-option", "LogLevel=ERROR",
+            "--ssh-option", "ConnectTimeout=10"};
   }
 
  private:
@@ -125,8 +129,8 @@ std::vector<std::string> Plus(std::vector<std::string> a, const std::vector<std:
 TEST(LaunchTest, TheLocalEnginePlacesEachRoleOnItsHostsAddress) {
   ScratchDir dir("launch-local");
   const std::string run = dir / "run", out = dir / "out.txt";
-  int code = RunMetaps({"launch", Example("synthetic.toml"), "--engine", "local", "--hosts", "127.0.0.2,127.0.0.3",
-                        "--run-dir", run, "--quiet"},
+  int code = RunMetaps({"launch", Example("synthetic.toml"), "--engine", "local", "--hosts",
+                        "127.0.0.2,127.0.0.3", "--run-dir", run, "--quiet"},
                        out, 300s);
   ASSERT_EQ(code, 0) << Read(out);
   EXPECT_TRUE(fs::exists(run + "/report.json"));
@@ -140,14 +144,15 @@ TEST(LaunchTest, TheLocalEnginePlacesEachRoleOnItsHostsAddress) {
 }
 
 TEST(LaunchTest, OverSshTheJobRunsUnderSshdStopsWithTheLauncherAndResumes) {
-  if (!fs::exists(LoopbackSshd::kSshd)) GTEST_SKIP() << "no " << LoopbackSshd::kSshd << " (launch/setup.sh installs openssh-server)";
+  if (!fs::exists(LoopbackSshd::kSshd))
+    GTEST_SKIP() << "no " << LoopbackSshd::kSshd << " (launch/setup.sh installs openssh-server)";
   ScratchDir dir("launch-ssh");
   LoopbackSshd sshd(dir);
   const std::string run = dir / "run", out = dir / "out.txt";
   // Far longer than the test (~50k rounds; a checkpoint every 50): only a stop ends it.
   auto launcher = Subprocess::Spawn(
-      Plus({MetapsBin(), "launch", Example("synthetic.toml"), "--hosts", "127.0.0.2,127.0.0.3", "--run-dir", run,
-            "--quiet", "--set", "train.epochs=2000"},
+      Plus({MetapsBin(), "launch", Example("synthetic.toml"), "--hosts", "127.0.0.2,127.0.0.3", "--run-dir",
+            run, "--quiet", "--set", "train.epochs=2000"},
            sshd.Flags()),
       out);
   ASSERT_TRUE(launcher.ok()) << launcher.status();
@@ -216,8 +221,9 @@ TEST(LaunchTest, UnderSlurmEachRoleIsAStepOnItsNode) {
   const std::string run = dir / "run", out = dir / "out.txt", calls = dir / "srun.calls";
   // Stand-ins for Slurm's programs: scontrol expands the node list, srun runs the step's command here.
   fs::create_directories(dir / "bin");
-  std::ofstream(dir / "bin/scontrol") << "#!/bin/sh\n[ \"$1 $2 $3\" = 'show hostnames fake[2-3]' ] || exit 1\n"
-                                      << "echo 127.0.0.2\necho 127.0.0.3\n";
+  std::ofstream(dir / "bin/scontrol")
+      << "#!/bin/sh\n[ \"$1 $2 $3\" = 'show hostnames fake[2-3]' ] || exit 1\n"
+      << "echo 127.0.0.2\necho 127.0.0.3\n";
   std::ofstream(dir / "bin/srun") << "#!/bin/sh\necho \"$*\" >> '" << calls << "'\n"
                                   << "while [ \"$1\" != -- ]; do shift; done\nshift\nexec \"$@\"\n";
   fs::permissions(dir / "bin/scontrol", fs::perms::owner_all);
@@ -225,8 +231,8 @@ TEST(LaunchTest, UnderSlurmEachRoleIsAStepOnItsNode) {
   std::string path = std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin";
   setenv("PATH", std::string(dir / "bin").append(":").append(path).c_str(), 1);
   setenv("SLURM_JOB_NODELIST", "fake[2-3]", 1);
-  int code = RunMetaps({"launch", Example("synthetic.toml"), "--engine", "slurm", "--run-dir", run, "--quiet"}, out,
-                       300s);
+  int code = RunMetaps(
+      {"launch", Example("synthetic.toml"), "--engine", "slurm", "--run-dir", run, "--quiet"}, out, 300s);
   setenv("PATH", path.c_str(), 1);
   unsetenv("SLURM_JOB_NODELIST");
   ASSERT_EQ(code, 0) << Read(out);
@@ -267,10 +273,14 @@ TEST(LaunchTest, HostsThatCannotRunTheJobAreNamedBeforeAnythingStarts) {
   EXPECT_FALSE(fs::exists(dir / "run2/logs/scheduler.log"));
   // A bad hosts file names its line.
   std::ofstream(dir / "hosts") << "node-a 127.0.0.2\nnode-b 999.1.1.1\n";
-  code = RunMetaps({"launch", Example("synthetic.toml"), "--hosts", dir / "hosts", "--run-dir", dir / "run3"}, out,
-                   60s);
+  code = RunMetaps({"launch", Example("synthetic.toml"), "--hosts", dir / "hosts", "--run-dir", dir / "run3"},
+                   out, 60s);
   EXPECT_EQ(code, 2) << Read(out);
   EXPECT_NE(Read(out).find(dir / "hosts" + ":2"), std::string::npos) << Read(out);
+  // A resumed job reads its own job.toml: an override would reach none of its processes.
+  code = RunMetaps({"launch", "--resume", dir / "run1", "--set", "train.rounds=5"}, out, 60s);
+  EXPECT_EQ(code, 2) << Read(out);
+  EXPECT_NE(Read(out).find("--set is for a new job"), std::string::npos) << Read(out);
 }
 
 }  // namespace
