@@ -180,6 +180,35 @@ TEST(LaunchTest, OverSshTheJobRunsUnderSshdStopsWithTheLauncherAndResumes) {
   }
   EXPECT_GE(under_sshd, 4) << "2 servers and 2 workers";
 
+  // Shard 1's server, on the second host, is killed: ssh reports it, and the launcher starts it
+  // again there, through ssh, on its endpoint and data directory.
+  auto shard1 = [&] {
+    for (pid_t p : ProcessesMentioning(run + "/servers/shard-1 ")) {
+      if (Command(p) != "ssh") return p;
+    }
+    return pid_t{-1};
+  };
+  const pid_t killed = shard1();
+  ASSERT_GT(killed, 0);
+  const std::string endpoint = Read(run + "/servers/shard-1.endpoint");
+  ASSERT_EQ(kill(killed, SIGKILL), 0);
+  pid_t again = -1;
+  for (int i = 0; i < 600 && (again <= 0 || again == killed); ++i) {
+    std::this_thread::sleep_for(100ms);
+    again = shard1();
+  }
+  ASSERT_GT(again, 0) << Read(out);
+  ASSERT_NE(again, killed) << Read(out);
+  EXPECT_EQ(ParentCommand(again), "sshd");
+  // Both lives of it listened on the same endpoint.
+  const std::string listening = "listening on " + endpoint.substr(0, endpoint.find('\n')) + " ";
+  std::string log;
+  for (int i = 0; i < 300; ++i, std::this_thread::sleep_for(100ms)) {
+    log = Read(run + "/logs/server-1.log");
+    if (log.find(listening) != log.rfind(listening)) break;
+  }
+  EXPECT_NE(log.find(listening), log.rfind(listening)) << log;
+
   // The launcher dies without a word: its stdin pipes close, ssh carries the EOF to every role,
   // and each stops. Nothing of the job is left on the hosts.
   ASSERT_TRUE(launcher->Signal(SIGKILL).ok());
@@ -213,6 +242,7 @@ TEST(LaunchTest, OverSshTheJobRunsUnderSshdStopsWithTheLauncherAndResumes) {
   ASSERT_EQ(code, 0) << Read(resumed) << Read(run + "/logs/worker-0.log");
   EXPECT_NE(Read(resumed).find("from the checkpoint of round"), std::string::npos) << Read(resumed);
   EXPECT_NE(Read(resumed).find("placement (ssh)"), std::string::npos) << Read(resumed);
+  EXPECT_NE(Read(out).find("server-1 died"), std::string::npos) << Read(out);
   EXPECT_TRUE(fs::exists(run + "/report.json"));
 }
 
