@@ -97,6 +97,9 @@ struct Cluster {
   std::unique_ptr<RoleEngine> engine;
   std::vector<Host> hosts;
   std::string metaps;  // the executable as every host sees it
+  // Where each server keeps its data on its own host (a local disk): ROOT/<run directory's
+  // name>/shard-<i>. Empty: under the run directory (servers/shard-<i>, on the shared filesystem).
+  std::string server_data_root;
   const Host& scheduler_host() const { return hosts[0]; }
   const Host& server_host(int shard) const { return hosts[shard % hosts.size()]; }
   const Host& worker_host(int id) const { return hosts[id % hosts.size()]; }

@@ -4,6 +4,7 @@
 // allocation, or on this machine (--engine local: the hosts are addresses of this machine).
 // The run directory must be on a filesystem every host mounts at the same path.
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -19,7 +20,7 @@ namespace {
 
 struct LaunchFlags {
   RunFlags run;
-  std::string hosts, engine = "ssh", ssh = "ssh", srun = "srun", remote_metaps;
+  std::string hosts, engine = "ssh", ssh = "ssh", srun = "srun", remote_metaps, server_data_root;
   std::vector<std::string> ssh_options, srun_options;
 };
 
@@ -36,6 +37,7 @@ Status ReadPlacement(const std::string& run_dir, LaunchFlags& f, std::vector<Hos
   if (j.is_discarded() || !j.contains("hosts")) return DataLoss(run_dir + "/cluster.json is not valid");
   for (const auto& h : j["hosts"]) hosts.push_back({h.value("name", ""), h.value("address", "")});
   if (f.remote_metaps.empty()) f.remote_metaps = j.value("metaps", "");
+  if (f.server_data_root.empty()) f.server_data_root = j.value("server_data_root", "");
   return Status::Ok();
 }
 
@@ -65,6 +67,9 @@ int Launch(LaunchFlags f, bool engine_given) {
   Cluster cluster;
   cluster.hosts = std::move(hosts);
   cluster.metaps = f.remote_metaps.empty() ? SelfExecutable() : f.remote_metaps;
+  if (!f.server_data_root.empty() && !std::filesystem::path(f.server_data_root).is_absolute())
+    return LaunchFail("--server-data-root must be an absolute path (it is a path on every server's host)");
+  cluster.server_data_root = f.server_data_root;
   if (f.engine == "local") {
     cluster.engine = std::make_unique<LocalEngine>();
   } else if (f.engine == "ssh") {
@@ -106,6 +111,10 @@ void RegisterLaunchCommand(CLI::App& app, Action* action) {
   cmd->add_option("--srun-option", f->srun_options, "An extra srun argument, e.g. --mem=8G (repeatable)");
   cmd->add_option("--remote-metaps", f->remote_metaps,
                   "The metaps executable on the hosts (default: this one's path, the same on every host)");
+  cmd->add_option(
+      "--server-data-root", f->server_data_root,
+      "Keep each server's data on its own host's disk, under DIR/<run directory's name>/shard-<i> "
+      "(default: in the run directory, on the shared filesystem)");
   cmd->add_option(
       "--run-dir", f->run.run_dir,
       "Run directory, on a filesystem every host mounts at the same path (default runs/<job.id>-<time>)");

@@ -167,6 +167,35 @@ void SetFlag(std::vector<std::string>& argv, const std::string& flag, const std:
   argv.insert(argv.end(), {flag, value});
 }
 
+// Shard `s`'s data directory: on its host's own disk under --server-data-root, else in the run
+// directory.
+std::string ShardDataDir(const RunFlags& f, const fs::path& run_dir, int s) {
+  const std::string shard = "shard-" + std::to_string(s);
+  if (f.cluster && !f.cluster->server_data_root.empty())
+    return (fs::path(f.cluster->server_data_root) / run_dir.filename() / shard).string();
+  return (run_dir / "servers" / shard).string();
+}
+
+// Removes shard `s`'s data directory (a resume from a checkpoint restores it afresh), on the
+// shard's host when it is there.
+Status RemoveShardData(const RunFlags& f, const fs::path& run_dir, int s) {
+  const std::string dir = ShardDataDir(f, run_dir, s);
+  if (!f.cluster || f.cluster->server_data_root.empty()) {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    return Status::Ok();
+  }
+  const Host& host = f.cluster->server_host(s);
+  const std::string log = (run_dir / "logs" / ("clean-shard-" + std::to_string(s) + ".log")).string();
+  METAPS_ASSIGN_OR_RETURN(Subprocess rm,
+                          f.cluster->engine->Start(host, {"/bin/rm", "-rf", "--", dir},
+                                                   SpawnOptions{.log_file = log, .stdin_pipe = true}));
+  auto code = rm.Wait(std::chrono::seconds(120));
+  if (!code.ok() || *code != 0)
+    return Unavailable("cannot remove " + dir + " on " + host.name + " before restoring it; see " + log);
+  return Status::Ok();
+}
+
 // Before a multi-host job starts: every host can run the metaps executable and sees the run
 // directory (a shared filesystem, mounted at the same path). Each host is asked once, in parallel.
 Status CheckHosts(const Cluster& cluster, const fs::path& run_dir, const std::string& job_toml) {
@@ -405,7 +434,7 @@ int ResumeJob(const RunFlags& f, RunOutcome* outcome) {
   if (latest.ok()) {
     std::cout << "metaps run: resuming " << run_dir.string() << " from the checkpoint of round " << latest->first << "\n";
     for (int s = 0; s < servers; ++s) {
-      fs::remove_all(run_dir / "servers" / ("shard-" + std::to_string(s)), ec);
+      if (Status r = RemoveShardData(f, run_dir, s); !r.ok()) return Fail(r.message());
       plan.restore_from.push_back(latest->second + "/shard-" + std::to_string(s));
     }
     plan.start_round.assign(workers, latest->first);
@@ -451,7 +480,10 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
     if (Status c = CheckHosts(*cluster, run_dir, job_toml); !c.ok()) return Fail(c.message()), 2;
     nlohmann::json hosts = nlohmann::json::array();
     for (const auto& h : cluster->hosts) hosts.push_back({{"name", h.name}, {"address", h.address}});
-    nlohmann::json placement = {{"engine", engine.name()}, {"hosts", hosts}, {"metaps", cluster->metaps}};
+    nlohmann::json placement = {{"engine", engine.name()},
+                                {"hosts", hosts},
+                                {"metaps", cluster->metaps},
+                                {"server_data_root", cluster->server_data_root}};
     if (Status w = WriteFileAtomically((run_dir / "cluster.json").string(), placement.dump(2) + "\n");
         !w.ok())
       return Fail(w.message());
@@ -516,9 +548,20 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
   SetFlag(children[0].argv, "--http-port", *http_port);
   for (int s = 0; s < servers; ++s) {
     std::string shard = "shard-" + std::to_string(s);
-    std::vector<std::string> argv = {"server", "-c", job_toml, "--data-dir", (run_dir / "servers" / shard).string(),
-                                     "--shard-id", std::to_string(s), "--scheduler", *sched_ep, "--token-file",
-                                     token_file, "--job-id", job_id, "--endpoint-file",
+    std::vector<std::string> argv = {"server",
+                                     "-c",
+                                     job_toml,
+                                     "--data-dir",
+                                     ShardDataDir(f, run_dir, s),
+                                     "--shard-id",
+                                     std::to_string(s),
+                                     "--scheduler",
+                                     *sched_ep,
+                                     "--token-file",
+                                     token_file,
+                                     "--job-id",
+                                     job_id,
+                                     "--endpoint-file",
                                      (run_dir / "servers" / (shard + ".endpoint")).string()};
     if (static_cast<size_t>(s) < plan.restore_from.size()) argv.insert(argv.end(), {"--restore-from", plan.restore_from[s]});
     const Host& host = cluster ? cluster->server_host(s) : local_host;

@@ -121,6 +121,35 @@ class LoopbackSshd {
   Subprocess proc_;
 };
 
+// Waits (while `launcher` runs) until a checkpoint past round 50 is complete.
+bool AfterTheSecondCheckpoint(const std::string& run, Subprocess& launcher) {
+  for (int i = 0; i < 1200 && launcher.running(); ++i) {
+    std::this_thread::sleep_for(100ms);
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(run + "/checkpoints", ec)) {
+      const std::string name = e.path().filename().string();
+      if (name != "round-50" && fs::exists(e.path() / "manifest.json")) return true;
+    }
+  }
+  return false;
+}
+
+// A stopped long job's rest made short: 100 rounds past its newest complete checkpoint (the run
+// directory's job.toml is what a resumed job reads).
+void ShortenTheRest(const std::string& run) {
+  int newest = 0;
+  for (const auto& e : fs::directory_iterator(run + "/checkpoints")) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("round-", 0) == 0 && fs::exists(e.path() / "manifest.json"))
+      newest = std::max(newest, std::stoi(name.substr(6)));
+  }
+  std::string job = Read(run + "/job.toml");
+  size_t at = job.find("\nrounds = ");
+  ASSERT_NE(at, std::string::npos) << job;
+  job.replace(at + 1, job.find('\n', at + 1) - at - 1, "rounds = " + std::to_string(newest + 100));
+  std::ofstream(run + "/job.toml") << job;
+}
+
 std::vector<std::string> Plus(std::vector<std::string> a, const std::vector<std::string>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
@@ -156,17 +185,8 @@ TEST(LaunchTest, OverSshTheJobRunsUnderSshdStopsWithTheLauncherAndResumes) {
            sshd.Flags()),
       out);
   ASSERT_TRUE(launcher.ok()) << launcher.status();
-  // Running once a checkpoint of round 100 or later is complete.
-  bool checkpointed = false;
-  for (int i = 0; i < 1200 && !checkpointed && launcher->running(); ++i) {
-    std::this_thread::sleep_for(100ms);
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(run + "/checkpoints", ec)) {
-      const std::string name = e.path().filename().string();
-      if (name != "round-50" && fs::exists(e.path() / "manifest.json")) checkpointed = true;
-    }
-  }
-  ASSERT_TRUE(checkpointed) << Read(out) << Read(run + "/logs/scheduler.log") << Read(sshd.log());
+  ASSERT_TRUE(AfterTheSecondCheckpoint(run, *launcher))
+      << Read(out) << Read(run + "/logs/scheduler.log") << Read(sshd.log());
   // Every role runs under sshd, not under the launcher.
   std::vector<pid_t> roles = ProcessesMentioning("--run-dir " + run);  // the workers
   for (pid_t p : ProcessesMentioning(run + "/servers/shard-")) roles.push_back(p);
@@ -223,18 +243,7 @@ TEST(LaunchTest, OverSshTheJobRunsUnderSshdStopsWithTheLauncherAndResumes) {
                             << Read("/proc/" + std::to_string(left.empty() ? 0 : left[0]) + "/cmdline");
   ASSERT_FALSE(fs::exists(run + "/report.json")) << "the job ended by itself, not by the launcher's death";
 
-  // The rest made short: 100 rounds past the newest complete checkpoint.
-  int newest = 0;
-  for (const auto& e : fs::directory_iterator(run + "/checkpoints")) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("round-", 0) == 0 && fs::exists(e.path() / "manifest.json"))
-      newest = std::max(newest, std::stoi(name.substr(6)));
-  }
-  std::string job = Read(run + "/job.toml");
-  size_t at = job.find("\nrounds = ");
-  ASSERT_NE(at, std::string::npos) << job;
-  job.replace(at + 1, job.find('\n', at + 1) - at - 1, "rounds = " + std::to_string(newest + 100));
-  std::ofstream(run + "/job.toml") << job;
+  ShortenTheRest(run);
 
   // Resumed on the same hosts (from cluster.json), from the newest checkpoint, to the end.
   const std::string resumed = dir / "resumed.txt";
@@ -278,6 +287,46 @@ TEST(LaunchTest, UnderSlurmEachRoleIsAStepOnItsNode) {
   EXPECT_EQ(count("--nodelist=127.0.0.2 --overlap"), 4u) << steps;  // check, scheduler, server 0, worker 0
   EXPECT_EQ(count(" server -c "), 2u) << steps;
   EXPECT_TRUE(fs::exists(run + "/report.json"));
+}
+
+TEST(LaunchTest, ServersKeepTheirDataOnTheirHostsDiskAndAResumeRestoresItThere) {
+  // /dev/shm stands for each host's local disk: another filesystem than the run directory's, so
+  // checkpoints and restores copy across filesystems instead of linking.
+  ScratchDir dir("launch-data-root");
+  const fs::path root =
+      (fs::is_directory("/dev/shm") && access("/dev/shm", W_OK) == 0 ? fs::path("/dev/shm")
+                                                                     : dir.path() / "disk") /
+      dir.path().filename();
+  struct RemoveRoot {
+    fs::path p;
+    ~RemoveRoot() {
+      std::error_code ec;
+      fs::remove_all(p, ec);
+    }
+  } remove_root{root};
+  const std::string run = dir / "run", out = dir / "out.txt";
+  auto launcher = Subprocess::Spawn({MetapsBin(), "launch", Example("synthetic.toml"), "--engine", "local",
+                                     "--hosts", "127.0.0.2,127.0.0.3", "--server-data-root", root.string(),
+                                     "--run-dir", run, "--quiet", "--set", "train.epochs=2000"},
+                                    out);
+  ASSERT_TRUE(launcher.ok()) << launcher.status();
+  ASSERT_TRUE(AfterTheSecondCheckpoint(run, *launcher)) << Read(out);
+  ASSERT_TRUE(launcher->Signal(SIGTERM).ok());
+  EXPECT_EQ(launcher->Wait(120s).value_or(-1), 130) << Read(out);
+  EXPECT_TRUE(fs::exists(root / "run/shard-0/CURRENT")) << Read(run + "/logs/server-0.log");
+  EXPECT_TRUE(fs::exists(root / "run/shard-1/CURRENT"));
+  EXPECT_FALSE(fs::exists(run + "/servers/shard-0"));
+  ShortenTheRest(run);
+  std::ofstream(root / "run/shard-1/left-from-before") << "x";
+  // Resumed from the checkpoint: each shard's data directory is removed on its host and restored.
+  const std::string resumed = dir / "resumed.txt";
+  ASSERT_EQ(RunMetaps({"launch", "--resume", run, "--quiet"}, resumed, 600s), 0)
+      << Read(resumed) << Read(run + "/logs/server-1.log");
+  EXPECT_NE(Read(resumed).find("from the checkpoint of round"), std::string::npos) << Read(resumed);
+  EXPECT_FALSE(fs::exists(root / "run/shard-1/left-from-before")) << "shard 1 was not restored afresh";
+  EXPECT_TRUE(fs::exists(root / "run/shard-1/CURRENT"));
+  EXPECT_TRUE(fs::exists(run + "/report.json"));
+  EXPECT_FALSE(fs::exists(run + "/servers/shard-1"));
 }
 
 TEST(LaunchTest, HostsThatCannotRunTheJobAreNamedBeforeAnythingStarts) {
