@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+
 #include <nlohmann/json.hpp>
 
 #include "common/subprocess.h"
