@@ -25,10 +25,11 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "common/files.h"
 #include "common/http_server.h"
@@ -520,17 +521,9 @@ int Supervise(const RunFlags& f, const fs::path& run_dir, const std::string& job
   fs::remove(ep_file, ec);
   fs::remove(http_file, ec);
   fs::create_directories(run_dir / "logs", ec);
-  std::vector<std::string> sched_argv = {"scheduler",
-                                         "-c",
-                                         job_toml,
-                                         "--endpoint-file",
-                                         ep_file,
-                                         "--http-file",
-                                         http_file,
-                                         "--token-file",
-                                         token_file,
-                                         "--set",
-                                         "checkpoint.dir=\"" + (run_dir / "checkpoints").string() + "\""};
+  std::vector<std::string> sched_argv = {"scheduler", "-c", job_toml, "--endpoint-file", ep_file, "--http-file", http_file,
+                                         "--token-file", token_file};
+  sched_argv.insert(sched_argv.end(), {"--set", "checkpoint.dir=\"" + (run_dir / "checkpoints").string() + "\""});
   if (cluster) {
     // Reachable from the other hosts, and its status from here.
     sched_argv.insert(sched_argv.end(), {"--bind", "tcp://" + sched_host.address + ":0", "--set",
