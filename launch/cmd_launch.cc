@@ -30,13 +30,15 @@ int LaunchFail(const std::string& what) {
   return 2;
 }
 
-// A resumed job keeps its hosts and executable unless new ones are given.
-Status ReadPlacement(const std::string& run_dir, LaunchFlags& f, std::vector<Host>& hosts) {
+// A resumed job keeps its engine, hosts, executable and data root unless new ones are given.
+Status ReadPlacement(const std::string& run_dir, bool engine_given, LaunchFlags& f,
+                     std::vector<Host>& hosts) {
   std::ifstream in(run_dir + "/cluster.json");
   if (!in) return NotFound(run_dir + "/cluster.json is missing: give --hosts (and --engine)");
   auto j = nlohmann::json::parse(in, nullptr, false);
   if (j.is_discarded() || !j.contains("hosts")) return DataLoss(run_dir + "/cluster.json is not valid");
   for (const auto& h : j["hosts"]) hosts.push_back({h.value("name", ""), h.value("address", "")});
+  if (!engine_given) f.engine = j.value("engine", f.engine);
   if (f.remote_metaps.empty()) f.remote_metaps = j.value("metaps", "");
   if (f.server_data_root.empty()) f.server_data_root = j.value("server_data_root", "");
   return Status::Ok();
@@ -50,10 +52,8 @@ int Launch(LaunchFlags f, bool engine_given) {
     return RunJobWithFlags(f.run, nullptr);
   std::vector<Host> hosts;
   if (!f.run.resume.empty() && f.hosts.empty() && !(f.engine == "slurm" && engine_given)) {
-    std::ifstream in(f.run.resume + "/cluster.json");
-    auto j = nlohmann::json::parse(in, nullptr, false);
-    if (!engine_given && !j.is_discarded()) f.engine = j.value("engine", f.engine);
-    if (Status s = ReadPlacement(f.run.resume, f, hosts); !s.ok()) return LaunchFail(s.message());
+    if (Status s = ReadPlacement(f.run.resume, engine_given, f, hosts); !s.ok())
+      return LaunchFail(s.message());
   } else if (!f.hosts.empty()) {
     auto parsed = ParseHosts(f.hosts);
     if (!parsed.ok()) return LaunchFail("--hosts: " + parsed.status().message());

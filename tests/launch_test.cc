@@ -51,12 +51,17 @@ std::string ParentCommand(pid_t pid) {
   return Command(std::atoi(stat.c_str() + close + 4));
 }
 
-bool Accepts(const std::string& address, int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+sockaddr_in Ipv4(const std::string& address, int port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
   inet_pton(AF_INET, address.c_str(), &a.sin_addr);
+  return a;
+}
+
+bool Accepts(const std::string& address, int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a = Ipv4(address, port);
   bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
   close(fd);
   return ok;
@@ -64,9 +69,7 @@ bool Accepts(const std::string& address, int port) {
 
 int FreePort(const std::string& address) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  inet_pton(AF_INET, address.c_str(), &a.sin_addr);
+  sockaddr_in a = Ipv4(address, 0);
   bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
   socklen_t len = sizeof(a);
   getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
